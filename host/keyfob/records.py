@@ -1,0 +1,49 @@
+"""The one shape a token's secret record has on the host.
+
+A ``TokenRecord`` is what provisioning produces, what seed files (PSKC, CSV,
+otpauth) carry, and what the verifier imports. Its ``repr`` never shows the
+secret, so a record that lands in a log or a traceback leaks nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODES = ("hotp", "totp")
+ALGORITHMS = ("sha1", "sha256")
+DIGITS = (6, 8)
+PERIODS = (30, 60)
+SEED_LENGTHS = {"sha1": 20, "sha256": 32}
+
+
+class RecordError(ValueError):
+    """A token record with a field out of range."""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    serial: str
+    mode: str
+    algorithm: str
+    digits: int
+    secret: bytes = field(repr=False)
+    counter: int = 0
+    period: int = 30
+    manufacturer: str = "keyfob"
+    model: str = "keyfob-1"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise RecordError(f"token {self.serial}: mode must be one of {MODES}, not {self.mode!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise RecordError(
+                f"token {self.serial}: algorithm must be one of {ALGORITHMS}, not {self.algorithm!r}"
+            )
+        if self.digits not in DIGITS:
+            raise RecordError(f"token {self.serial}: digits must be 6 or 8, not {self.digits!r}")
+        if self.mode == "totp" and self.period not in PERIODS:
+            raise RecordError(f"token {self.serial}: period must be 30 or 60 s, not {self.period!r}")
+        if self.counter < 0:
+            raise RecordError(f"token {self.serial}: counter must not be negative")
+        if not isinstance(self.secret, bytes | bytearray) or len(self.secret) < 16:
+            raise RecordError(f"token {self.serial}: seed must be at least 16 bytes (128 bits, RFC 4226)")
