@@ -43,7 +43,7 @@ class TokenRecord:
             raise RecordError(f"token {self.serial}: digits must be 6 or 8, not {self.digits!r}")
         if self.mode == "totp" and self.period not in PERIODS:
             raise RecordError(f"token {self.serial}: period must be 30 or 60 s, not {self.period!r}")
-        if self.counter < 0:
-            raise RecordError(f"token {self.serial}: counter must not be negative")
+        if not 0 <= self.counter < 2**64:
+            raise RecordError(f"token {self.serial}: counter must be in 0 .. 2**64-1 (RFC 4226 8-byte counter)")
         if not isinstance(self.secret, bytes | bytearray) or len(self.secret) < 16:
             raise RecordError(f"token {self.serial}: seed must be at least 16 bytes (128 bits, RFC 4226)")

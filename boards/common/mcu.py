@@ -1,0 +1,52 @@
+# What the ESP32 and RP2040 board layers share: time, idle with wake on the
+# button or USB, the REPL interrupt switch and the boot I2C scan. Deployed next
+# to board.py on real boards (not on the virtual token, which has its own).
+import select
+import sys
+import time
+
+import micropython
+from micropython import const
+
+ADDR_OLED = const(0x3C)
+ADDR_DS3231 = const(0x68)
+_IDLE_POLL_MS = const(10)
+
+
+class McuBoard:
+    name = 'mcu'
+
+    def __init__(self, i2c, button, rtc):
+        self.i2c = i2c
+        self.button = button
+        self.rtc = rtc
+        found = i2c.scan()
+        self.found = {'oled': ADDR_OLED in found, 'ds3231': ADDR_DS3231 in found}
+        self._usb = select.poll()
+        self._usb.register(sys.stdin, select.POLLIN)
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def sleep_ms(self, ms):
+        time.sleep_ms(ms)
+
+    def light_sleep(self, ms):
+        # sleep_ms parks the core (WFI/WFE) between ticks; a deeper sleep would
+        # cut USB, and the token must keep answering the laptop while idle.
+        time.sleep_ms(ms)
+
+    def idle(self, ms):
+        start = time.ticks_ms()
+        while True:
+            if self.button.value() == 0:
+                return 'button'
+            if self._usb.poll(0):
+                return 'usb'
+            left = ms - time.ticks_diff(time.ticks_ms(), start)
+            if left <= 0:
+                return 'timeout'
+            self.light_sleep(min(left, _IDLE_POLL_MS))
+
+    def set_kbd_intr(self, on):
+        micropython.kbd_intr(3 if on else -1)

@@ -1,0 +1,291 @@
+# Power-safe persistent state of the token.
+#
+# Layout on the filesystem: two record files, A and B, written in turn.
+# Every save writes the *other* file than the one holding the newest good
+# record, with seq = newest seq + 1, so the newest good record is never the
+# one being written. Each record is one fixed 120-byte struct ending in a
+# CRC32 over everything before it. Loading reads both files and keeps the
+# good record (magic, CRC, sane fields) with the highest seq.
+#
+# Why this and not only LittleFS: LittleFS v2 (ESP32, RP2040, the virtual
+# token) is copy-on-write, and a file's new content becomes visible only when
+# it is closed or synced, so a cut during a save normally leaves the old
+# content of that file. The A/B pair with seq + CRC does not rely on that: if
+# a filesystem (FAT, a buggy port, a worn block) ever shows a torn or stale
+# file, its CRC fails or its seq is lower, and the other file still holds the
+# previous state. The worst a cut can do is lose the save in progress.
+#
+# HOTP: reserve_next_counter() stores counter + 1 and returns the counter only
+# after the file is closed (and os.sync() where the port has it). The code
+# for that counter is computed and shown after the return, so a shown code's
+# counter is always durable as used: no code is ever shown twice, and a cut
+# during the save skips at most one counter value.
+#
+# wipe(): overwrites both records with an empty record (seed zeroed) and
+# removes them. On LittleFS the old bytes stay in their blocks until the
+# filesystem reuses them (copy-on-write); anyone with the flash chip may read
+# them before that. Flash encryption (ESP32) is the real protection.
+#
+# seq is 32-bit: one save a second for 136 years before it wraps; the flash
+# wears out long before.
+import binascii
+import os
+import struct
+
+from micropython import const
+
+_MAGIC = const(0x3153464B)  # b'KFS1' read as a little-endian u32: format version 1
+_SEED_MAX = const(64)
+_SERIAL_MAX = const(16)
+
+# Little-endian, no padding. Offsets are fixed: the press path patches seq,
+# counter and CRC in place.
+_FMT = '<IIQqiHBBBBBB64s16s'
+_OFF_SEQ = const(4)
+_OFF_COUNTER = const(8)
+_BODY = const(116)  # bytes covered by the CRC
+_OFF_CRC = const(116)
+REC_SIZE = const(120)
+
+_F_PROVISIONED = const(1)
+_F_LOCKED = const(2)
+
+MODES = ('hotp', 'totp')
+ALGORITHMS = ('sha1', 'sha256')
+
+_NAMES = ('store_a.bin', 'store_b.bin')
+
+
+def _sync():
+    sync = getattr(os, 'sync', None)
+    if sync is not None:
+        sync()
+
+
+class Store:
+    """The token's state, loaded on construction.
+
+    Fields (plain attributes): mode, algorithm, digits, period, counter (the
+    next HOTP counter), drift_ppb, synced_at, seed, serial, locked,
+    provisioned, seq. Change them and call save(), or use the methods that
+    save for you. reserve_next_counter() persists only the counter on top of
+    the last saved or loaded record.
+    """
+
+    def __init__(self, dirpath=''):
+        # dirpath '' = the current directory: '/' on a board, /flash on the sim.
+        if dirpath and not dirpath.endswith('/'):
+            dirpath += '/'
+        self._paths = (dirpath + _NAMES[0], dirpath + _NAMES[1])
+        self._buf = bytearray(REC_SIZE)
+        self._mv = memoryview(self._buf)
+        self._body = self._mv[:_BODY]
+        self._tmp = bytearray(REC_SIZE)
+        self.load()
+
+    def _clear(self):
+        self.mode = 'hotp'
+        self.algorithm = 'sha1'
+        self.digits = 6
+        self.period = 30
+        self.counter = 0  # the next HOTP counter to use
+        self.drift_ppb = 0  # clock drift in parts per billion (+ = token clock fast)
+        self.synced_at = 0  # Unix time of the last clock sync (0 = never)
+        self.seed = b''
+        self.serial = ''
+        self.locked = False
+        self.provisioned = False
+        self.seq = 0  # seq of the newest good record (0 = none)
+        self._slot = 1  # file holding that record; the next save goes to the other
+        for i in range(REC_SIZE):
+            self._buf[i] = 0
+
+    # --- loading ----------------------------------------------------------
+
+    def _read(self, path):
+        # Read one record file into self._tmp; return its seq, or -1 if not good.
+        try:
+            with open(path, 'rb') as f:
+                n = f.readinto(self._tmp)
+        except OSError:
+            return -1
+        if n != REC_SIZE:
+            return -1
+        t = self._tmp
+        magic, seq = struct.unpack_from('<II', t, 0)
+        crc = struct.unpack_from('<I', t, _OFF_CRC)[0]
+        if magic != _MAGIC or crc != binascii.crc32(memoryview(t)[:_BODY]):
+            return -1
+        f = struct.unpack_from(_FMT, t, 0)
+        mode, algo, seed_len, serial_len = f[7], f[8], f[10], f[11]
+        if mode >= len(MODES) or algo >= len(ALGORITHMS):
+            return -1
+        if seed_len > _SEED_MAX or serial_len > _SERIAL_MAX or f[5] == 0 or not 6 <= f[6] <= 8:
+            return -1
+        return seq
+
+    def load(self):
+        """Load the newest good record. Returns True if one was found.
+
+        Missing, torn or corrupt files are skipped; with no good record the
+        store is empty (unprovisioned). Never raises for bad flash content.
+        """
+        best_seq = -1
+        best_slot = 1
+        self._clear()
+        for slot in (0, 1):
+            try:
+                seq = self._read(self._paths[slot])
+            except Exception:  # noqa: anything odd in a file is a bad record
+                seq = -1
+            if seq > best_seq:
+                best_seq = seq
+                best_slot = slot
+                self._buf[:] = self._tmp
+        if best_seq < 0:
+            return False
+        f = struct.unpack_from(_FMT, self._buf, 0)
+        self.seq = f[1]
+        self.counter = f[2]
+        self.synced_at = f[3]
+        self.drift_ppb = f[4]
+        self.period = f[5]
+        self.digits = f[6]
+        self.mode = MODES[f[7]]
+        self.algorithm = ALGORITHMS[f[8]]
+        flags = f[9]
+        self.provisioned = bool(flags & _F_PROVISIONED)
+        self.locked = bool(flags & _F_LOCKED)
+        self.seed = f[12][:f[10]]
+        try:
+            self.serial = f[13][:f[11]].decode()
+        except Exception:  # noqa: a serial that is not text is shown as none
+            self.serial = ''
+        self._slot = best_slot
+        return True
+
+    # --- saving -----------------------------------------------------------
+
+    def _pack(self):
+        flags = (_F_PROVISIONED if self.provisioned else 0) | (_F_LOCKED if self.locked else 0)
+        struct.pack_into(
+            _FMT, self._buf, 0,
+            _MAGIC, self.seq, self.counter, self.synced_at, self.drift_ppb,
+            self.period, self.digits, MODES.index(self.mode), ALGORITHMS.index(self.algorithm),
+            flags, len(self.seed), len(self.serial), self.seed, self.serial.encode())
+
+    def _commit(self):
+        # Write self._buf (all fields but seq and CRC set) as the next record.
+        # Only after the file is closed does the new record count as current.
+        seq = self.seq + 1
+        struct.pack_into('<I', self._buf, _OFF_SEQ, seq)
+        struct.pack_into('<I', self._buf, _OFF_CRC, binascii.crc32(self._body))
+        slot = 1 - self._slot
+        with open(self._paths[slot], 'wb') as f:
+            n = f.write(self._buf)
+        if n != REC_SIZE:
+            raise OSError(28)  # ENOSPC: a short write means no room
+        _sync()
+        self.seq = seq
+        self._slot = slot
+
+    def save(self):
+        """Store all fields atomically (the previous record stays until this one is complete)."""
+        self._check(self.seed, self.serial, self.mode, self.algorithm, self.digits, self.period)
+        self._pack()
+        self._commit()
+
+    def reserve_next_counter(self):
+        """Make the next HOTP counter durable as used, then return it.
+
+        Compute and show the code from the returned value only. If this
+        raises (flash full or failing), show no code.
+        """
+        if not self.provisioned:
+            raise ValueError('not provisioned')
+        c = self.counter
+        # Move on in memory first: after a failed write the value may or may
+        # not be on the flash, so it must never be handed out again.
+        self.counter = c + 1
+        struct.pack_into('<Q', self._buf, _OFF_COUNTER, c + 1)
+        self._commit()
+        return c
+
+    # --- changes ----------------------------------------------------------
+
+    @staticmethod
+    def _check(seed, serial, mode, algorithm, digits, period):
+        # Messages never include the seed.
+        if mode not in MODES:
+            raise ValueError('mode must be hotp or totp')
+        if algorithm not in ALGORITHMS:
+            raise ValueError('algorithm must be sha1 or sha256')
+        if not 6 <= digits <= 8:
+            raise ValueError('digits must be 6..8')
+        if not 1 <= period <= 0xFFFF:
+            raise ValueError('period out of range')
+        if len(seed) > _SEED_MAX:
+            raise ValueError('seed too long')
+        if len(serial.encode()) != len(serial) or len(serial) > _SERIAL_MAX:
+            raise ValueError('serial must be ASCII, at most 16 chars')
+
+    def provision(self, seed, serial, mode='hotp', algorithm='sha1', digits=6, period=30, counter=0):
+        """Replace the token's secret and settings; clears drift and lock."""
+        seed = bytes(seed)
+        if len(seed) < 16:
+            raise ValueError('seed too short (RFC 4226: at least 128 bits)')
+        self._check(seed, serial, mode, algorithm, digits, period)
+        if counter < 0:
+            raise ValueError('counter must not be negative')
+        self.seed = seed
+        self.serial = serial
+        self.mode = mode
+        self.algorithm = algorithm
+        self.digits = digits
+        self.period = period
+        self.counter = counter
+        self.drift_ppb = 0
+        self.synced_at = 0
+        self.locked = False
+        self.provisioned = True
+        self.save()
+
+    def set_drift(self, drift_ppb, synced_at):
+        """Store the clock drift (int, parts per billion; a float is taken as ppm) and the sync time."""
+        if isinstance(drift_ppb, float):
+            drift_ppb = int(round(drift_ppb * 1000))
+        if not -0x80000000 <= drift_ppb <= 0x7FFFFFFF:
+            raise ValueError('drift out of range')
+        self.drift_ppb = drift_ppb
+        self.synced_at = int(synced_at)
+        self.save()
+
+    def lock(self):
+        self.locked = True
+        self.save()
+
+    def unlock(self):
+        self.locked = False
+        self.save()
+
+    def wipe(self):
+        """Factory reset: overwrite both records with an empty one, then remove them."""
+        seq, slot = self.seq, self._slot
+        self._clear()
+        self.seq, self._slot = seq, slot
+        self._pack()
+        # Older file first: after a cut between the two writes the newest
+        # record is already the empty one.
+        self._commit()
+        self._commit()
+        for path in self._paths:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        _sync()
+        seq, slot = self.seq, self._slot
+        self._clear()
+        # seq keeps rising: should a file have survived the remove, the next
+        # record still outranks it.
+        self.seq, self._slot = seq, slot
