@@ -1,0 +1,182 @@
+# app.py: the token's state machine.
+#
+#   boot -> (button held? factory-reset offer) -> idle
+#   idle --press--> store (HOTP: next counter durable first) -> otp -> display
+#        --long press--> serial screen
+#        --tick--> countdown bar (TOTP) / display off after a while
+#        --usb--> provisioning requests (proto)
+#
+# One data path per press, no back-and-forth: store, then otp, then display.
+# Hardware comes from the board object; nothing here imports machine.
+from micropython import const
+
+import button
+import clock
+import ds3231
+import otp
+import ssd1306
+import store
+import ui
+
+VERSION = '0.1.0'
+_BOOT_REPORT_MS = const(3000)
+_RESET_HOLD_MS = const(5000)
+_TICK_MS = const(1000)
+_FOREVER_MS = const(60000)
+
+
+class _NoPanel:
+    # Stands in for the OLED when the boot scan found none: the token still
+    # works over USB (provisioning, INFO) and says so on the console.
+    width = 128
+    height = 64
+    on = False
+
+    def __getattr__(self, name):
+        return self._nothing
+
+    def _nothing(self, *args):
+        return None
+
+
+class App:
+    def __init__(self, board, off_after_ms=15000):
+        self.board = board
+        self.off_after_ms = off_after_ms  # display off after this long (saves the panel)
+        self.store = store.Store()
+        found = board.found
+        if found.get('oled'):
+            oled = ssd1306.SSD1306(board.i2c)
+        else:
+            oled = _NoPanel()
+        self.ui = ui.Ui(oled, off_after_ms, ticks_ms=board.ticks_ms)
+        rtc_chip = ds3231.DS3231(board.i2c) if found.get('ds3231') else None
+        self.clock = clock.Clock(board.rtc, rtc_chip)
+        self.button = button.Button(board.button, board.ticks_ms, board.sleep_ms)
+        self.key = None
+        self.step_shown = -1  # TOTP step of the code on screen, -1 = none
+        self.proto = None
+        self._apply_state()
+
+    # -- state ---------------------------------------------------------------
+
+    def _apply_state(self):
+        # Make the RAM state follow the store: key, drift correction, REPL lock.
+        s = self.store
+        if self.key is not None:
+            self.key.wipe()
+            self.key = None
+        if s.provisioned:
+            self.key = otp.Hotp(s.seed, s.algorithm)
+        self.clock.drift_ppm = s.drift_ppb / 1000
+        self.clock.synced_at = s.synced_at or None
+        set_intr = getattr(self.board, 'set_kbd_intr', None)
+        if set_intr is not None:
+            set_intr(not s.locked)
+
+    # -- screens -------------------------------------------------------------
+
+    def press(self):
+        """A short press: show the next code (or why there is none)."""
+        s = self.store
+        if not s.provisioned:
+            self.ui.show_not_provisioned()
+            return
+        if s.mode == 'hotp':
+            try:
+                counter = s.reserve_next_counter()  # durable before shown
+            except OSError:
+                self.ui.show_message(('Flash error',))
+                return
+            self.step_shown = -1
+            self.ui.show_code(self.key.code(counter, s.digits), s.digits)
+            return
+        self.show_totp()
+
+    def show_totp(self):
+        s = self.store
+        if self.clock.lost():
+            # Never show a code from a clock that stopped.
+            self.step_shown = -1
+            self.ui.show_clock_lost()
+            return
+        step, left = self.clock.step_left(s.period)
+        self.step_shown = step
+        self.ui.show_code(self.key.code(step, s.digits), s.digits, (left, s.period))
+
+    def tick(self):
+        """Once a second while the screen is on: bar, next TOTP code, off."""
+        if self.step_shown >= 0 and self.ui.is_on:
+            s = self.store
+            if self.clock.lost():
+                self.step_shown = -1
+                self.ui.show_clock_lost()
+            else:
+                step, left = self.clock.step_left(s.period)
+                if step != self.step_shown:
+                    self.step_shown = step
+                    self.ui.show_code(self.key.code(step, s.digits), s.digits, (left, s.period))
+                else:
+                    self.ui.show_countdown(left, s.period)
+        if self.ui.tick(self.board.ticks_ms()):
+            self.step_shown = -1
+
+    def long_press(self):
+        s = self.store
+        if not s.provisioned:
+            self.ui.show_not_provisioned()
+        else:
+            self.ui.show_message(('Serial', s.serial, 'USB locked' if s.locked else 'USB open'))
+        self.step_shown = -1
+
+    # -- factory reset at power-up ---------------------------------------------
+
+    def boot_reset_offer(self):
+        """Button held at power-up: hold 5 s more to wipe the token."""
+        if not self.button.held_at_boot():
+            return False
+        self.ui.show_hold_to_reset()
+        if not self.button.held(self.board.ticks_ms(), _RESET_HOLD_MS):
+            self.ui.show_message(('Reset', 'cancelled'))
+            return False
+        self.factory_reset()
+        self.button.wait_up()
+        return True
+
+    def factory_reset(self):
+        # Wipe durably first, then open the REPL again.
+        self.store.wipe()
+        self.store.load()
+        self._apply_state()
+        self.ui.show_message(('Token', 'wiped'))
+
+    # -- main loop -------------------------------------------------------------
+
+    def usb(self):
+        if self.proto is not None:
+            self.proto.poll(self)
+
+    def run(self):
+        b = self.board
+        print('keyfob', VERSION, 'on', b.name, 'found:', b.found)
+        if not self.boot_reset_offer():
+            self.ui.show_boot_report(b.found)
+            self.ui.off_after_ms = _BOOT_REPORT_MS
+        while True:
+            wait = _TICK_MS if self.ui.is_on else _FOREVER_MS
+            event = b.idle(wait)
+            if event == 'button':
+                self.ui.off_after_ms = self.off_after_ms
+                if self.button.pressed():
+                    self.press()
+                    if self.button.wait_release() == 'long':
+                        self.long_press()
+                        self.button.wait_up()
+            elif event == 'usb':
+                self.usb()
+            else:
+                self.tick()
+
+
+def run(board, **options):
+    App(board, **options).run()

@@ -1,0 +1,162 @@
+"""HOTP (RFC 4226) and TOTP (RFC 6238) on the host, over the standard library's HMAC (RFC 2104).
+
+This is the arithmetic the verifier runs, so it is written for speed: :func:`hotp` is one
+``hmac.digest`` call (OpenSSL's one-shot HMAC) plus dynamic truncation, and :class:`HotpKey`
+keeps the inner and outer hash states of one key so a look-ahead window costs two state copies
+per counter instead of a full HMAC set-up.
+
+Codes are strings (leading zeros matter); compare them with :func:`hmac.compare_digest`.
+The firmware's ``otp.py`` implements the same definitions in MicroPython (codes as ints there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+
+try:  # the one-shot OpenSSL HMAC that hmac.digest() calls, without its dispatch
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - CPython built without OpenSSL
+    _hmac_digest = hmac.digest
+
+ALGORITHMS = ("sha1", "sha256")
+DIGITS = (6, 7, 8)
+
+#: The fixed message of the key check value (see :func:`key_check_value`).
+KCV_LABEL = b"keyfob-kcv"
+
+_COUNTER = struct.Struct(">Q").pack
+_WORD = struct.Struct(">I").unpack_from
+_MOD = {6: 10**6, 7: 10**7, 8: 10**8}
+_FMT = {6: "%06d", 7: "%07d", 8: "%08d"}
+_DIGITS = {d: (_FMT[d], _MOD[d]) for d in _MOD}
+_BLOCK = 64  # SHA-1 and SHA-256 block size (RFC 2104 "B")
+_TRANS_IPAD = bytes(x ^ 0x36 for x in range(256))
+_TRANS_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class OtpError(ValueError):
+    """A parameter out of range (algorithm, digits, counter, period, time)."""
+
+
+def _check(digits: int, algorithm: str) -> None:
+    if digits not in _MOD:
+        raise OtpError(f"digits must be 6, 7 or 8, not {digits!r}")
+    if algorithm not in ALGORITHMS:
+        raise OtpError(f"algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
+
+
+def _truncate(mac: bytes, digits: int) -> str:
+    # RFC 4226 section 5.4: the low nibble of the last byte is an offset; take 31 bits there.
+    return _FMT[digits] % ((_WORD(mac, mac[-1] & 0x0F)[0] & 0x7FFFFFFF) % _MOD[digits])
+
+
+def hotp(secret: bytes, counter: int, digits: int = 6, algorithm: str = "sha1") -> str:
+    """HOTP(K, C) = Truncate(HMAC(K, C)) mod 10^Digit (RFC 4226 section 5.3).
+
+    ``counter`` is packed as 8 bytes big-endian. ``algorithm`` is ``sha1`` (RFC 4226) or ``sha256``
+    (allowed for TOTP by RFC 6238 and used the same way here for HOTP).
+    """
+    # The verifier's hot path: one OpenSSL HMAC call, truncation inlined, checks only on failure.
+    if algorithm not in ALGORITHMS:
+        _check(digits, algorithm)
+    try:
+        fmt, mod = _DIGITS[digits]
+        mac = _hmac_digest(secret, _COUNTER(counter), algorithm)
+    except KeyError:
+        _check(digits, algorithm)
+        raise
+    except struct.error:
+        raise OtpError("counter must be in 0 .. 2**64 - 1") from None
+    return fmt % ((_WORD(mac, mac[-1] & 0x0F)[0] & 0x7FFFFFFF) % mod)
+
+
+def totp_step(unix_time: float, period: int = 30) -> int:
+    """T = floor((unix_time - T0) / X) with T0 = 0 and X = ``period`` (RFC 6238 section 4.2)."""
+    if period <= 0:
+        raise OtpError("period must be positive")
+    if unix_time < 0:
+        raise OtpError("unix time must not be negative")
+    return int(unix_time // period)
+
+
+def totp(secret: bytes, unix_time: float, period: int = 30, digits: int = 6, algorithm: str = "sha1") -> str:
+    """TOTP = HOTP(K, T) with T = :func:`totp_step` of ``unix_time`` (RFC 6238 section 4)."""
+    return hotp(secret, totp_step(unix_time, period), digits, algorithm)
+
+
+def key_check_value(secret: bytes, algorithm: str = "sha1") -> str:
+    """Six lowercase hex characters: the first 3 bytes of HMAC(K, ``b'keyfob-kcv'``).
+
+    Provisioning compares it with what the token shows to prove the seed landed intact. The message
+    is 10 bytes long, never an 8-byte HOTP counter, so the value tells nothing about any code.
+    """
+    _check(6, algorithm)
+    return hmac.digest(secret, KCV_LABEL, algorithm)[:3].hex()
+
+
+class HotpKey:
+    """One key with its HMAC inner and outer states precomputed (RFC 2104 section 4, "precomputed").
+
+    >>> k = HotpKey(b"12345678901234567890")
+    >>> k.codes(0, 3)
+    ['755224', '287082', '359152']
+    """
+
+    __slots__ = ("_inner", "_outer", "algorithm", "digits")
+
+    def __init__(self, secret: bytes, digits: int = 6, algorithm: str = "sha1"):
+        _check(digits, algorithm)
+        self.digits = digits
+        self.algorithm = algorithm
+        key = bytes(secret)
+        if len(key) > _BLOCK:
+            key = hashlib.new(algorithm, key).digest()
+        key = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.new(algorithm, key.translate(_TRANS_IPAD))
+        self._outer = hashlib.new(algorithm, key.translate(_TRANS_OPAD))
+
+    def __repr__(self) -> str:
+        return f"HotpKey(digits={self.digits}, algorithm={self.algorithm!r})"
+
+    def mac(self, msg: bytes) -> bytes:
+        """HMAC(K, msg)."""
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def code(self, counter: int) -> str:
+        """HOTP value at ``counter``."""
+        return _truncate(self.mac(_COUNTER(counter)), self.digits)
+
+    def codes(self, start: int, count: int) -> list[str]:
+        """HOTP values for counters ``start`` .. ``start + count - 1`` (a verifier's look-ahead window)."""
+        if start < 0 or count < 0 or start + count > 2**64:
+            raise OtpError("counter must be in 0 .. 2**64 - 1")
+        inner0, outer0, digits = self._inner, self._outer, self.digits
+        fmt, mod = _FMT[digits], _MOD[digits]
+        out = []
+        for c in range(start, start + count):
+            inner = inner0.copy()
+            inner.update(_COUNTER(c))
+            outer = outer0.copy()
+            outer.update(inner.digest())
+            mac = outer.digest()
+            out.append(fmt % ((_WORD(mac, mac[-1] & 0x0F)[0] & 0x7FFFFFFF) % mod))
+        return out
+
+    def find(self, code: str, start: int, count: int) -> int | None:
+        """The first counter in ``start .. start + count - 1`` whose code equals ``code``, else None.
+
+        Every candidate is compared with :func:`hmac.compare_digest`, and the scan does not stop early,
+        so the time taken does not tell where (or whether) a match was.
+        """
+        found = None
+        want = code.encode("ascii", "replace")
+        for i, cand in enumerate(self.codes(start, count)):
+            if hmac.compare_digest(cand.encode("ascii"), want) and found is None:
+                found = start + i
+        return found
