@@ -1,0 +1,102 @@
+"""``keyfob user``: add, list, change passwords, turn 2FA off and on."""
+
+from __future__ import annotations
+
+import click
+
+from .server import (
+    actor,
+    console,
+    db_options,
+    emit_json,
+    handle_errors,
+    json_option,
+    open_verifier,
+    read_secret,
+)
+
+
+@click.group("user")
+def user() -> None:
+    """Users of the verifier."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--no-2fa", "no_2fa", is_flag=True, help="Password alone until a token is linked.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from one line of standard input.")
+@db_options
+@json_option
+@handle_errors
+def add(name, no_2fa, password_stdin, db, key_file, as_json) -> None:
+    """Add user NAME (the password is prompted for, or read with --password-stdin)."""
+    with open_verifier(db, key_file) as v:
+        password = read_secret("Password", from_stdin=password_stdin, confirm=True)
+        info = v.add_user(name, password, twofa=not no_2fa, actor=actor())
+    if as_json:
+        emit_json({"user": info.name, "twofa": info.twofa})
+    else:
+        click.echo(f"added user {info.name} (2FA {'on' if info.twofa else 'off'})")
+
+
+@user.command("list")
+@db_options
+@json_option
+@handle_errors
+def list_(db, key_file, as_json) -> None:
+    """List users."""
+    with open_verifier(db, key_file) as v:
+        users = v.list_users()
+    if as_json:
+        emit_json(
+            [
+                {"user": u.name, "twofa": u.twofa, "tokens": u.tokens, "backup_codes": u.backup_codes}
+                for u in users
+            ]
+        )
+        return
+    from rich.table import Table
+
+    t = Table("user", "2FA", "tokens", "backup codes left")
+    for u in users:
+        t.add_row(u.name, "on" if u.twofa else "off", str(u.tokens), str(u.backup_codes))
+    console().print(t)
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from one line of standard input.")
+@db_options
+@handle_errors
+def passwd(name, password_stdin, db, key_file) -> None:
+    """Set the password of user NAME."""
+    with open_verifier(db, key_file) as v:
+        password = read_secret("New password", from_stdin=password_stdin, confirm=True)
+        v.set_password(name, password, actor=actor())
+    click.echo(f"password of {name} changed")
+
+
+@user.command("disable-2fa")
+@click.argument("name")
+@db_options
+@handle_errors
+def disable_2fa(name, db, key_file) -> None:
+    """Let user NAME log in with the password alone."""
+    with open_verifier(db, key_file) as v:
+        v.set_twofa(name, False, actor=actor())
+    click.echo(f"2FA off for {name}: the password alone now logs in")
+
+
+@user.command("enable-2fa")
+@click.argument("name")
+@db_options
+@handle_errors
+def enable_2fa(name, db, key_file) -> None:
+    """Require a code (or backup code) from user NAME again."""
+    with open_verifier(db, key_file) as v:
+        v.set_twofa(name, True, actor=actor())
+    click.echo(f"2FA on for {name}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(user)

@@ -1,0 +1,58 @@
+"""One exception hierarchy for the verifier.
+
+Every message is one clear line meant for a person. Messages name users, serials and files, never a
+seed, a code, a password, a backup code or key material: an exception may end up in a log.
+"""
+
+from __future__ import annotations
+
+
+class VerifierError(Exception):
+    """Base class: anything the verifier refuses to do, with a one-line reason."""
+
+
+class BadInput(VerifierError):
+    """Input that is malformed before any lookup (code with letters, wrong length, empty name...)."""
+
+
+class UnknownUser(VerifierError):
+    def __init__(self, name: str):
+        super().__init__(f"unknown user {name!r}")
+
+
+class UnknownToken(VerifierError):
+    def __init__(self, serial: str):
+        super().__init__(f"unknown token {serial}")
+
+
+class AlreadyExists(VerifierError):
+    """A user or token that is already there."""
+
+
+class TokenStateError(VerifierError):
+    """The operation does not fit the token's state (e.g. linking a revoked token)."""
+
+
+class KeyFileError(VerifierError):
+    """The seed encryption key is missing, malformed, unreadable or not the database's key."""
+
+
+class SeedFileError(VerifierError):
+    """A seed file that cannot be read: truncated, wrong format, wrong pre-shared key."""
+
+
+class DatabaseError(VerifierError):
+    """The database is missing, not initialised, or of a schema this release cannot open."""
+
+
+__all__ = [
+    "AlreadyExists",
+    "BadInput",
+    "DatabaseError",
+    "KeyFileError",
+    "SeedFileError",
+    "TokenStateError",
+    "UnknownToken",
+    "UnknownUser",
+    "VerifierError",
+]

@@ -1,0 +1,1 @@
+"""Alembic migrations of the verifier database, run from :mod:`keyfob.verifier.db`."""

@@ -1,0 +1,98 @@
+"""The verifier's tables (SQLAlchemy 2.x declarative). The schema itself is made by the Alembic
+migrations in ``migrations/versions``; these classes must describe the head revision.
+
+Nothing secret is stored in clear: ``tokens.seed`` is AES-GCM sealed (see :mod:`.crypto`),
+passwords are Argon2id hashes, backup codes are keyed hashes, and codes are never stored at all.
+Times are Unix seconds (floats) so every engine stores them the same way.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+STATES = ("unassigned", "active", "disabled", "lost", "revoked")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Setting(Base):
+    """Key/value facts about this database (e.g. the sealed key check)."""
+
+    __tablename__ = "settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    twofa: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: per-user rate limit: start of the current window and failed attempts in it
+    rl_start: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rl_count: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[float] = mapped_column(Float)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    serial: Mapped[str] = mapped_column(String(16), unique=True)
+    mode: Mapped[str] = mapped_column(String(4))
+    algorithm: Mapped[str] = mapped_column(String(8))
+    digits: Mapped[int] = mapped_column(Integer)
+    period: Mapped[int] = mapped_column(Integer, default=30)
+    seed: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM sealed
+    #: HOTP: the next counter expected
+    counter: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: TOTP: the last accepted time step (-1: none yet); steps <= this are refused
+    last_step: Mapped[int] = mapped_column(BigInteger, default=-1)
+    #: TOTP: learned clock offset of the token, in steps
+    drift: Mapped[int] = mapped_column(Integer, default=0)
+    fail_count: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    state: Mapped[str] = mapped_column(String(12), default="unassigned")
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
+    description: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+
+
+class BackupCode(Base):
+    __tablename__ = "backup_codes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary)  # HMAC-SHA256, see crypto.SeedBox.backup_hash
+    created: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class AuditEntry(Base):
+    """Who did what, when, with what result. Never a seed, code, password or backup code."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    user_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    serial: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    result: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+    # added by revision 0002
+    __table_args__ = (
+        Index("ix_audit_user_name", "user_name"),
+        Index("ix_audit_serial", "serial"),
+    )

@@ -1,0 +1,64 @@
+"""Password hashing with Argon2id (RFC 9106) through ``argon2-cffi``.
+
+The ``default`` profile is argon2-cffi's own (RFC 9106 "low memory" recommendation: t=3, m=64 MiB,
+p=4). The ``fast`` profile (t=1, m=1 MiB, p=1) exists only to keep test suites
+quick; it is chosen by the ``password_profile`` policy setting or, for the command line only, by
+``KEYFOB_ARGON2_PROFILE=fast`` (a test-only switch, never for a real server). The parameters live
+in each hash, so hashes made with either profile verify under both.
+"""
+
+from __future__ import annotations
+
+import os
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from .errors import BadInput
+
+PROFILES = ("default", "fast")
+ENV_PROFILE = "KEYFOB_ARGON2_PROFILE"
+MIN_LENGTH = 8
+MAX_LENGTH = 1024
+
+
+def profile_from_env(default: str = "default") -> str:
+    value = os.environ.get(ENV_PROFILE, default)
+    if value not in PROFILES:
+        raise BadInput(f"${ENV_PROFILE} must be one of {', '.join(PROFILES)}")
+    return value
+
+
+def check_new_password(password: str) -> None:
+    """Reject unusable new passwords (length only; the message never repeats the password)."""
+    if not isinstance(password, str) or not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        raise BadInput(f"a password must have {MIN_LENGTH} to {MAX_LENGTH} characters")
+    if any(ch in "\r\n\0" for ch in password):
+        raise BadInput("a password must not contain line breaks or NUL")
+
+
+class Passwords:
+    """Hash and verify passwords. ``verify`` returns a bool and never raises on a wrong password."""
+
+    def __init__(self, profile: str = "default"):
+        if profile not in PROFILES:
+            raise BadInput(f"password profile must be one of {', '.join(PROFILES)}")
+        if profile == "fast":
+            self._ph = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        else:
+            self._ph = PasswordHasher()
+        self.profile = profile
+
+    def hash(self, password: str) -> str:
+        check_new_password(password)
+        return self._ph.hash(password)
+
+    def verify(self, hashed: str, password: str) -> bool:
+        # argon2-cffi compares the derived tag in constant time (libargon2's argon2_verify).
+        try:
+            return self._ph.verify(hashed, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, hashed: str) -> bool:
+        return self._ph.check_needs_rehash(hashed)

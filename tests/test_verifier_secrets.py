@@ -1,0 +1,143 @@
+"""Acceptance 6: after a whole run (import, link, logins right and wrong, resync, lockout, lost
+token, backup codes, CLI commands), neither the database file (with its WAL) nor the logs hold a seed
+(raw, hex, base32, base64), a password, or a code that was typed. SQL statement logging with bound
+parameters is switched on, so even that must be clean."""
+
+import base64
+import logging
+import re
+
+import pyotp
+from click.testing import CliRunner
+from keyfob.cli import main
+from keyfob.records import TokenRecord
+from keyfob.serials import make_serial
+from keyfob.verifier import Policy, Verifier
+
+SEEDS = {
+    "hotp6": (b"\x8a\x01seed-for-secret-test\x7f", "sha1", 6),
+    "hotp8": (bytes(range(200, 232)), "sha256", 8),
+    "totp": (b"another secret seed for totp!!", "sha1", 6),
+}
+PASSWORDS = ["Tr0ub4dor&3 ends 2024", "second user pw 77"]
+
+
+class Clock:
+    t = 1_750_000_000.0
+
+    def __call__(self):
+        return self.t
+
+
+def forms(seed: bytes) -> list[bytes]:
+    b32 = base64.b32encode(seed)
+    out = [
+        seed,
+        seed.hex().encode(),
+        seed.hex().upper().encode(),
+        b32,
+        b32.rstrip(b"="),
+        b32.lower(),
+        base64.b64encode(seed),
+        base64.urlsafe_b64encode(seed),
+    ]
+    return out + [f.decode("latin-1").encode("utf-16-le") for f in out[1:]]
+
+
+def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)  # SQL with bound parameters
+    clock = Clock()
+    dbfile = tmp_path / "v.db"
+    v = Verifier.init(
+        dbfile, key_file=tmp_path / "v.key", policy=Policy(password_profile="fast"), clock=clock
+    )
+    serials = {name: make_serial(900 + i) for i, name in enumerate(SEEDS)}
+    v.import_records(
+        [
+            TokenRecord(serials[n], "totp" if n == "totp" else "hotp", algo, digits, seed)
+            for n, (seed, algo, digits) in SEEDS.items()
+        ]
+    )
+    v.add_user("sam", PASSWORDS[0])
+    v.add_user("tia", PASSWORDS[1])
+    refs = {
+        n: (pyotp.TOTP if n == "totp" else pyotp.HOTP)(
+            base64.b32encode(seed).decode(), digits=digits, digest=getattr(__import__("hashlib"), algo)
+        )
+        for n, (seed, algo, digits) in SEEDS.items()
+    }
+    typed: list[str] = []
+
+    def code(name, at):
+        c = refs[name].at(at)
+        typed.append(c)
+        return c
+
+    assert v.link("sam", serials["hotp6"], code("hotp6", 0))
+    assert v.link("sam", serials["hotp8"], code("hotp8", 0))
+    assert v.link("tia", serials["totp"], code("totp", int(clock.t)))
+    for i in range(1, 6):
+        assert v.verify("sam", PASSWORDS[0] + code("hotp6", i))
+        assert v.verify("sam", PASSWORDS[0], code("hotp8", i))
+        assert not v.verify("sam", PASSWORDS[0] + code("hotp6", i))  # replay
+        clock.t += 30
+        assert v.verify("tia", PASSWORDS[1] + code("totp", int(clock.t)))
+    assert not v.verify("sam", PASSWORDS[1] + code("hotp6", 6))  # other user's password
+    assert v.resync(serials["hotp6"], code("hotp6", 400), code("hotp6", 401))
+    for i in range(10):
+        assert not v.check_code("sam", code("hotp6", 1000 + i))
+    v.unlock(serials["hotp6"])
+    backups = v.mark_lost(serials["hotp6"])
+    assert v.verify("sam", PASSWORDS[0] + backups[0])
+    typed.extend(backups)
+
+    monkeypatch.setenv("KEYFOB_DB", str(dbfile))
+    monkeypatch.setenv("KEYFOB_KEY_FILE", str(tmp_path / "v.key"))
+    monkeypatch.setenv("KEYFOB_ARGON2_PROFILE", "fast")
+    monkeypatch.delenv("KEYFOB_KEY", raising=False)
+    runner = CliRunner()
+    cli_out = []
+    for args, stdin in [
+        (["validate", "sam", "-"], PASSWORDS[0] + code("hotp8", 6) + "\n"),
+        (["validate", "sam", "-"], PASSWORDS[0] + code("hotp8", 6) + "\n"),
+        (["validate", "tia", "-", "--json"], PASSWORDS[1] + refs["totp"].now() + "\n"),
+        (["user", "passwd", "tia", "--password-stdin"], "a new password 4 tia\n"),
+        (["token", "list", "--json"], None),
+        (["token", "list"], None),
+        (["audit", "--json", "--limit", "10000"], None),
+        (["audit", "--limit", "10000"], None),
+        (["user", "list"], None),
+    ]:
+        r = runner.invoke(main, args, input=stdin)
+        cli_out.append(r.output)
+    PASSWORDS.append("a new password 4 tia")
+    typed.append(refs["totp"].now())
+    wal = (tmp_path / "v.db-wal").read_bytes() if (tmp_path / "v.db-wal").exists() else b""
+    v.close()
+
+    stores = {
+        "database": dbfile.read_bytes() + wal,
+        "logs": "\n".join(r.getMessage() for r in caplog.records).encode(),
+        "cli output": "\n".join(cli_out).encode(),
+    }
+    assert len(caplog.records) > 100  # the logs really were captured
+    checked = 0
+    for where, blob in stores.items():
+        for seed, _, _ in SEEDS.values():
+            for f in forms(seed):
+                assert f not in blob, f"a seed form is in the {where}"
+        for pw in PASSWORDS:
+            assert pw.encode() not in blob, f"a password is in the {where}"
+            assert pw.encode("utf-16-le") not in blob
+        for c in set(typed):
+            if c.isdigit():
+                # a code on its own, not a piece of a longer number (serials, timestamps)
+                assert re.search(rb"(?<![0-9])%s(?![0-9])" % c.encode(), blob) is None, (
+                    f"a typed code is in the {where}"
+                )
+            else:
+                for form in (c, c.replace("-", ""), c.upper()):
+                    assert form.encode() not in blob, f"a backup code is in the {where}"
+            checked += 1
+    assert checked == 3 * len(set(typed))
