@@ -1,0 +1,122 @@
+"""``keyfob devices`` and ``keyfob flash``: find boards and put MicroPython on them."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from keyfob.device import flashing, ports
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    c = Console(highlight=False, stderr=stderr)
+    if not c.is_terminal:  # piped: do not squeeze tables into 80 columns
+        c.width = 200
+    return c
+
+
+@click.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--no-sims", is_flag=True, help="Leave out running virtual tokens.")
+def devices(as_json: bool, no_sims: bool) -> None:
+    """List connected boards (by USB id) and running virtual tokens."""
+    found = ports.list_devices(include_sims=not no_sims)
+    if as_json:
+        click.echo(json.dumps([d.to_dict() for d in found], indent=2, sort_keys=True))
+        return
+    if not found:
+        click.echo("No boards or virtual tokens found.")
+        return
+    from rich.table import Table
+
+    table = Table("Port", "Kind", "USB id", "Description", "Serial number")
+    for d in found:
+        desc = d.description
+        if d.is_virtual:
+            desc = "%s (pid %d)" % (desc, d.process_id)
+        table.add_row(d.port, d.kind, d.usb_id, desc, d.serial_number or "")
+    _console().print(table)
+
+
+_STAGE_LABELS = {
+    "connect": "Connecting",
+    "erase": "Erasing flash",
+    "write": "Writing",
+    "copy": "Copying UF2",
+    "reboot": "Waiting for reboot",
+}
+
+
+class _Bar:
+    """Feeds the library's ``progress(stage, done, total)`` into one rich progress bar."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("Starting", total=1)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.progress.update(
+            self.task, description=_STAGE_LABELS.get(stage, stage), completed=done, total=max(total, 1)
+        )
+
+
+@click.command("flash")
+@click.option("--board", type=click.Choice(flashing.BOARDS), required=True, help="Board family.")
+@click.option(
+    "--image",
+    type=click.Path(dir_okay=True),
+    default=None,
+    help="MicroPython image (.bin for esp32, .uf2 for rp2040); default: the one in firmware-images/.",
+)
+@click.option("--port", default=None, help="ESP32 serial port (default: the one connected board).")
+@click.option(
+    "--drive",
+    "drives",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="RP2040: folder where the RPI-RP2 drive is mounted (default: the usual places).",
+)
+@click.option("--timeout", default=30.0, show_default=True, help="RP2040: seconds to wait for the reboot.")
+def flash(board: str, image: str | None, port: str | None, drives: tuple[str, ...], timeout: float) -> None:
+    """Put MicroPython on a bare ESP32 or RP2040 board (no network: bring the image).
+
+    \b
+    ESP32: plug the board in; esptool resets it into its bootloader (if not, hold BOOT
+    while pressing EN/RESET). The image is written at 0x1000 (ESP32, -S2) or 0x0 (-S3/-C3/-C6).
+    RP2040: hold the BOOTSEL button while plugging in the USB cable, then let go; a drive
+    named RPI-RP2 appears and the .uf2 is copied onto it.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    try:
+        if port is not None and board == "rp2040":
+            raise flashing.FlashError(
+                "--port is for ESP32 boards; an RP2040 is flashed through its RPI-RP2 drive"
+            )
+        if drives and board == "esp32":
+            raise flashing.FlashError("--drive is for RP2040 boards; an ESP32 is flashed through --port")
+        path = image if image is not None else flashing.find_image(board)
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
+        with Progress(*columns, console=_console(stderr=True), transient=True) as progress:
+            bar = _Bar(progress)
+            if board == "esp32":
+                result = flashing.flash_esp32(port, path, progress=bar)
+            else:
+                result = flashing.flash_rp2040(
+                    path, mount_points=list(drives) or None, timeout=timeout, progress=bar
+                )
+    except flashing.FlashError as exc:
+        raise click.ClickException(str(exc)) from None
+    where = " at 0x%X" % result.offset if result.board == "esp32" else ""
+    click.echo(
+        "Flashed MicroPython onto the %s on %s%s (%d bytes)."
+        % (result.chip, result.target, where, result.size)
+    )
+
+
+def register(main: click.Group) -> None:
+    main.add_command(devices)
+    main.add_command(flash)
