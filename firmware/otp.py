@@ -106,11 +106,11 @@ def format_code(code, digits, buf):
 
 
 def key_check_value(key, alg="sha1"):
-    # HMAC(K, "keyfob-kcv"): 3 bytes as 6 lowercase hex chars. The message is
-    # 10 bytes, never an 8-byte counter, so it is no HOTP value of any counter.
+    # HMAC(K, "keyfob-kcv"), first 3 bytes, each nibble written as a letter
+    # a..p: 6 letters. It proves the seed landed intact, and being letters it
+    # can never be mistaken for (or equal to) a decimal code of any counter.
     d = Hotp(key, alg).hmac(KCV_LABEL)
-    hexd = "0123456789abcdef"
     s = ""
     for i in range(3):
-        s += hexd[d[i] >> 4] + hexd[d[i] & 0xF]
+        s += chr(0x61 + (d[i] >> 4)) + chr(0x61 + (d[i] & 0xF))
     return s

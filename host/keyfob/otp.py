@@ -86,14 +86,18 @@ def totp(secret: bytes, unix_time: float, period: int = 30, digits: int = 6, alg
     return hotp(secret, totp_step(unix_time, period), digits, algorithm)
 
 
-def key_check_value(secret: bytes, algorithm: str = "sha1") -> str:
-    """Six lowercase hex characters: the first 3 bytes of HMAC(K, ``b'keyfob-kcv'``).
+_KCV_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 
-    Provisioning compares it with what the token shows to prove the seed landed intact. The message
-    is 10 bytes long, never an 8-byte HOTP counter, so the value tells nothing about any code.
+
+def key_check_value(secret: bytes, algorithm: str = "sha1") -> str:
+    """Six letters a..p: the nibbles of the first 3 bytes of HMAC(K, ``b'keyfob-kcv'``).
+
+    Provisioning compares it with what the token answers to prove the seed landed intact. The
+    message is 10 bytes long, never an 8-byte HOTP counter, so it tells nothing about any code, and
+    being letters it can never equal a decimal code.
     """
     _check(6, algorithm)
-    return hmac.digest(secret, KCV_LABEL, algorithm)[:3].hex()
+    return hmac.digest(secret, KCV_LABEL, algorithm)[:3].hex().translate(_KCV_LETTERS)
 
 
 class HotpKey:
