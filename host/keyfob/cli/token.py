@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
-from keyfob.serials import normalize_serial
-from keyfob.verifier import SeedFileError
+from keyfob.verifier import BadInput, SeedFileError
+from keyfob.verifier.service import canonical_serial
 
 from .server import (
     EXIT_REFUSED,
@@ -16,12 +19,14 @@ from .server import (
     handle_errors,
     json_option,
     open_verifier,
+    read_secret,
 )
 
 
 @click.group("token")
 def token() -> None:
-    """Tokens: inventory, linking to users, resync, unlock, lost, revoke."""
+    """Tokens: inventory (import/export of seed files), linking to users, resync, unlock, lost,
+    revoke, software twins."""
 
 
 def _read_psk(path: str | None) -> bytes | None:
@@ -41,32 +46,265 @@ def _read_psk(path: str | None) -> bytes | None:
     return key
 
 
+def _hex_key(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    from keyfob.formats import FormatError
+    from keyfob.formats.pskc import coerce_key
+
+    try:
+        return coerce_key(text, "--key")
+    except FormatError:
+        raise SeedFileError("--key must be 32, 48 or 64 hex digits (an AES-128/192/256 key)") from None
+
+
+def _unlocking(key_hex, psk_file, passphrase, passphrase_stdin) -> tuple[bytes | None, str | None]:
+    """The PSKC pre-shared key or passphrase from the options (at most one way)."""
+    given = [
+        n
+        for n, val in (
+            ("--key", key_hex),
+            ("--psk-file", psk_file),
+            ("--passphrase", passphrase),
+            ("--passphrase-stdin", passphrase_stdin),
+        )
+        if val
+    ]
+    if len(given) > 1:
+        raise BadInput(f"give only one of {', '.join(given)}")
+    key = _hex_key(key_hex) if key_hex is not None else _read_psk(psk_file)
+    if passphrase_stdin:
+        passphrase = read_secret("Passphrase", from_stdin=True)
+    if passphrase is not None and not passphrase:
+        raise BadInput("the passphrase is empty")
+    return key, passphrase
+
+
+def _pskc_options(fn):
+    fn = click.option(
+        "--passphrase-stdin", is_flag=True, help="Read the PSKC passphrase from one line of standard input."
+    )(fn)
+    fn = click.option(
+        "--passphrase",
+        default=None,
+        help="PSKC passphrase (PBKDF2). Visible in the process list: prefer --passphrase-stdin.",
+    )(fn)
+    fn = click.option(
+        "--psk-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="File with the PSKC pre-shared AES key in hex.",
+    )(fn)
+    fn = click.option(
+        "--key",
+        "key_hex",
+        default=None,
+        metavar="HEX",
+        help="The PSKC pre-shared AES key in hex (128/192/256 bit). Visible in the process list: "
+        "prefer --psk-file.",
+    )(fn)
+    return fn
+
+
 @token.command("import")
-@click.argument("seed_file", type=click.Path(dir_okay=False))
-@click.option(
-    "--psk-file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="File with the PSKC pre-shared key in hex (for encrypted seed files).",
-)
-@click.option("--passphrase-stdin", is_flag=True, help="Read a PSKC passphrase from standard input.")
+@click.argument("source", metavar="FILE|URI")
+@_pskc_options
 @db_options
 @json_option
 @handle_errors
-def import_(seed_file, psk_file, passphrase_stdin, db, key_file, as_json) -> None:
-    """Put the tokens of SEED_FILE (PSKC, RFC 6030) into the inventory, all or nothing."""
-    psk = _read_psk(psk_file)
-    passphrase = None
-    if passphrase_stdin:
-        from .server import read_secret
+def import_(source, key_hex, psk_file, passphrase, passphrase_stdin, db, key_file, as_json) -> None:
+    """Put the tokens of a seed file into the inventory, all or nothing.
 
-        passphrase = read_secret("Passphrase", from_stdin=True)
-    with open_verifier(db, key_file) as v:
-        serials = v.import_seed_file(seed_file, key=psk, passphrase=passphrase, actor=actor())
+    FILE is PSKC (RFC 6030: plain, or encrypted with a pre-shared key or a passphrase), OATH CSV
+    (serial, seed, type, digits, counter|period) or otpauth:// URIs, one per line; the format is
+    recognised from the content. A single otpauth:// URI may also be given instead of a file (its
+    account name becomes the serial; note that it is then visible in the shell history).
+
+    Serials starting with KF are keyfob serials and must have their check digit right; other
+    vendors' serials are taken as they are. A serial already in the inventory imports nothing.
+    """
+    if source.strip().lower().startswith("otpauth:"):
+        if key_hex or psk_file or passphrase or passphrase_stdin:
+            raise BadInput("an otpauth URI is not encrypted: drop the key or passphrase")
+        with open_verifier(db, key_file) as v:
+            serials = v.import_uri(source, actor=actor())
+    else:
+        key, pw = _unlocking(key_hex, psk_file, passphrase, passphrase_stdin)
+        with open_verifier(db, key_file) as v:
+            serials = v.import_seed_file(source, key=key, passphrase=pw, actor=actor())
     if as_json:
         emit_json({"imported": serials})
     else:
         click.echo(f"imported {len(serials)} token(s): {', '.join(serials)}")
+
+
+def _check_out(path: str, force: bool) -> None:
+    """Refuse an output path that cannot work before any seed leaves the database."""
+    target = Path(path)
+    if target.is_dir():
+        raise BadInput(f"{path} is a directory")
+    if target.exists() and not force:
+        raise BadInput(f"{path} exists (use --force to replace it)")
+    parent = target.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"cannot write into {parent}")
+
+
+def _formats_error(fn):
+    """Run ``fn`` turning a keyfob.formats.FormatError into a SeedFileError (one line, exit 2)."""
+    from keyfob.formats import FormatError
+
+    try:
+        return fn()
+    except FormatError as exc:
+        raise SeedFileError(str(exc)) from None
+
+
+@token.command("export")
+@click.argument("serials", nargs=-1, metavar="[SERIAL]...")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["pskc", "csv", "uri"]),
+    default="pskc",
+    show_default=True,
+    help="PSKC (RFC 6030), OATH CSV, or otpauth:// URIs one per line.",
+)
+@click.option(
+    "--out", "out", required=True, type=click.Path(dir_okay=False), help="File to write (mode 0600)."
+)
+@_pskc_options
+@click.option(
+    "--plain",
+    is_flag=True,
+    help="Write the seeds in the clear. Required for CSV and URIs (they cannot be encrypted).",
+)
+@click.option("--issuer", default="keyfob", show_default=True, help="Issuer in otpauth URIs.")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@db_options
+@json_option
+@handle_errors
+def export(
+    serials,
+    fmt,
+    out,
+    key_hex,
+    psk_file,
+    passphrase,
+    passphrase_stdin,
+    plain,
+    issuer,
+    force,
+    db,
+    key_file,
+    as_json,
+) -> None:
+    """Write the seeds of tokens (all unassigned, active and disabled ones, or the SERIALs named)
+    to a seed file another server or the provisioning tool can import.
+
+    PSKC is encrypted with a pre-shared key (--key/--psk-file) or a passphrase unless --plain is
+    given; CSV and URI files always hold plain seeds, so they need --plain. HOTP tokens carry the
+    next counter the verifier expects. Lost and revoked tokens are never exported. Every exported
+    token is written to the audit log (who, which token, which format; never the seed).
+    """
+    from keyfob.formats import build_pskc, format_csv, format_uris
+    from keyfob.formats._common import write_private
+
+    if fmt != "pskc":
+        if key_hex or psk_file or passphrase or passphrase_stdin:
+            raise BadInput(f"{fmt.upper()} files cannot be encrypted: use --format pskc, or --plain")
+        if not plain:
+            raise BadInput(f"{fmt.upper()} files hold the seeds in the clear: add --plain to confirm")
+        how = "plain"
+    else:
+        key, pw = _unlocking(key_hex, psk_file, passphrase, passphrase_stdin)
+        if sum(x is not None for x in (key, pw)) + plain != 1:
+            raise BadInput("PSKC: give a pre-shared key (--key/--psk-file), a passphrase, or --plain")
+        how = "pre-shared key" if key is not None else "passphrase" if pw is not None else "plain"
+    _check_out(out, force)
+
+    def render(records):
+        def build():
+            if fmt == "pskc":
+                return build_pskc(records, key=key, passphrase=pw, plain=plain, where=out)
+            if fmt == "csv":
+                return format_csv(records, out).encode("utf-8")
+            return format_uris(records, issuer, out).encode("utf-8")
+
+        return _formats_error(build), [r.serial for r in records]
+
+    with open_verifier(db, key_file) as v:
+        data, done = v.export_records(
+            serials or None, actor=actor(), detail=f"{fmt} ({how}) to {Path(out).name}", render=render
+        )
+    _formats_error(lambda: write_private(out, data))
+    if as_json:
+        emit_json({"exported": done, "file": out, "format": fmt, "protection": how})
+    else:
+        click.echo(f"exported {len(done)} token(s) to {out} ({fmt}, {how}): {', '.join(done)}")
+
+
+@token.command("twin")
+@click.argument("serial")
+@click.option("--png", "png", type=click.Path(dir_okay=False), default=None, help="Write the QR code as PNG.")
+@click.option("--svg", "svg", type=click.Path(dir_okay=False), default=None, help="Write the QR code as SVG.")
+@click.option("--terminal", is_flag=True, help="Draw the QR code in the terminal (the default).")
+@click.option("--show-uri", is_flag=True, help="Also print the otpauth:// URI (it holds the seed).")
+@click.option("--issuer", default="keyfob", show_default=True, help="Issuer shown by the authenticator app.")
+@click.option(
+    "--i-understand-this-copies-the-seed",
+    "understood",
+    is_flag=True,
+    help="Required: the QR code is a full copy of the token's seed.",
+)
+@click.option("--force", is_flag=True, help="Replace the PNG/SVG file if it exists.")
+@db_options
+@handle_errors
+def twin(serial, png, svg, terminal, show_uri, issuer, understood, force, db, key_file) -> None:
+    """Make a software twin of token SERIAL for an authenticator app: a QR code of its otpauth:// URI.
+
+    Anyone who sees the QR code can make the token's codes for ever: the app becomes a second
+    token with the same seed, and both are accepted. Audited.
+
+    HOTP: the twin starts at the verifier's next counter and shares the counter space with the
+    hardware token: every code one of them has accepted moves the verifier past the other's
+    next codes, so the other has to catch up (presses within the look-ahead window, or a resync).
+    TOTP: the twin runs on the phone's clock, while the verifier keeps one learned clock drift per
+    token: if the hardware token's clock has drifted, the twin's codes may fall outside the window,
+    and each accepted code moves the drift towards the device that sent it.
+    """
+    if not understood:
+        raise BadInput(
+            "a twin copies the token's seed to another device: add --i-understand-this-copies-the-seed"
+        )
+    targets = [x for x in (png, svg) if x is not None]
+    if len(targets) + terminal > 1:
+        raise BadInput("choose one of --png, --svg, --terminal")
+    target = targets[0] if targets else None
+    if target is not None:
+        want = ".png" if png is not None else ".svg"
+        if Path(target).suffix.lower() != want:
+            raise BadInput(f"{target}: the file name must end in {want}")
+        _check_out(target, force)
+    from keyfob.formats import build_uri, terminal_qr, write_qr
+
+    def render(records):
+        return _formats_error(lambda: build_uri(records[0], issuer))
+
+    kind = "png" if png is not None else "svg" if svg is not None else "terminal"
+    detail = f"qr {kind}" + (", uri shown" if show_uri else "")
+    with open_verifier(db, key_file) as v:
+        uri = v.export_records([serial], actor=actor(), action="token-twin", detail=detail, render=render)
+        info = v.token(serial)
+    if target is not None:
+        _formats_error(lambda: write_qr(target, uri))
+    else:
+        click.echo(terminal_qr(uri), nl=False)
+    if show_uri:
+        click.echo(uri)
+    where = "next counter " + str(info.counter) if info.mode == "hotp" else f"{info.period} s period"
+    msg = f"twin of token {info.serial} ({info.mode}, {where})"
+    click.echo(msg + (f" written to {target}" if target else ""), err=True)
 
 
 def _token_dict(t) -> dict:
@@ -171,7 +409,7 @@ def _simple(name: str, method: str, done: str, help_text: str):
     def cmd(serial, db, key_file) -> None:
         with open_verifier(db, key_file) as v:
             getattr(v, method)(serial, actor=actor())
-        click.echo(f"token {normalize_serial(serial)} {done}")
+        click.echo(f"token {canonical_serial(serial)} {done}")
 
     return cmd
 
@@ -194,10 +432,10 @@ def lost(serial, db, key_file, as_json) -> None:
         codes = v.mark_lost(serial, actor=actor())
         owner = v.token(serial).user
     if as_json:
-        emit_json({"serial": normalize_serial(serial), "user": owner, "backup_codes": codes})
+        emit_json({"serial": canonical_serial(serial), "user": owner, "backup_codes": codes})
         return
     click.echo(
-        f"token {normalize_serial(serial)} marked lost. Backup codes for {owner} (each works once; "
+        f"token {canonical_serial(serial)} marked lost. Backup codes for {owner} (each works once; "
         "shown only now):"
     )
     for c in codes:

@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from keyfob.otp import HotpKey
 from keyfob.records import DIGITS as RECORD_DIGITS
 from keyfob.records import TokenRecord
+from keyfob.serials import PREFIX as SERIAL_PREFIX
 from keyfob.serials import SerialError, normalize_serial
 
 from . import db, rules
@@ -121,11 +122,35 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _serial(text: str) -> str:
-    try:
-        return normalize_serial(text)
-    except SerialError as exc:
-        raise BadInput(str(exc)) from None
+FOREIGN_SERIAL_MAX = 64
+
+
+def canonical_serial(text: str) -> str:
+    """The serial as the inventory keeps it, or :class:`BadInput`.
+
+    A serial starting with our prefix (``KF``, any case) is a keyfob serial: it must pass its Damm
+    check digit, so a mistyped one is refused (case, spaces and dashes forgiven). Any other serial
+    is another vendor's (Feitian, Yubico, multiOTP, the RFC 6030 examples' ``987654321``...): it is
+    taken as given, stripped, if it has 1 to 64 printable characters and no whitespace.
+    """
+    if not isinstance(text, str):
+        raise BadInput("a serial number is text")
+    stripped = text.strip()
+    if stripped[:2].upper() == SERIAL_PREFIX:
+        try:
+            return normalize_serial(stripped)
+        except SerialError as exc:
+            raise BadInput(str(exc)) from None
+    if not stripped:
+        raise BadInput("the serial number is empty")
+    if len(stripped) > FOREIGN_SERIAL_MAX:
+        raise BadInput(f"a serial number has at most {FOREIGN_SERIAL_MAX} characters")
+    if not all(c.isprintable() and not c.isspace() for c in stripped):
+        raise BadInput("a serial number must not contain whitespace or control characters")
+    return stripped
+
+
+_serial = canonical_serial
 
 
 # The hot path (load, compare-and-set, audit) uses plain portable SQL: building SQLAlchemy Core
@@ -467,14 +492,23 @@ class Verifier:
 
     # -- tokens: inventory -------------------------------------------------------------------------
 
-    def import_records(self, records: Iterable[TokenRecord], *, actor: str = "admin") -> list[str]:
-        """Put tokens into the inventory (state ``unassigned``), all or nothing."""
+    def import_records(
+        self, records: Iterable[TokenRecord], *, actor: str = "admin", source: str | None = None
+    ) -> list[str]:
+        """Put tokens into the inventory (state ``unassigned``), all or nothing.
+
+        Serials follow :func:`canonical_serial`: keyfob serials need their check digit, other vendors'
+        serials are kept as given. A serial already in the inventory refuses the whole batch.
+        ``source`` (e.g. the file name) prefixes error messages."""
         recs = list(records)
         serials = []
-        for r in recs:
+        for n, r in enumerate(recs, start=1):
             if not isinstance(r, TokenRecord):
                 raise BadInput("import_records takes TokenRecord objects")
-            serials.append(_serial(r.serial))
+            try:
+                serials.append(_serial(r.serial))
+            except BadInput as exc:
+                raise BadInput(f"{source or 'import'}: token {n}: {exc}") from None
         dup = {s for s in serials if serials.count(s) > 1}
         if dup:
             raise BadInput(f"the seed file lists token {min(dup)} more than once")
@@ -483,7 +517,7 @@ class Verifier:
         def run(conn):
             have = conn.execute(select(_T.c.serial).where(_T.c.serial.in_(serials))).scalars().first()
             if have is not None:
-                raise AlreadyExists(f"token {have} is already in the inventory")
+                raise AlreadyExists(f"token {have} is already in the inventory; nothing imported")
             for s, r in zip(serials, recs, strict=True):
                 conn.execute(
                     insert(_T),
@@ -520,9 +554,10 @@ class Verifier:
         return serials
 
     def import_seed_file(
-        self, path, *, key: bytes | None = None, passphrase: str | None = None, actor: str = "admin"
+        self, path, *, key: bytes | str | None = None, passphrase: str | None = None, actor: str = "admin"
     ) -> list[str]:
-        """Import a provisioning seed file (PSKC, RFC 6030, plain or with a pre-shared key)."""
+        """Import a seed file, all or nothing: PSKC (RFC 6030; plain, pre-shared key or passphrase),
+        OATH CSV or otpauth URIs, told apart by content (``keyfob.formats.read_seed_file``)."""
         try:
             from keyfob.formats import FormatError, read_seed_file
         except ImportError:
@@ -535,7 +570,89 @@ class Verifier:
             raise SeedFileError(f"cannot read seed file {path}: {exc.strerror}") from None
         if not records:
             raise SeedFileError(f"seed file {path} holds no tokens")
-        return self.import_records(records, actor=actor)
+        return self.import_records(records, actor=actor, source=str(path))
+
+    def import_uri(self, uri: str, *, actor: str = "admin") -> list[str]:
+        """Import the token of one otpauth:// URI (Key URI format); its account name is the serial."""
+        from keyfob.formats import FormatError, parse_uri
+
+        try:
+            record = parse_uri(uri)
+        except FormatError as exc:
+            raise SeedFileError(f"otpauth URI: {exc}") from None
+        return self.import_records([record], actor=actor, source="otpauth URI")
+
+    #: states whose seeds may leave the database: a lost or revoked token must not come back to life
+    EXPORTABLE = ("unassigned", "active", "disabled")
+    _EXPORT_ACTIONS = ("token-export", "token-twin")
+
+    def export_records(
+        self,
+        serials: Iterable[str] | None = None,
+        *,
+        actor: str = "admin",
+        action: str = "token-export",
+        detail: str | None = None,
+        render: Callable[[list[TokenRecord]], object] | None = None,
+    ):
+        """The tokens' seeds and state as TokenRecords (HOTP: the next counter the verifier expects;
+        TOTP: the period), for a seed file or a software twin.
+
+        ``serials=None`` means every token that is unassigned, active or disabled; naming a lost or
+        revoked token is refused. ``render(records)``, if given, turns the records into what the
+        caller needs (file bytes, a URI); it runs before anything is written, so a render error
+        leaves no trace. Then one audit row per token (``action``: ``token-export`` or
+        ``token-twin``; ``detail`` says how, never a seed) is committed, and only then is the result
+        returned. Returns ``render(records)`` or the records.
+        """
+        if action not in self._EXPORT_ACTIONS:
+            raise BadInput(f"action must be one of {self._EXPORT_ACTIONS}")
+        wanted = None if serials is None else [_serial(s) for s in serials]
+        if wanted is not None and not wanted:
+            raise BadInput("name at least one token (or none for all)")
+        q = select(_T, _U.c.name.label("user_name")).select_from(_T.outerjoin(_U, _T.c.user_id == _U.c.id))
+        if wanted is None:
+            q = q.where(_T.c.state.in_(self.EXPORTABLE))
+        else:
+            q = q.where(_T.c.serial.in_(wanted))
+        with db.read(self._engine) as conn:
+            found = {r.serial: r for r in conn.execute(q.order_by(_T.c.serial)).all()}
+        if wanted is None:
+            rows = list(found.values())
+            if not rows:
+                raise TokenStateError("the inventory holds no token whose seed can be exported")
+        else:
+            rows = []
+            for s in dict.fromkeys(wanted):
+                tok = found.get(s)
+                if tok is None:
+                    raise UnknownToken(s)
+                if tok.state not in self.EXPORTABLE:
+                    raise TokenStateError(f"token {s} is {tok.state}; its seed is not handed out")
+                rows.append(tok)
+        records = [
+            TokenRecord(
+                serial=t.serial,
+                mode=t.mode,
+                algorithm=t.algorithm,
+                digits=t.digits,
+                secret=self._box.open(bytes(t.seed), t.serial),
+                counter=t.counter if t.mode == "hotp" else 0,
+                period=t.period,
+                **({} if t.serial[:2] == SERIAL_PREFIX else {"manufacturer": "unknown", "model": "unknown"}),
+            )
+            for t in rows
+        ]
+        result = records if render is None else render(records)
+        now = self._clock()
+
+        def run(conn):
+            for t in rows:
+                _audit(conn, now, actor, action, "ok", t.user_name, t.serial, detail)
+
+        db.write(self._engine, run)
+        log.info("%s: %d token(s) by %s", action, len(rows), actor)
+        return result
 
     def list_tokens(self, *, user: str | None = None, state: str | None = None) -> list[TokenInfo]:
         now = self._clock()
