@@ -10,10 +10,13 @@
 # Hardware comes from the board object; nothing here imports machine.
 from micropython import const
 
+import time
+
 import button
 import clock
 import ds3231
 import otp
+import proto
 import ssd1306
 import store
 import ui
@@ -23,6 +26,7 @@ _BOOT_REPORT_MS = const(3000)
 _RESET_HOLD_MS = const(5000)
 _TICK_MS = const(1000)
 _FOREVER_MS = const(60000)
+_FRAME_POLL_MS = const(200)
 
 
 class _NoPanel:
@@ -55,7 +59,13 @@ class App:
         self.button = button.Button(board.button, board.ticks_ms, board.sleep_ms)
         self.key = None
         self.step_shown = -1  # TOTP step of the code on screen, -1 = none
-        self.proto = None
+        # The provisioning link on the USB serial port (docs/protocol.md).
+        self.link = proto.Decoder()
+        self.fw_version = VERSION
+        self.board_name = board.name
+        listen = getattr(board, 'usb_listen', None)
+        if listen is not None:
+            listen(True)
         self._apply_state()
 
     # -- state ---------------------------------------------------------------
@@ -68,8 +78,7 @@ class App:
             self.key = None
         if s.provisioned:
             self.key = otp.Hotp(s.seed, s.algorithm)
-        self.clock.drift_ppm = s.drift_ppb / 1000
-        self.clock.synced_at = s.synced_at or None
+        proto.apply_drift(s, self.clock)
         set_intr = getattr(self.board, 'set_kbd_intr', None)
         if set_intr is not None:
             set_intr(not s.locked)
@@ -152,9 +161,47 @@ class App:
 
     # -- main loop -------------------------------------------------------------
 
+    # -- USB provisioning (proto calls back into these) ---------------------------
+
     def usb(self):
-        if self.proto is not None:
-            self.proto.poll(self)
+        b = self.board
+        req = self.link.feed(b.usb_read(64))
+        while req is not None:
+            b.usb_write(proto.handle(req, self))
+            req = self.link.feed(b'')
+
+    def usb_expire(self):
+        # A frame that started but never finished gets its error reply.
+        req = self.link.expire()
+        if req is not None:
+            self.board.usb_write(proto.handle(req, self))
+
+    def notify(self, event):
+        if event in ('provisioned', 'locked', 'reset'):
+            self._apply_state()
+        if event == 'provisioned':
+            self.ui.show_message(('Provisioned', self.store.serial))
+        elif event == 'reset-wait':
+            self.ui.show_message(('Hold button', 'to reset'))
+        elif event == 'reset-refused':
+            self.ui.show_message(('Reset', 'refused'))
+        elif event == 'reset':
+            self.ui.show_message(('Token', 'wiped'))
+        elif event == 'locked':
+            self.ui.show_locked()
+        self.step_shown = -1
+
+    def wait_button_held(self, timeout_ms):
+        # Physical presence for RESET: waits through board.idle(), the only
+        # place where the virtual token takes button requests from the host.
+        b = self.board
+        start = b.ticks_ms()
+        while True:
+            left = timeout_ms - time.ticks_diff(b.ticks_ms(), start)
+            if left <= 0:
+                return False
+            if b.idle(left) == 'button' and self.button.pressed():
+                return self.button.held(self.button.down_at, 1000)
 
     def run(self):
         b = self.board
@@ -163,7 +210,10 @@ class App:
             self.ui.show_boot_report(b.found)
             self.ui.off_after_ms = _BOOT_REPORT_MS
         while True:
-            wait = _TICK_MS if self.ui.is_on else _FOREVER_MS
+            if self.link.busy():
+                wait = _FRAME_POLL_MS
+            else:
+                wait = _TICK_MS if self.ui.is_on else _FOREVER_MS
             event = b.idle(wait)
             if event == 'button':
                 self.ui.off_after_ms = self.off_after_ms
@@ -175,6 +225,7 @@ class App:
             elif event == 'usb':
                 self.usb()
             else:
+                self.usb_expire()
                 self.tick()
 
 

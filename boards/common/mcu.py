@@ -50,3 +50,17 @@ class McuBoard:
 
     def set_kbd_intr(self, on):
         micropython.kbd_intr(3 if on else -1)
+
+    # USB serial: the firmware's provisioning frames (docs/protocol.md).
+    def usb_listen(self, on=True):
+        pass  # a real port's USB stack buffers bytes by itself
+
+    def usb_read(self, n):
+        # read(n) blocks until n bytes came, so take what is there one by one.
+        out = bytearray()
+        while len(out) < n and self._usb.poll(0):
+            out += sys.stdin.buffer.read(1)
+        return bytes(out)
+
+    def usb_write(self, buf):
+        sys.stdout.buffer.write(buf)

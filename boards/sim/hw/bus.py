@@ -1,0 +1,403 @@
+# The virtual token's wiring: the I2C bus, the button pin, the USB port and
+# the control link to the host harness (docs/internals.md, "The virtual token").
+#
+# SimI2C and SimPin are written in the subset shared by MicroPython and
+# CPython. Silicon (the parts of one powered-on sim, made once per process by
+# silicon()) only runs under the MicroPython unix port.
+#
+# Control link: the sim connects to the unix socket KEYFOB_SIM_CTRL (the host
+# listens) and serves line requests only inside idle(), one at a time:
+#   press <ms> | hold | release       -> ok   (the button; an edge ends idle())
+#   idle?                             -> ok idle (deferred while a timed press is down)
+#   screen?                           -> ok <on> <contrast> <inverted> <hex of 1024 bytes>
+#   clock <unix> <ppm> <osf>          -> ok   (the DS3231, battery-backed)
+#   clock?                            -> ok <unix> <ppm> <osf>
+#   stats?                            -> ok <i2c bytes> <i2c transactions> <oled bytes>
+# A request that makes a button edge ends idle() with 'button'; the requests
+# behind it wait for the next idle() call.
+#
+# USB: bytes from the host arrive on stdin (a pty in raw mode). A real board's
+# USB stack turns the interrupt character (Ctrl-C, unless kbd_intr(-1)) into
+# KeyboardInterrupt, dropping what was buffered before it. Until the firmware
+# opts in to read USB (usb_listen(True)), the sim does the same inside idle()
+# and sleep_ms(): it reads stdin byte by byte up to a Ctrl-C and raises, so the
+# rest (mpremote's Ctrl-A ...) stays for the REPL. With kbd_intr off and no
+# listener, stdin is left alone (bytes wait, as in a board's buffer). When the
+# firmware listens, idle() returns 'usb' and the firmware reads with usb_read(),
+# which raises KeyboardInterrupt on a Ctrl-C while kbd_intr is on.
+import errno
+import os
+import sys
+
+try:
+    from micropython import const
+    from time import ticks_add, ticks_diff, ticks_ms
+except ImportError:  # CPython
+    import time as _time
+
+    def const(x):
+        return x
+
+    def ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def ticks_add(t, d):
+        return t + d
+
+    def ticks_diff(a, b):
+        return a - b
+
+
+ADDR_OLED = const(0x3C)
+ADDR_DS3231 = const(0x68)
+_CTRL_C = const(3)
+_AF_UNIX = const(1)
+
+
+class SimI2C:
+    """machine.I2C-like bus: each address maps to a device with write(buf) (one write
+    transaction) and optionally readinto(buf) (one read transaction)."""
+
+    def __init__(self, devices=None, nack_errno=errno.ENODEV):
+        self.devices = dict(devices or {})
+        self.nack_errno = nack_errno
+        self.bytes = 0  # bytes on the wire, address bytes included
+        self.transactions = 0
+        self._cat = bytearray(64)  # writevto joins its buffers here (grown once)
+
+    def _dev(self, addr, extra):
+        self.transactions += 1
+        self.bytes += 1
+        d = self.devices.get(addr)
+        if d is None:
+            raise OSError(self.nack_errno)  # address not acknowledged
+        self.bytes += extra
+        return d
+
+    def _read(self, d, buf):
+        if hasattr(d, 'readinto'):
+            d.readinto(buf)
+        else:
+            for i in range(len(buf)):
+                buf[i] = 0
+
+    def scan(self):
+        # machine.I2C.scan probes 0x08-0x77 with one address byte each
+        found = []
+        for addr in range(0x08, 0x78):
+            self.transactions += 1
+            self.bytes += 1
+            if addr in self.devices:
+                found.append(addr)
+        return found
+
+    def writeto(self, addr, buf, stop=True):
+        self._dev(addr, len(buf)).write(buf)
+        return len(buf)
+
+    def writevto(self, addr, vector, stop=True):
+        n = 0
+        for b in vector:
+            n += len(b)
+        if len(self._cat) < n:
+            self._cat = bytearray(n)
+        i = 0
+        for b in vector:
+            self._cat[i:i + len(b)] = b
+            i += len(b)
+        self._dev(addr, n).write(memoryview(self._cat)[:n])
+        return n
+
+    def readfrom_into(self, addr, buf, stop=True):
+        self._read(self._dev(addr, len(buf)), buf)
+
+    def readfrom(self, addr, nbytes, stop=True):
+        buf = bytearray(nbytes)
+        self.readfrom_into(addr, buf)
+        return bytes(buf)
+
+    def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
+        d = self._dev(addr, 2 + len(buf))  # register byte, repeated-start address
+        d.write(bytes((memaddr,)))
+        self.transactions += 1
+        self._read(d, buf)
+
+    def readfrom_mem(self, addr, memaddr, nbytes, addrsize=8):
+        buf = bytearray(nbytes)
+        self.readfrom_mem_into(addr, memaddr, buf)
+        return bytes(buf)
+
+    def writeto_mem(self, addr, memaddr, buf, addrsize=8):
+        d = self._dev(addr, 1 + len(buf))
+        d.write(bytes((memaddr,)) + bytes(buf))
+
+
+class SimPin:
+    """The button: a machine.Pin-like input with pull-up, 0 while pressed."""
+
+    IN = 1
+    PULL_UP = 1
+
+    def __init__(self, held=False):
+        self._held = held
+        self._until = None  # ticks_ms() when a timed press lets go
+
+    def _timed(self):
+        if self._until is not None and ticks_diff(self._until, ticks_ms()) <= 0:
+            self._until = None
+        return self._until is not None
+
+    def value(self, v=None):
+        return 0 if (self._held or self._timed()) else 1
+
+    __call__ = value
+
+    def press(self, ms):
+        self._until = ticks_add(ticks_ms(), ms)
+
+    def hold(self):
+        self._held = True
+
+    def release(self):
+        self._held = False
+        self._until = None
+
+    def timed_left(self):
+        """ms until a timed press lets go, or None."""
+        if not self._timed():
+            return None
+        return ticks_diff(self._until, ticks_ms())
+
+
+class Control:
+    """Client end of the host's control socket (None path: not connected)."""
+
+    def __init__(self, path):
+        self.sock = None
+        self.rx = b''
+        if not path:
+            return
+        import socket
+        import struct
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(struct.pack('H', _AF_UNIX) + path.encode() + b'\x00')
+        except OSError as e:
+            s.close()
+            print('sim: no control link:', e)
+            return
+        self.sock = s
+
+    def feed(self):
+        try:
+            data = self.sock.recv(512)
+        except OSError:
+            data = b''
+        if not data:
+            self.close()
+            return False
+        self.rx += data
+        return True
+
+    def peek(self):
+        i = self.rx.find(b'\n')
+        if i < 0:
+            return None
+        return self.rx[:i].decode().strip()
+
+    def pop(self):
+        i = self.rx.find(b'\n')
+        self.rx = self.rx[i + 1:]
+
+    def reply(self, text):
+        if self.sock is not None:
+            try:
+                self.sock.sendall((text + '\n').encode())
+            except OSError:
+                self.close()
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class Silicon:
+    """Everything soldered to the virtual token, made once per power-on."""
+
+    def __init__(self):
+        import select
+        import ds3231_emu
+        import ssd1306_emu
+        self._select = select
+        self.oled = ssd1306_emu.SSD1306Emu()
+        self.ds3231 = ds3231_emu.DS3231Emu(os.getenv('KEYFOB_SIM_STATE') or None)
+        self.i2c = SimI2C({ADDR_OLED: self.oled, ADDR_DS3231: self.ds3231})
+        self.button = SimPin(held=os.getenv('KEYFOB_SIM_HOLD') == '1')
+        self.ctrl = Control(os.getenv('KEYFOB_SIM_CTRL'))
+        self.kbd_intr = True
+        self.listen = False
+        self.stdin = sys.stdin.buffer
+        self._poll = select.poll()
+        self._stdin_in_poll = False
+        if self.ctrl.sock is not None:
+            self._poll.register(self.ctrl.sock, select.POLLIN)
+        self._peek = select.poll()  # stdin alone, polled with timeout 0
+        self._peek.register(sys.stdin, select.POLLIN)
+
+    # -- USB -----------------------------------------------------------------------
+
+    def set_kbd_intr(self, on):
+        import micropython
+        self.kbd_intr = bool(on)
+        micropython.kbd_intr(3 if on else -1)
+
+    def _stdin_ready(self, ms=0):
+        for _, ev in self._peek.poll(ms):
+            if ev & (self._select.POLLHUP | self._select.POLLERR):
+                raise SystemExit('sim: USB host gone')
+            return True
+        return False
+
+    def _read_byte(self):
+        b = self.stdin.read(1)
+        if not b:
+            raise SystemExit('sim: USB host gone')
+        return b[0]
+
+    def _scan_ctrl_c(self):
+        # What the USB stack does without a reader: drop bytes up to a Ctrl-C, raise.
+        while self._stdin_ready():
+            if self._read_byte() == _CTRL_C:
+                raise KeyboardInterrupt
+
+    def usb_read(self, n):
+        """Up to n bytes that have arrived (never blocks); b'' if none."""
+        out = bytearray()
+        while len(out) < n and self._stdin_ready():
+            c = self._read_byte()
+            if c == _CTRL_C:
+                raise KeyboardInterrupt
+            out.append(c)
+        return bytes(out)
+
+    def usb_write(self, buf):
+        sys.stdout.buffer.write(buf)
+
+    def _watch_stdin(self, on):
+        if on != self._stdin_in_poll:
+            if on:
+                self._poll.register(sys.stdin, self._select.POLLIN)
+            else:
+                self._poll.unregister(sys.stdin)
+            self._stdin_in_poll = on
+
+    # -- waiting -----------------------------------------------------------------------
+
+    def sleep_ms(self, ms):
+        if self.kbd_intr and not self.listen:
+            deadline = ticks_add(ticks_ms(), ms)
+            left = ms
+            while left > 0:
+                if self._stdin_ready(left):
+                    self._scan_ctrl_c()
+                left = ticks_diff(deadline, ticks_ms())
+        else:
+            import time
+            time.sleep_ms(ms)
+
+    def idle(self, ms):
+        deadline = ticks_add(ticks_ms(), ms)
+        level = self.button.value()
+        while True:
+            if self._serve(level):
+                return 'button'
+            if self.button.value() != level:
+                return 'button'
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0:
+                return 'timeout'
+            t = self.button.timed_left()
+            if t is not None and t + 1 < left:
+                left = t + 1
+            self._watch_stdin(self.listen or self.kbd_intr)
+            for obj, ev in self._poll.poll(left):
+                if self.ctrl.sock is not None and obj is self.ctrl.sock:
+                    if not self.ctrl.feed():
+                        # The harness closes the link only after killing this process:
+                        # it is gone, so power goes too (no orphaned sims).
+                        raise SystemExit('sim: host harness gone')
+                elif self.listen:
+                    if ev & (self._select.POLLHUP | self._select.POLLERR):
+                        raise SystemExit('sim: USB host gone')
+                    return 'usb'
+                else:
+                    self._scan_ctrl_c()
+
+    def _serve(self, level):
+        """Answer queued control requests; True when one made a button edge."""
+        c = self.ctrl
+        while True:
+            line = c.peek()
+            if line is None:
+                return False
+            if line == 'idle?' and self.button.timed_left() is not None:
+                return False  # the firmware is still handling a press: ask again later
+            c.pop()
+            c.reply(self._answer(line))
+            if self.button.value() != level:
+                return True
+
+    def _answer(self, line):
+        parts = line.split()
+        if not parts:
+            return 'err empty'
+        cmd = parts[0]
+        try:
+            if cmd == 'press':
+                self.button.press(int(parts[1]) if len(parts) > 1 else 80)
+            elif cmd == 'hold':
+                self.button.hold()
+            elif cmd == 'release':
+                self.button.release()
+            elif cmd == 'idle?':
+                return 'ok idle'
+            elif cmd == 'screen?':
+                import binascii
+                o = self.oled
+                return 'ok %d %d %d %s' % (o.display_on, o.contrast, o.inverted,
+                                           binascii.hexlify(o.pixels()).decode())
+            elif cmd == 'clock':
+                self.ds3231.set_clock(float(parts[1]), float(parts[2]), parts[3] not in ('0', 'False'))
+            elif cmd == 'clock?':
+                d = self.ds3231
+                return 'ok %r %r %d' % (d.unix_time(), d.ppm, d.osf)
+            elif cmd == 'stats?':
+                return 'ok %d %d %d' % (self.i2c.bytes, self.i2c.transactions,
+                                        getattr(self.oled, 'bytes_in', 0))
+            else:
+                return 'err unknown request ' + cmd
+        except (IndexError, ValueError) as e:
+            return 'err bad request: ' + repr(e)
+        return 'ok'
+
+    def deep_sleep(self):
+        # Asleep: no USB reader, only the button (and a Ctrl-C, so mpremote gets in) wake it.
+        listen = self.listen
+        self.listen = False
+        try:
+            while self.idle(3600000) != 'button':
+                pass
+        finally:
+            self.listen = listen
+
+
+_silicon = None
+
+
+def silicon():
+    """The parts of this powered-on sim (one set per process, like one board)."""
+    global _silicon
+    if _silicon is None:
+        _silicon = Silicon()
+    return _silicon

@@ -1,0 +1,348 @@
+"""The virtual token's USB serial port: a pseudo-terminal bridge.
+
+Two pseudo-terminals: the child ``micropython`` runs on one (its terminal put in raw mode
+before exec, or the line discipline mangles the raw REPL), and the bytes are copied to and
+from the other, whose slave path is :attr:`PtyBridge.port` -- what mpremote or pyserial open
+as if it were a board's USB CDC port.
+
+A board's soft reset (Ctrl-D at the REPL) is emulated: the unix port *exits* on Ctrl-D, so
+when the child exits cleanly right after being sent a Ctrl-D, the bridge prints
+``soft reboot\\r\\n`` and starts a new child. A soft reset from the raw REPL comes back in
+the raw REPL without running main.py (as boards do): the new child is started without
+main.py and the bridge sends Ctrl-A only once the child shows its ``>>> `` prompt (sent
+earlier, it can be lost before the child's REPL reads). Any other exit of the child (power
+cut, crash) leaves the token off.
+
+One thread copies bytes; it never blocks on a slow reader (output to the host is buffered
+and, if nobody reads the port at all, the oldest bytes are dropped, as a board drops USB
+output when no host listens).
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+import tty
+from collections.abc import Callable
+
+_RAW_MARK = b"raw REPL; CTRL-B to exit"
+_PROMPT = b">>> "
+_OUT_CAP = 256 * 1024  # bytes held for a host that does not read
+_GATE_TIMEOUT = 10.0
+
+
+def _set_nonblocking(fd: int) -> None:
+    os.set_blocking(fd, False)
+
+
+_live_groups: set[int] = set()  # process groups of children not yet reaped
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    # A harness that was never closed must not leave micropython processes behind.
+    for pgid in list(_live_groups):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+class PtyBridge:
+    """Owns the host-side pty and the child process(es) of one virtual token.
+
+    ``spawn_args(nomain)`` returns ``(argv, env)`` for a new child; ``on_exit(rc)`` is called
+    (from the bridge thread) when a child ends for good.
+    """
+
+    def __init__(
+        self,
+        spawn_args: Callable[[bool], tuple[list[str], dict[str, str]]],
+        on_exit: Callable[[int | None], None] | None = None,
+    ) -> None:
+        self._spawn_args = spawn_args
+        self._on_exit = on_exit
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        self.port = os.ttyname(self._slave)
+        _set_nonblocking(self._master)
+        self._lock = threading.RLock()
+        self._proc: subprocess.Popen | None = None
+        self._cfd: int | None = None  # master end of the child's pty
+        self._to_child = bytearray()
+        self._to_host = bytearray()
+        self._tail = b""
+        self._raw = False  # the child's REPL is in raw mode (by its output)
+        self._last_in = b""  # last byte delivered to the child
+        self._gate_until: float | None = None  # waiting for >>> before Ctrl-A
+        self._killing = False
+        self._closed = False
+        self.restarts = 0
+        self.exit_code: int | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        _set_nonblocking(self._wake_r)
+        _set_nonblocking(self._wake_w)
+        self._thread = threading.Thread(target=self._run, name="keyfob-sim-pty", daemon=True)
+        self._thread.start()
+
+    # -- child lifecycle ----------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        with self._lock:
+            return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return self._proc.pid if self._proc is not None else None
+
+    def start(self, nomain: bool = False, argv_env: tuple[list[str], dict[str, str]] | None = None) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("bridge closed")
+            if self.is_running:
+                raise RuntimeError("already running")
+            self._spawn(argv_env or self._spawn_args(nomain))
+        self._wake()
+
+    def _spawn(self, argv_env: tuple[list[str], dict[str, str]]) -> None:
+        argv, env = argv_env
+        if self._proc is not None and self._proc.poll() is not None:
+            _live_groups.discard(self._proc.pid)
+        self._close_child_fd()
+        cfd, cslave = os.openpty()
+        try:
+            tty.setraw(cslave)
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=cslave,
+                stdout=cslave,
+                stderr=cslave,
+                env=env,
+                close_fds=True,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(cfd)
+            raise
+        finally:
+            os.close(cslave)
+        _live_groups.add(self._proc.pid)
+        _set_nonblocking(cfd)
+        self._cfd = cfd
+        self._killing = False
+        self._raw = False
+        self._tail = b""
+        self._last_in = b""
+        self.exit_code = None
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """Power cut: SIGKILL the child (its whole process group) at once, no restart."""
+        with self._lock:
+            proc = self._proc
+            self._killing = True
+            self._gate_until = None
+            self._to_child.clear()
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+        _live_groups.discard(proc.pid)
+        # Let the thread see the end and settle the state.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._proc is None:
+                    return
+            self._wake()
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.kill()
+        with self._lock:
+            self._closed = True
+        self._wake()
+        self._thread.join(5)
+        self._close_child_fd()
+        for fd in (self._master, self._slave, self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _close_child_fd(self) -> None:
+        if self._cfd is not None:
+            try:
+                os.close(self._cfd)
+            except OSError:
+                pass
+            self._cfd = None
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    # -- the copy loop ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                cfd = self._cfd
+                rlist = [self._master, self._wake_r]
+                wlist = []
+                if cfd is not None:
+                    rlist.append(cfd)
+                    if self._to_child and self._gate_until is None:
+                        wlist.append(cfd)
+                if self._to_host:
+                    wlist.append(self._master)
+            try:
+                r, w, _ = select.select(rlist, wlist, [], 0.05)
+            except (OSError, ValueError):
+                time.sleep(0.01)
+                continue
+            with self._lock:
+                if self._closed:
+                    return
+                if self._wake_r in r:
+                    try:
+                        os.read(self._wake_r, 512)
+                    except OSError:
+                        pass
+                if self._master in r:
+                    self._read_host()
+                if cfd is not None and cfd == self._cfd:
+                    if cfd in r:
+                        self._read_child(cfd)
+                    if cfd in w and self._cfd == cfd:
+                        self._write_child(cfd)
+                if self._master in w:
+                    self._write_host()
+                self._check_gate()
+                self._check_exit()
+
+    def _read_host(self) -> None:
+        try:
+            data = os.read(self._master, 4096)
+        except OSError:
+            return  # EAGAIN, or EIO (nobody has the port open)
+        if self._proc is None or self._killing:
+            return  # no power: the bytes go nowhere
+        self._to_child += data
+
+    def _write_child(self, cfd: int) -> None:
+        try:
+            n = os.write(cfd, self._to_child)
+        except OSError as e:
+            if e.errno != errno.EAGAIN:
+                self._to_child.clear()
+            return
+        if n:
+            self._last_in = bytes(self._to_child[n - 1 : n])
+            del self._to_child[:n]
+
+    def _read_child(self, cfd: int) -> None:
+        try:
+            data = os.read(cfd, 4096)
+        except OSError as e:
+            if e.errno == errno.EAGAIN:
+                return
+            data = b""
+        if not data:
+            return  # EOF/EIO: the child is gone; _check_exit settles it
+        self._seen(data)
+        self._host_out(data)
+
+    def _seen(self, data: bytes) -> None:
+        buf = self._tail + data
+        r = buf.rfind(_RAW_MARK)
+        p = buf.rfind(_PROMPT)
+        if r >= 0 or p >= 0:
+            self._raw = r > p
+        self._tail = buf[-64:]
+
+    def _host_out(self, data: bytes) -> None:
+        self._to_host += data
+        if len(self._to_host) > _OUT_CAP:
+            del self._to_host[: len(self._to_host) - _OUT_CAP]
+        self._write_host()
+
+    def _write_host(self) -> None:
+        if not self._to_host:
+            return
+        try:
+            n = os.write(self._master, self._to_host)
+        except OSError:
+            return
+        del self._to_host[:n]
+
+    def _check_gate(self) -> None:
+        if self._gate_until is None or self._cfd is None:
+            return
+        if self._tail.endswith(_PROMPT) or time.monotonic() > self._gate_until:
+            self._gate_until = None
+            self._to_child[:0] = b"\x01"  # back into the raw REPL, then what the host sent
+
+    def _check_exit(self) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return
+        # Drain what the child printed last.
+        cfd = self._cfd
+        if cfd is not None:
+            while True:
+                try:
+                    data = os.read(cfd, 4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self._seen(data)
+                self._host_out(data)
+        rc = proc.returncode
+        _live_groups.discard(proc.pid)
+        soft_reset = (
+            not self._killing and not self._closed and rc == 0 and self._last_in == b"\x04"
+        )
+        if soft_reset:
+            nomain = self._raw
+            pending = bytes(self._to_child)
+            self._host_out(b"soft reboot\r\n")
+            try:
+                self._spawn(self._spawn_args(nomain))
+            except OSError:
+                soft_reset = False
+            else:
+                self.restarts += 1
+                self._to_child[:] = pending
+                if nomain:
+                    self._gate_until = time.monotonic() + _GATE_TIMEOUT
+                return
+        self._proc = None
+        self._close_child_fd()
+        self._to_child.clear()
+        self._gate_until = None
+        self.exit_code = rc
+        if self._on_exit is not None:
+            try:
+                self._on_exit(rc)
+            except Exception:  # noqa: BLE001 - a callback must not kill the bridge
+                pass

