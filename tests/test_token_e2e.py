@@ -10,7 +10,6 @@ import time
 import pyotp
 import pytest
 from conftest import b32, dev_provision
-
 from keyfob.sim.textread import text_lines
 
 pytestmark = pytest.mark.timeout(240)

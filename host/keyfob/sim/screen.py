@@ -48,6 +48,9 @@ _SAMPLES = {
 # The two holes of an '8': dark in every digit.
 _COUNTERS = ((0.5, 0.27), (0.5, 0.73))
 
+# Index: bit 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right.
+_QUADRANTS = " \u2598\u259d\u2580\u2596\u258c\u259e\u259b\u2597\u259a\u2590\u259c\u2584\u2599\u259f\u2588"
+
 _MIN_DIGIT_HEIGHT = 24  # taller than any line of text; the code glyphs are ~44 px
 _ONE_MAX_RATIO = 0.2  # width / height below which a solid bar is a '1'
 
@@ -118,7 +121,20 @@ class Screen:
         out = []
         for y in range(0, self.height, 2):
             top, bottom = rows[y], rows[y + 1] if y + 1 < self.height else [0] * self.width
-            out.append("".join(chars[(t, b)] for t, b in zip(top, bottom)))
+            out.append("".join(chars[(t, b)] for t, b in zip(top, bottom, strict=True)))
+        return "\n".join(out)
+
+    def quadrant_art(self) -> str:
+        """The frame at half size for an 80-column terminal: one character per 2x2 pixels
+        (Unicode quadrant blocks), 64 columns by 32 lines."""
+        rows = self.rows()
+        out = []
+        for y in range(0, self.height, 2):
+            line = []
+            for x in range(0, self.width, 2):
+                bits = rows[y][x] | rows[y][x + 1] << 1 | rows[y + 1][x] << 2 | rows[y + 1][x + 1] << 3
+                line.append(_QUADRANTS[bits])
+            out.append("".join(line))
         return "\n".join(out)
 
     def save_png(self, path, scale: int = 4) -> None:
