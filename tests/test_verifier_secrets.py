@@ -1,18 +1,21 @@
 """Acceptance 6: after a whole run (import, link, logins right and wrong, resync, lockout, lost
-token, backup codes, CLI commands), neither the database file (with its WAL) nor the logs hold a seed
-(raw, hex, base32, base64), a password, or a code that was typed. SQL statement logging with bound
-parameters is switched on, so even that must be clean."""
+token, backup codes, bad input, CLI commands), neither the database file (with its WAL) nor the logs
+hold a seed (raw, hex, base32, base64), a password, or a code that was typed; nor do the CLI's output
+and the messages of the errors raised on the way. SQL statement logging with bound parameters is
+switched on, so even that must be clean. The key that seals the seeds is not in the database
+either (a copy of the database alone reveals no seed)."""
 
 import base64
 import logging
 import re
 
 import pyotp
+import pytest
 from click.testing import CliRunner
 from keyfob.cli import main
 from keyfob.records import TokenRecord
 from keyfob.serials import make_serial
-from keyfob.verifier import Policy, Verifier
+from keyfob.verifier import Policy, Verifier, VerifierError
 
 SEEDS = {
     "hotp6": (b"\x8a\x01seed-for-secret-test\x7f", "sha1", 6),
@@ -29,9 +32,17 @@ class Clock:
         return self.t
 
 
+def spaced(seed: bytes) -> str:
+    """Base32 in groups of four, as authenticator apps show a seed for typing."""
+    b32 = base64.b32encode(seed).decode().rstrip("=")
+    return " ".join(b32[i : i + 4] for i in range(0, len(b32), 4))
+
+
 def forms(seed: bytes) -> list[bytes]:
     b32 = base64.b32encode(seed)
     out = [
+        spaced(seed).encode(),
+        spaced(seed).lower().encode(),
         seed,
         seed.hex().encode(),
         seed.hex().upper().encode(),
@@ -46,7 +57,7 @@ def forms(seed: bytes) -> list[bytes]:
 
 def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
-    logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)  # SQL with bound parameters
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")  # SQL with bound parameters (restored after)
     clock = Clock()
     dbfile = tmp_path / "v.db"
     v = Verifier.init(
@@ -92,16 +103,42 @@ def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
     assert v.verify("sam", PASSWORDS[0] + backups[0])
     typed.extend(backups)
 
+    # bad input: refused with a message that repeats none of it (a seed pasted into the serial box,
+    # as authenticator apps show it: base32 in groups of four; a code with a typo; no password)
+    hotp8_seed = SEEDS["hotp8"][0]
+    pasted = [spaced(seed) for seed, _, _ in SEEDS.values()] + [
+        hotp8_seed.hex() + "00",
+        "KF" + hotp8_seed.hex()[:9],
+    ]
+    errors = []
+    bad_calls = [lambda p=p: v.link("tia", p, code("totp", int(clock.t))) for p in pasted]
+    bad_calls += [
+        lambda: v.check_code("sam", code("hotp8", 7) + "x"),
+        lambda: v.check_code("sam", code("hotp8", 7)[:-1]),
+        lambda: v.verify("sam", code("hotp8", 7)),  # the code alone, the password forgotten
+        lambda: v.verify("tia", PASSWORDS[1], code("totp", int(clock.t)) + "0"),
+        lambda: v.resync(pasted[1], code("hotp8", 50), code("hotp8", 51)),
+    ]
+    for call in bad_calls:
+        with pytest.raises(VerifierError) as exc:
+            call()
+        errors.append(str(exc.value))
+
     monkeypatch.setenv("KEYFOB_DB", str(dbfile))
     monkeypatch.setenv("KEYFOB_KEY_FILE", str(tmp_path / "v.key"))
     monkeypatch.setenv("KEYFOB_ARGON2_PROFILE", "fast")
     monkeypatch.delenv("KEYFOB_KEY", raising=False)
     runner = CliRunner()
     cli_out = []
+    totp_now = refs["totp"].now()  # the CLI's verifier runs on the real clock
+    typed.append(totp_now)
     for args, stdin in [
         (["validate", "sam", "-"], PASSWORDS[0] + code("hotp8", 6) + "\n"),
         (["validate", "sam", "-"], PASSWORDS[0] + code("hotp8", 6) + "\n"),
-        (["validate", "tia", "-", "--json"], PASSWORDS[1] + refs["totp"].now() + "\n"),
+        (["validate", "tia", "-", "--json"], PASSWORDS[1] + totp_now + "\n"),
+        (["validate", "sam", "-"], PASSWORDS[0] + code("hotp8", 7) + "?\n"),
+        (["token", "link", "tia", pasted[0], code("totp", int(clock.t))], None),
+        (["token", "unlock", pasted[2]], None),
         (["user", "passwd", "tia", "--password-stdin"], "a new password 4 tia\n"),
         (["token", "list", "--json"], None),
         (["token", "list"], None),
@@ -112,16 +149,26 @@ def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
         r = runner.invoke(main, args, input=stdin)
         cli_out.append(r.output)
     PASSWORDS.append("a new password 4 tia")
-    typed.append(refs["totp"].now())
     wal = (tmp_path / "v.db-wal").read_bytes() if (tmp_path / "v.db-wal").exists() else b""
     v.close()
 
+    database = dbfile.read_bytes() + wal
     stores = {
-        "database": dbfile.read_bytes() + wal,
+        "database": database,
         "logs": "\n".join(r.getMessage() for r in caplog.records).encode(),
         "cli output": "\n".join(cli_out).encode(),
+        "error messages": "\n".join(errors).encode(),
     }
     assert len(caplog.records) > 100  # the logs really were captured
+    assert all(e and "\n" not in e for e in errors)
+    assert sum("error: " in out for out in cli_out) == 3  # the three bad CLI calls said why
+    key_text = (tmp_path / "v.key").read_text().strip()
+    for form in (
+        key_text.encode(),
+        base64.urlsafe_b64decode(key_text),
+        base64.b64encode(base64.urlsafe_b64decode(key_text)),
+    ):
+        assert form not in database and form not in stores["logs"]
     checked = 0
     for where, blob in stores.items():
         for seed, _, _ in SEEDS.values():
@@ -140,4 +187,4 @@ def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
                 for form in (c, c.replace("-", ""), c.upper()):
                     assert form.encode() not in blob, f"a backup code is in the {where}"
             checked += 1
-    assert checked == 3 * len(set(typed))
+    assert checked == len(stores) * len(set(typed))

@@ -149,6 +149,47 @@ def test_rfc6238_totp_through_verifier(v, clock, algorithm, digits, period):
         assert r.accepted and r.serial == s, (t, r)
 
 
+def test_rfc_values_through_a_seed_file(v, clock, tmp_path):
+    """Point 1 from the seed file on: a PSKC file written by python-pskc itself (not keyfob's
+    writer) with the RFC 4226 and RFC 6238 seeds, imported, linked and validated."""
+    import pskc
+
+    h, t = serial(), serial()
+    p = pskc.PSKC()
+    common = {"manufacturer": "keyfob", "response_encoding": "DECIMAL"}
+    p.add_key(
+        serial=h,
+        algorithm="urn:ietf:params:xml:ns:keyprov:pskc:hotp",
+        algorithm_suite="HMAC-SHA1",
+        response_length=6,
+        counter=0,
+        secret=SHA1_SEED,
+        **common,
+    )
+    p.add_key(
+        serial=t,
+        algorithm="urn:ietf:params:xml:ns:keyprov:pskc:totp",
+        algorithm_suite="HMAC-SHA256",
+        response_length=8,
+        time_interval=30,
+        secret=SHA256_SEED,
+        **common,
+    )
+    psk = bytes(range(16))
+    p.encryption.setup_preshared_key(key=psk, algorithm="aes128-cbc", key_name="transport")
+    p.write(str(tmp_path / "rfc.pskc"))
+    assert sorted(v.import_seed_file(tmp_path / "rfc.pskc", key=psk)) == sorted([h, t])
+    v.add_user("rfc", PW)
+    assert v.link("rfc", h, RFC4226_6[0]).accepted
+    for c in RFC4226_6[1:4]:
+        assert v.verify("rfc", PW + c).serial == h
+    clock.t = RFC6238_TIMES[1]
+    assert v.link("rfc", t, RFC6238["sha256"][1]).accepted
+    for when, c in zip(RFC6238_TIMES[2:], RFC6238["sha256"][2:], strict=True):
+        clock.t = when
+        assert v.verify("rfc", PW + c).serial == t
+
+
 # --- 2: windows, replay, resync, drift ------------------------------------------------------------
 
 
@@ -213,6 +254,10 @@ def test_totp_resync_self_service(v, clock):
     ahead = int(clock.t) + 5 * 3600  # the token's clock is 5 h fast
     assert not v.check_code("erin", ref.at(ahead)).accepted
     assert not v.resync(s, ref.at(ahead - 30), ref.at(ahead), user="erin", password="wrong pw!").accepted
+    # two codes of the right time, but not consecutive (a step skipped, or in the wrong order)
+    assert not v.resync(s, ref.at(ahead - 60), ref.at(ahead), user="erin", password=PW).accepted
+    assert not v.resync(s, ref.at(ahead), ref.at(ahead - 30)).accepted
+    assert v.token(s).drift == 0
     assert v.resync(s, ref.at(ahead - 30), ref.at(ahead), user="erin", password=PW).accepted
     assert v.token(s).drift == 5 * 120
     clock.t += 60
@@ -452,6 +497,26 @@ def test_key_file_created_0600_and_wrong_key_refused(tmp_path, monkeypatch):
         Verifier.open(tmp_path / "missing.db", key_file=kf)
 
 
+def _schema(engine) -> dict:
+    """Per table: {column: declared type} and the set of index names (SQLite)."""
+    out = {}
+    with engine.connect() as conn:
+        for (table,) in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'")):
+            cols = {r[1]: r[2] for r in conn.execute(text(f"PRAGMA table_info('{table}')"))}
+            idx = {r[1] for r in conn.execute(text(f"PRAGMA index_list('{table}')"))}
+            out[table] = (cols, idx)
+    return out
+
+
+def _assert_models_match(engine):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from keyfob.verifier.models import Base
+
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
 def test_older_database_is_upgraded_on_open(tmp_path, clock):
     from alembic import command
 
@@ -461,29 +526,86 @@ def test_older_database_is_upgraded_on_open(tmp_path, clock):
     engine = vdb.make_engine(tmp_path / "v.db", must_exist=True)
     vdb.write(engine, lambda conn: command.downgrade(vdb._alembic_config(conn), "0001"))
     assert vdb.current_revision(engine) == "0001"
-    with engine.connect() as conn:
-        idx = {r[1] for r in conn.execute(text("PRAGMA index_list('audit')"))}
-    assert "ix_audit_user_name" not in idx
+    schema = _schema(engine)
+    assert "ix_audit_user_name" not in schema["audit"][1]
+    assert schema["tokens"][0]["serial"] == schema["audit"][0]["serial"] == "VARCHAR(16)"
     engine.dispose()
 
     v = Verifier.open(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
-    assert vdb.current_revision(v._engine) == vdb.head_revision() == "0002"
-    with v._engine.connect() as conn:
-        idx = {r[1] for r in conn.execute(text("PRAGMA index_list('audit')"))}
-    assert {"ix_audit_user_name", "ix_audit_serial"} <= idx
+    assert vdb.current_revision(v._engine) == vdb.head_revision() == "0003"
+    schema = _schema(v._engine)
+    assert {"ix_audit_user_name", "ix_audit_serial"} <= schema["audit"][1]
+    assert schema["tokens"][0]["serial"] == schema["audit"][0]["serial"] == "VARCHAR(64)"
+    _assert_models_match(v._engine)
     ref = pyotp.HOTP(base64.b32encode(SHA1_SEED).decode())
     assert v.verify("rita", PW + ref.at(1)).serial == s  # data survived
     v.close()
 
 
-def test_models_match_the_migrations(v):
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-    from keyfob.verifier.models import Base
+def test_a_0002_database_takes_long_vendor_serials_after_the_upgrade(tmp_path, clock, monkeypatch):
+    """A database made by the release whose head was 0002 (16-character serial columns) opens with
+    this one, is widened by 0003 (a table copy on SQLite), keeps its data, constraints and
+    indexes, and then holds a 64-character vendor serial in the inventory and the audit log."""
+    from alembic import command
 
+    real_upgrade = vdb.upgrade
+    with monkeypatch.context() as m:  # play the old release: its head is 0002
+        m.setattr(vdb, "upgrade", lambda engine, revision="0002": real_upgrade(engine, revision))
+        m.setattr(vdb, "head_revision", lambda: "0002")
+        v = make(tmp_path, clock)
+        s = enrol(v, "sara", "hotp", SHA1_SEED)
+        ref = pyotp.HOTP(base64.b32encode(SHA1_SEED).decode())
+        assert v.verify("sara", PW + ref.at(1)).accepted
+        v.close()
+    engine = vdb.make_engine(tmp_path / "v.db", must_exist=True)
+    assert vdb.current_revision(engine) == "0002"
+    old = _schema(engine)
+    assert old["tokens"][0]["serial"] == old["audit"][0]["serial"] == "VARCHAR(16)"
+    engine.dispose()
+
+    v = Verifier.open(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
+    assert vdb.current_revision(v._engine) == "0003"
+    new = _schema(v._engine)
+    assert new["tokens"][0]["serial"] == new["audit"][0]["serial"] == "VARCHAR(64)"
+    assert set(new) == set(old)
+    for table, (cols, idx) in old.items():  # only the two serial columns changed
+        assert new[table][1] == idx, table
+        changed = {c for c in cols if new[table][0][c] != cols[c]}
+        assert changed == ({"serial"} if table in ("tokens", "audit") else set()), table
+    _assert_models_match(v._engine)
     with v._engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    assert diff == []
+        assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+        assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+
+    assert v.verify("sara", PW + ref.at(2)).serial == s  # data and state survived
+    assert not v.verify("sara", PW + ref.at(1)).accepted  # the counter too: no replay
+    long_serial = "vendor:" + "7" * 57
+    assert len(long_serial) == 64
+    v.import_records([TokenRecord(long_serial, "hotp", "sha256", 8, SHA256_SEED)])
+    ref8 = pyotp.HOTP(base64.b32encode(SHA256_SEED).decode(), digits=8, digest=__import__("hashlib").sha256)
+    assert v.link("sara", long_serial, ref8.at(0)).accepted
+    assert v.verify("sara", PW + ref8.at(1)).serial == long_serial
+    assert v.token(long_serial).counter == 2
+    rows = v.audit(serial=long_serial, limit=None)
+    assert [r.action for r in rows] == ["validate", "token-link", "token-import"]
+    assert {r.serial for r in rows} == {long_serial}
+    with pytest.raises(AlreadyExists):  # the unique constraint came through the table copy
+        v.import_records([TokenRecord(long_serial, "hotp", "sha1", 6, SHA1_SEED)])
+    with pytest.raises(BadInput):
+        v.import_records([TokenRecord(long_serial + "8", "hotp", "sha1", 6, SHA1_SEED)])
+    v.close()
+
+    # going back below 0003 would cut the long serial: refused, nothing changed
+    engine = vdb.make_engine(tmp_path / "v.db", must_exist=True)
+    with pytest.raises(RuntimeError, match="longer than 16"):
+        vdb.write(engine, lambda conn: command.downgrade(vdb._alembic_config(conn), "0002"))
+    assert vdb.current_revision(engine) == "0003"
+    assert _schema(engine) == new
+    engine.dispose()
+
+
+def test_models_match_the_migrations(v):
+    _assert_models_match(v._engine)
 
 
 def test_newer_schema_is_refused(tmp_path, clock):

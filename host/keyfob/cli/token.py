@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from keyfob.verifier import BadInput, SeedFileError
-from keyfob.verifier.service import canonical_serial
+from keyfob.verifier import BadInput, SeedFileError, accept_serial
 
 from .server import (
     EXIT_REFUSED,
@@ -409,7 +408,7 @@ def _simple(name: str, method: str, done: str, help_text: str):
     def cmd(serial, db, key_file) -> None:
         with open_verifier(db, key_file) as v:
             getattr(v, method)(serial, actor=actor())
-        click.echo(f"token {canonical_serial(serial)} {done}")
+        click.echo(f"token {accept_serial(serial)} {done}")
 
     return cmd
 
@@ -432,10 +431,10 @@ def lost(serial, db, key_file, as_json) -> None:
         codes = v.mark_lost(serial, actor=actor())
         owner = v.token(serial).user
     if as_json:
-        emit_json({"serial": canonical_serial(serial), "user": owner, "backup_codes": codes})
+        emit_json({"serial": accept_serial(serial), "user": owner, "backup_codes": codes})
         return
     click.echo(
-        f"token {canonical_serial(serial)} marked lost. Backup codes for {owner} (each works once; "
+        f"token {accept_serial(serial)} marked lost. Backup codes for {owner} (each works once; "
         "shown only now):"
     )
     for c in codes:

@@ -8,8 +8,14 @@ SQLAlchemy database (a SQLite file by default), with the schema kept by Alembic 
     >>> v.verify("alice", "correct horse" + "755224")        # doctest: +SKIP
     Result(accepted=True, user='alice', reason='ok', serial='KF000000013')
 
+Serials follow :func:`accept_serial` (from :mod:`keyfob.serials`): keyfob serials need their Damm
+check digit, other vendors' serials are kept as given (the verifier raises :class:`BadInput` for a
+serial it refuses).
+
 The library never prints; ``keyfob server|user|token|validate|backup-codes|audit`` are the CLI.
 """
+
+from keyfob.serials import SerialError, accept_serial
 
 from .errors import (
     AlreadyExists,
@@ -34,6 +40,7 @@ __all__ = [
     "Policy",
     "Result",
     "SeedFileError",
+    "SerialError",
     "TokenInfo",
     "TokenStateError",
     "UnknownToken",
@@ -41,4 +48,5 @@ __all__ = [
     "UserInfo",
     "Verifier",
     "VerifierError",
+    "accept_serial",
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from keyfob.serials import SERIAL_MAX
+
 STATES = ("unassigned", "active", "disabled", "lost", "revoked")
 
 NAMING = {
@@ -48,7 +50,8 @@ class User(Base):
 class Token(Base):
     __tablename__ = "tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    serial: Mapped[str] = mapped_column(String(16), unique=True)
+    #: keyfob serials (canonical, with check digit) or other vendors' as given; widened by 0003
+    serial: Mapped[str] = mapped_column(String(SERIAL_MAX), unique=True)
     mode: Mapped[str] = mapped_column(String(4))
     algorithm: Mapped[str] = mapped_column(String(8))
     digits: Mapped[int] = mapped_column(Integer)
@@ -87,7 +90,7 @@ class AuditEntry(Base):
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32))
     user_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    serial: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    serial: Mapped[str | None] = mapped_column(String(SERIAL_MAX), nullable=True)  # widened by 0003
     result: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(String(200), nullable=True)
 

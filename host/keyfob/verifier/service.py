@@ -25,8 +25,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from keyfob.otp import HotpKey
 from keyfob.records import DIGITS as RECORD_DIGITS
 from keyfob.records import TokenRecord
-from keyfob.serials import PREFIX as SERIAL_PREFIX
-from keyfob.serials import SerialError, normalize_serial
+from keyfob.serials import SerialError, accept_serial, is_valid_serial
 
 from . import db, rules
 from .crypto import SeedBox, resolve_key
@@ -122,32 +121,14 @@ def _check_name(name: str) -> str:
     return name
 
 
-FOREIGN_SERIAL_MAX = 64
-
-
 def canonical_serial(text: str) -> str:
-    """The serial as the inventory keeps it, or :class:`BadInput`.
-
-    A serial starting with our prefix (``KF``, any case) is a keyfob serial: it must pass its Damm
-    check digit, so a mistyped one is refused (case, spaces and dashes forgiven). Any other serial
-    is another vendor's (Feitian, Yubico, multiOTP, the RFC 6030 examples' ``987654321``...): it is
-    taken as given, stripped, if it has 1 to 64 printable characters and no whitespace.
-    """
-    if not isinstance(text, str):
-        raise BadInput("a serial number is text")
-    stripped = text.strip()
-    if stripped[:2].upper() == SERIAL_PREFIX:
-        try:
-            return normalize_serial(stripped)
-        except SerialError as exc:
-            raise BadInput(str(exc)) from None
-    if not stripped:
-        raise BadInput("the serial number is empty")
-    if len(stripped) > FOREIGN_SERIAL_MAX:
-        raise BadInput(f"a serial number has at most {FOREIGN_SERIAL_MAX} characters")
-    if not all(c.isprintable() and not c.isspace() for c in stripped):
-        raise BadInput("a serial number must not contain whitespace or control characters")
-    return stripped
+    """:func:`keyfob.serials.accept_serial` with the verifier's :class:`BadInput`: keyfob serials
+    must pass their Damm check digit, other vendors' serials are kept as given (1 to 64 printable
+    characters, no whitespace)."""
+    try:
+        return accept_serial(text)
+    except SerialError as exc:
+        raise BadInput(str(exc)) from None
 
 
 _serial = canonical_serial
@@ -497,8 +478,8 @@ class Verifier:
     ) -> list[str]:
         """Put tokens into the inventory (state ``unassigned``), all or nothing.
 
-        Serials follow :func:`canonical_serial`: keyfob serials need their check digit, other vendors'
-        serials are kept as given. A serial already in the inventory refuses the whole batch.
+        Serials follow :func:`keyfob.serials.accept_serial`: keyfob serials need their check digit,
+        other vendors' serials are kept as given. A serial already in the inventory refuses the whole batch.
         ``source`` (e.g. the file name) prefixes error messages."""
         recs = list(records)
         serials = []
@@ -639,7 +620,7 @@ class Verifier:
                 secret=self._box.open(bytes(t.seed), t.serial),
                 counter=t.counter if t.mode == "hotp" else 0,
                 period=t.period,
-                **({} if t.serial[:2] == SERIAL_PREFIX else {"manufacturer": "unknown", "model": "unknown"}),
+                **({} if is_valid_serial(t.serial) else {"manufacturer": "unknown", "model": "unknown"}),
             )
             for t in rows
         ]
