@@ -10,6 +10,7 @@
 # Hardware comes from the board object; nothing here imports machine.
 from micropython import const
 
+import os
 import time
 
 import button
@@ -27,6 +28,46 @@ _RESET_HOLD_MS = const(5000)
 _TICK_MS = const(1000)
 _FOREVER_MS = const(60000)
 _FRAME_POLL_MS = const(200)
+
+
+_SCRUB_NAME = 'kfscrub.bin'
+_SCRUB_CHUNK = const(512)
+_SCRUB_MAX = const(0x2000000)  # 32 MiB: larger is no microcontroller's flash (a PC)
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def scrub():
+    # After Store.wipe(), for a factory reset: make LittleFS's old copies of
+    # the records unreadable (notes in store.py). Removing the store's
+    # directory frees its metadata blocks (an append-only log holding every
+    # record ever written); a file of zeros over all free space then has
+    # every free block erased and programmed. -> bytes written.
+    try:
+        os.rmdir(store.DIR)
+    except OSError:
+        pass
+    st = os.statvfs('.')
+    if st[0] * st[2] > _SCRUB_MAX:
+        return 0
+    chunk = bytes(_SCRUB_CHUNK)
+    n = 0
+    try:
+        with open(_SCRUB_NAME, 'wb') as f:
+            while f.write(chunk) == _SCRUB_CHUNK:
+                n += _SCRUB_CHUNK
+    except OSError:
+        pass  # ENOSPC: the free space is all zeros now
+    _remove(_SCRUB_NAME)
+    sync = getattr(os, 'sync', None)
+    if sync is not None:
+        sync()
+    return n
 
 
 class _NoPanel:
@@ -47,6 +88,7 @@ class App:
     def __init__(self, board, off_after_ms=15000):
         self.board = board
         self.off_after_ms = off_after_ms  # display off after this long (saves the panel)
+        _remove(_SCRUB_NAME)  # left over by a power cut during scrub()
         self.store = store.Store()
         found = board.found
         if found.get('oled'):
@@ -141,13 +183,16 @@ class App:
     # -- factory reset at power-up ---------------------------------------------
 
     def boot_reset_offer(self):
-        """Button held at power-up: hold 5 s more to wipe the token."""
+        """Button held at power-up: hold 5 s more to wipe the token.
+
+        Returns True when the offer was made (the screen then says how it ended)."""
         if not self.button.held_at_boot():
             return False
         self.ui.show_hold_to_reset()
         if not self.button.held(self.board.ticks_ms(), _RESET_HOLD_MS):
             self.ui.show_message(('Reset', 'cancelled'))
-            return False
+            self.button.wait_up()
+            return True
         self.factory_reset()
         self.button.wait_up()
         return True
@@ -155,6 +200,7 @@ class App:
     def factory_reset(self):
         # Wipe durably first, then open the REPL again.
         self.store.wipe()
+        self._scrub()
         self.store.load()
         self._apply_state()
         self.ui.show_message(('Token', 'wiped'))
@@ -176,7 +222,18 @@ class App:
         if req is not None:
             self.board.usb_write(proto.handle(req, self))
 
+    def _scrub(self):
+        # After a wipe, before the REPL opens: overwrite the old records
+        # LittleFS still holds (store.py). Slow: say so on the screen.
+        self.ui.show_message(('Wiping', 'keep power on'))
+        try:
+            scrub()
+        except OSError:
+            pass  # the records are wiped already; a leftover file goes at next start
+
     def notify(self, event):
+        if event == 'reset':
+            self._scrub()
         if event in ('provisioned', 'locked', 'reset'):
             self._apply_state()
         if event == 'provisioned':
@@ -200,8 +257,11 @@ class App:
             left = timeout_ms - time.ticks_diff(b.ticks_ms(), start)
             if left <= 0:
                 return False
-            if b.idle(left) == 'button' and self.button.pressed():
+            event = b.idle(left)
+            if event == 'button' and self.button.pressed():
                 return self.button.held(self.button.down_at, 1000)
+            if event == 'usb':
+                b.usb_read(64)  # one request at a time: bytes sent meanwhile are dropped
 
     def run(self):
         b = self.board

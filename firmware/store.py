@@ -22,9 +22,24 @@
 # during the save skips at most one counter value.
 #
 # wipe(): overwrites both records with an empty record (seed zeroed) and
-# removes them. On LittleFS the old bytes stay in their blocks until the
-# filesystem reuses them (copy-on-write); anyone with the flash chip may read
-# them before that. Flash encryption (ESP32) is the real protection.
+# removes them. On LittleFS that alone does not make the seed unreadable:
+# a 120-byte file is stored *inline* in its directory's metadata pair, whose
+# blocks are an append-only log of commits; every record ever written stays
+# in that log until LittleFS compacts the pair, and blocks given up by a
+# relocated pair keep their bytes until reused. Measured on the virtual
+# flash: after 3,000 presses the root's contents had moved off blocks 0/1
+# ("superblock expansion") and block 1 still held 25 old records, seed and
+# all, where no file write would ever compact them again.
+# So the records live in a directory of their own (DIR, made at the first
+# save), never in the root, and after wipe() the app's factory reset
+# (app.scrub) removes that directory -- its metadata blocks become free --
+# then writes a file of zeros over all free space, so every free block is
+# erased and programmed, and removes it. Cost on the virtual token (1 MiB,
+# 4 KiB blocks): ~1 MB of zeros, 254 erases; on a chip one erase and program
+# per free block (roughly 10-20 s per MiB of NOR flash). Out of reach:
+# copies kept by a flash chip's own wear levelling; and anyone holding the
+# chip can read the flash anyway: ESP32 flash encryption is the real
+# protection.
 #
 # seq is 32-bit: one save a second for 136 years before it wraps; the flash
 # wears out long before.
@@ -54,6 +69,7 @@ MODES = ('hotp', 'totp')
 ALGORITHMS = ('sha1', 'sha256')
 
 _NAMES = ('store_a.bin', 'store_b.bin')
+DIR = 'kfstate'  # the records' own directory (relative: '/' on a board, /flash on the sim)
 
 
 def _sync():
@@ -72,10 +88,18 @@ class Store:
     the last saved or loaded record.
     """
 
-    def __init__(self, dirpath=''):
-        # dirpath '' = the current directory: '/' on a board, /flash on the sim.
+    def __init__(self, dirpath=None):
+        # dirpath None = DIR in the current directory ('/' on a board, /flash
+        # on the sim), made at the first save (again after a wipe: the app
+        # removes it to scrub); a given dirpath ('' = the current directory)
+        # must exist.
+        self._own = dirpath is None
+        if self._own:
+            dirpath = DIR
         if dirpath and not dirpath.endswith('/'):
             dirpath += '/'
+        self._dir = dirpath
+        self._have_dir = not self._own
         self._paths = (dirpath + _NAMES[0], dirpath + _NAMES[1])
         self._buf = bytearray(REC_SIZE)
         self._mv = memoryview(self._buf)
@@ -181,6 +205,12 @@ class Store:
         struct.pack_into('<I', self._buf, _OFF_SEQ, seq)
         struct.pack_into('<I', self._buf, _OFF_CRC, binascii.crc32(self._body))
         slot = 1 - self._slot
+        if not self._have_dir:
+            try:
+                os.mkdir(DIR)
+            except OSError:
+                pass  # there already (EEXIST); a real failure shows at open()
+            self._have_dir = True
         with open(self._paths[slot], 'wb') as f:
             n = f.write(self._buf)
         if n != REC_SIZE:
@@ -289,3 +319,5 @@ class Store:
         # seq keeps rising: should a file have survived the remove, the next
         # record still outranks it.
         self.seq, self._slot = seq, slot
+        # The app may now remove DIR (app.scrub): the next save makes it again.
+        self._have_dir = not self._own

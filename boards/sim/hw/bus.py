@@ -13,6 +13,8 @@
 #   clock <unix> <ppm> <osf>          -> ok   (the DS3231, battery-backed)
 #   clock?                            -> ok <unix> <ppm> <osf>
 #   stats?                            -> ok <i2c bytes> <i2c transactions> <oled bytes>
+#                                        <ticks_ms now> <ticks_ms of the last press request>
+#                                        <ticks_ms of the last write to the OLED>  (for the bench)
 # A request that makes a button edge ends idle() with 'button'; the requests
 # behind it wait for the next idle() call.
 #
@@ -63,11 +65,14 @@ class SimI2C:
         self.nack_errno = nack_errno
         self.bytes = 0  # bytes on the wire, address bytes included
         self.transactions = 0
+        self.oled_at = 0  # ticks_ms() of the last transaction to the OLED (the bench's "on screen")
         self._cat = bytearray(64)  # writevto joins its buffers here (grown once)
 
     def _dev(self, addr, extra):
         self.transactions += 1
         self.bytes += 1
+        if addr == ADDR_OLED:
+            self.oled_at = ticks_ms()
         d = self.devices.get(addr)
         if d is None:
             raise OSError(self.nack_errno)  # address not acknowledged
@@ -234,7 +239,13 @@ class Silicon:
         self.ds3231 = ds3231_emu.DS3231Emu(os.getenv('KEYFOB_SIM_STATE') or None)
         self.i2c = SimI2C({ADDR_OLED: self.oled, ADDR_DS3231: self.ds3231})
         self.button = SimPin(held=os.getenv('KEYFOB_SIM_HOLD') == '1')
+        hold_ms = os.getenv('KEYFOB_SIM_HOLD_MS')
+        if hold_ms:
+            # Held at power-up for this long, then let go by itself: the firmware
+            # may be polling the pin (not in idle()) when a finger lifts.
+            self.button.press(int(hold_ms))
         self.ctrl = Control(os.getenv('KEYFOB_SIM_CTRL'))
+        self.press_at = 0  # ticks_ms() of the last press request (the bench)
         self.kbd_intr = True
         self.listen = False
         self.stdin = sys.stdin.buffer
@@ -276,7 +287,7 @@ class Silicon:
         out = bytearray()
         while len(out) < n and self._stdin_ready():
             c = self._read_byte()
-            if c == _CTRL_C:
+            if c == _CTRL_C and self.kbd_intr:
                 raise KeyboardInterrupt
             out.append(c)
         return bytes(out)
@@ -356,6 +367,7 @@ class Silicon:
         try:
             if cmd == 'press':
                 self.button.press(int(parts[1]) if len(parts) > 1 else 80)
+                self.press_at = ticks_ms()
             elif cmd == 'hold':
                 self.button.hold()
             elif cmd == 'release':
@@ -373,8 +385,9 @@ class Silicon:
                 d = self.ds3231
                 return 'ok %r %r %d' % (d.unix_time(), d.ppm, d.osf)
             elif cmd == 'stats?':
-                return 'ok %d %d %d' % (self.i2c.bytes, self.i2c.transactions,
-                                        getattr(self.oled, 'bytes_in', 0))
+                return 'ok %d %d %d %d %d %d' % (self.i2c.bytes, self.i2c.transactions,
+                                                 getattr(self.oled, 'bytes_in', 0), ticks_ms(),
+                                                 self.press_at, self.i2c.oled_at)
             else:
                 return 'err unknown request ' + cmd
         except (IndexError, ValueError) as e:

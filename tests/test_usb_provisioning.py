@@ -1,0 +1,463 @@
+"""Issue 4 acceptance on the virtual token: provisioning over the USB protocol, through the real pty.
+
+Each test takes a freshly deployed virtual token (tests/conftest.py), talks to it with
+:class:`keyfob.device.client.TokenClient` over pyserial on the token's pty, and reads the result
+off the emulated OLED, the emulated DS3231 and the virtual flash image. Expected codes come from
+pyotp, the key check value from the stdlib ``hmac``: nothing here reuses the firmware's own code.
+
+Covered: PROVISION -> LOCK -> press (codes, INFO, key check value); RESET with and without the
+button, PROVISION on a provisioned token, the power-up factory reset (held and cancelled);
+drift learned from two SETTIMEs ten days apart on a +40 ppm DS3231 and a TOTP code a month later;
+every kind of bad frame answered with an error frame and changing nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import subprocess
+import sys
+import threading
+import time
+
+import pyotp
+import pytest
+import serial
+from keyfob.device import frames
+from keyfob.device.client import Refused, TokenClient
+from keyfob.records import TokenRecord
+from keyfob.serials import make_serial
+from keyfob.sim.textread import text_lines
+
+pytestmark = pytest.mark.timeout(120)
+
+DAY = 86400
+T0 = 1_767_225_615  # 2026-01-01 00:00:15 UTC: 15 s into a 30 s step
+
+
+# --- helpers shared with test_lock_security.py ------------------------------------------------------
+
+
+def new_record(mode: str = "hotp", algorithm: str = "sha1", digits: int = 6, period: int = 30,
+               counter: int = 0) -> TokenRecord:
+    """A token record with a fresh seed (20 bytes for SHA1, 32 for SHA256) and a fresh serial."""
+    seed = secrets.token_bytes(32 if algorithm == "sha256" else 20)
+    return TokenRecord(serial=make_serial(secrets.randbelow(10**8)), mode=mode, algorithm=algorithm,
+                       digits=digits, secret=seed, counter=counter, period=period)
+
+
+def b32(seed: bytes) -> str:
+    return base64.b32encode(seed).decode()
+
+
+def kcv_of(seed: bytes, algorithm: str) -> str:
+    """docs/protocol.md: the first 3 bytes of HMAC(seed, b"keyfob-kcv"), each nibble as a letter a..p."""
+    mac = hmac.new(seed, b"keyfob-kcv", getattr(hashlib, algorithm)).digest()[:3]
+    return "".join(chr(0x61 + (b >> 4)) + chr(0x61 + (b & 15)) for b in mac)
+
+
+def tap(tok) -> bytearray:
+    """Record every byte the token's firmware writes to its USB port from now on (the pty bridge's
+    output path, whoever reads the port: our client, mpremote, nobody)."""
+    out = bytearray()
+    bridge = tok._bridge
+    forward = bridge._host_out
+
+    def record(data: bytes) -> None:
+        out.extend(data)
+        forward(data)
+
+    bridge._host_out = record
+    return out
+
+
+def seed_forms(seed: bytes) -> dict[str, bytes]:
+    """The seed as it could leak: raw, hex (both cases), base32 (with and without padding)."""
+    b32text = base64.b32encode(seed)
+    return {"raw": seed, "hex": seed.hex().encode(), "HEX": seed.hex().upper().encode(),
+            "base32": b32text, "base32-nopad": b32text.rstrip(b"="), "base32-lower": b32text.lower()}
+
+
+def leaks(data: bytes, seed: bytes) -> list[str]:
+    """Names of the seed's forms found in `data` (names only: a failing assert must not print
+    the seed)."""
+    return [name for name, form in seed_forms(seed).items() if form in data]
+
+
+def open_client(tok, timeout: float = 5.0) -> TokenClient:
+    return TokenClient(serial.Serial(tok.port, 115200, timeout=0.05), timeout=timeout)
+
+
+def mpremote(port: str, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess | None:
+    """Run stock mpremote against the port; None when it had to be killed at `timeout`."""
+    try:
+        return subprocess.run([sys.executable, "-m", "mpremote", "connect", port, *args],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def press_code(tok) -> str | None:
+    tok.press()
+    tok.wait_idle()
+    return tok.screen().digits()
+
+
+def screen_text(tok) -> list[str]:
+    return text_lines(tok.screen())
+
+
+def reset_in_background(client: TokenClient) -> tuple[threading.Thread, dict]:
+    """client.reset() in a thread (it blocks until the button is held); -> (thread, result)."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            client.reset()
+            result["ok"] = True
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            result["error"] = exc
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th, result
+
+
+def wait_for_screen(tok, lines: list[str], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while screen_text(tok) != lines:
+        assert time.monotonic() < deadline, f"screen never showed {lines}: {screen_text(tok)}"
+        time.sleep(0.05)
+
+
+# --- 1. provision, lock, press -------------------------------------------------------------------------
+
+
+def test_provision_lock_press_shows_pyotp_codes(make_token):
+    hotp = new_record(counter=secrets.randbelow(1000))
+    totp = new_record(mode="totp", algorithm="sha256", digits=8, period=60)
+    a, b = make_token("hotp"), make_token("totp")
+    a.power_on()
+    b.power_on()
+    for tok, rec in ((a, hotp), (b, totp)):
+        with open_client(tok) as client:
+            before = client.info()
+            assert not before.provisioned and not before.locked and before.serial == ""
+            kcv = client.provision(rec)  # compares with keyfob.otp itself; we check independently too
+            assert hmac.compare_digest(kcv, kcv_of(rec.secret, rec.algorithm))
+            # Letters a..p: never one of the token's decimal codes, for any counter.
+            assert not kcv.isdigit()
+            codes = {pyotp.HOTP(b32(rec.secret), digits=rec.digits,
+                                digest=getattr(hashlib, rec.algorithm)).at(c) for c in range(10_001)}
+            assert kcv not in codes
+            if rec.mode == "totp":
+                client.settime(now=T0)
+            client.lock()
+            info = client.info()
+            assert (info.serial, info.mode, info.algorithm, info.digits, info.period) == (
+                rec.serial, rec.mode, rec.algorithm, rec.digits, rec.period)
+            assert info.provisioned and info.locked and info.board == "sim"
+            assert info.counter == rec.counter
+            assert text_lines(tok.screen()) == ["Locked"]
+
+    want = pyotp.HOTP(b32(hotp.secret))
+    for i in range(3):
+        assert press_code(a) == want.at(hotp.counter + i)
+    with open_client(a) as client:
+        assert client.info().counter == hotp.counter + 3
+
+    # TOTP: the DS3231 was set by SETTIME; press within one step (retried at a step boundary).
+    want = pyotp.TOTP(b32(totp.secret), digits=8, digest=hashlib.sha256, interval=60)
+    for _attempt in range(3):
+        t_before = b.clock()[0]
+        shown = press_code(b)
+        t_after = b.clock()[0]
+        if int(t_before) // 60 == int(t_after) // 60:
+            break
+    assert shown == want.at(int(t_after))
+    assert abs(t_after - T0) < 60  # SETTIME set the chip (it started at the epoch, OSF set)
+
+
+# --- 3. reset needs the button; provision needs a reset ----------------------------------------------
+
+
+def test_reset_refused_without_button_then_wipes_with_it(make_token):
+    rec = new_record()
+    tok = make_token()
+    tok.power_on()
+    with open_client(tok) as client:
+        client.provision(rec)
+        client.lock()
+        assert press_code(tok) == pyotp.HOTP(b32(rec.secret)).at(0)
+        info = client.info()
+        image = tok.flash_path.read_bytes()
+        assert "raw" in leaks(image, rec.secret)  # on the flash (so "gone" below means something)
+
+        # PROVISION on a provisioned token: refused, nothing changes.
+        with pytest.raises(Refused) as exc:
+            client.provision(new_record())
+        assert exc.value.reason == "provisioned"
+
+        # RESET without the button: the token asks for it, waits 10 s, refuses.
+        th, result = reset_in_background(client)
+        wait_for_screen(tok, ["Hold button", "to reset"])
+        th.join(20)
+        assert isinstance(result.get("error"), Refused) and result["error"].reason == "presence"
+        assert screen_text(tok) == ["Reset", "refused"]
+        assert client.info() == info
+        assert tok.flash_path.read_bytes() == image
+        assert press_code(tok) == pyotp.HOTP(b32(rec.secret)).at(1)
+        image = tok.flash_path.read_bytes()
+
+        # RESET with the button held while the token waits: wiped.
+        th, result = reset_in_background(client)
+        wait_for_screen(tok, ["Hold button", "to reset"])
+        tok.hold()
+        th.join(20)
+        tok.release()
+        assert result.get("ok"), result
+        info = client.info()
+        assert not info.provisioned and not info.locked and info.serial == ""
+        assert screen_text(tok) == ["Token", "wiped"]
+
+    # The seed is gone from the virtual flash, LittleFS's old copies included.
+    assert leaks(tok.flash_path.read_bytes(), rec.secret) == []
+    # The REPL is open again.
+    run = mpremote(tok.port, "exec", "print(1+1)")
+    assert run is not None and run.returncode == 0 and run.stdout.split() == ["2"], run
+
+
+def _provisioned_token(make_token, name: str, rec: TokenRecord):
+    tok = make_token(name)
+    tok.power_on()
+    with open_client(tok) as client:
+        client.provision(rec)
+        client.lock()
+        info = client.info()
+    tok.power_off()
+    return tok, info
+
+
+def test_power_up_hold_offers_factory_reset(make_token):
+    # KEYFOB_SIM_HOLD_MS: the button is down from power-up for that long, then lets go by itself
+    # (the firmware polls the pin then, the control socket is not served).
+    rec = new_record()
+    tok, _ = _provisioned_token(make_token, "held", rec)
+    assert "raw" in leaks(tok.flash_path.read_bytes(), rec.secret)
+    # Held for 8 s: 1 s to count as held at boot, then 5 s more to confirm.
+    tok.extra_env["KEYFOB_SIM_HOLD_MS"] = "8000"
+    tok.power_on()
+    tok.wait_idle(20)  # idle again once the button is up
+    assert screen_text(tok) == ["Token", "wiped"]
+    with open_client(tok) as client:
+        info = client.info()
+    assert not info.provisioned and not info.locked
+    assert leaks(tok.flash_path.read_bytes(), rec.secret) == []
+
+    # Let go after 2.5 s (held at boot, but not for the 5 s more): cancelled, token unchanged.
+    rec = new_record()
+    tok, info = _provisioned_token(make_token, "early", rec)
+    image = tok.flash_path.read_bytes()
+    tok.extra_env["KEYFOB_SIM_HOLD_MS"] = "2500"
+    tok.power_on()
+    tok.wait_idle(20)
+    assert screen_text(tok) == ["Reset", "cancelled"]
+    with open_client(tok) as client:
+        assert client.info() == info
+    assert tok.flash_path.read_bytes() == image
+    assert press_code(tok) == pyotp.HOTP(b32(rec.secret)).at(0)
+
+
+# --- 4. drift learning on a +40 ppm DS3231 ---------------------------------------------------------------
+
+
+def test_two_syncs_learn_40ppm_and_totp_is_right_a_month_later(make_token):
+    """The DS3231 runs 40 ppm fast. Days "pass" by setting the chip to what it would show then:
+    its reading now plus the days times (1 + 40e-6). True time is what the host says: T0 at the
+    first sync, plus real seconds since, plus the days skipped."""
+    ppm = 40.0
+    rate = 1 + ppm / 1e6
+    rec = new_record(mode="totp")
+    tok = make_token()
+    tok.set_clock(T0 - 3600, ppm=ppm)  # the chip starts an hour behind
+    tok.power_on()
+    with open_client(tok) as client:
+        client.provision(rec)
+        client.lock()
+        h1 = time.monotonic()
+        skipped = 0.0
+
+        def true_now() -> float:
+            return T0 + (time.monotonic() - h1) + skipped
+
+        def skip(seconds: float) -> None:
+            nonlocal skipped
+            chip, _, _ = tok.clock()
+            tok.set_clock(chip + seconds * rate, ppm=ppm)
+            skipped += seconds
+
+        first = client.settime(now=T0)
+        assert first.elapsed is None and not first.learned and first.drift_ppb == 0
+        assert -3600 <= first.offset <= -3590
+
+        # Sync 2 ten days later. The firmware measures whole seconds: the offset it finds
+        # (~ +34.6 s) is good to about 1 s, so 10 days give +-1.2 ppm (3 days would give +-3.9).
+        skip(10 * DAY)
+        second = client.settime(now=true_now())
+        assert second.learned and abs(second.elapsed - 10 * DAY) <= 2
+        assert abs(second.offset - 10 * DAY * ppm / 1e6) <= 1.5
+        info = client.info()
+        assert abs(info.drift_ppb - 40_000) <= 2_000, info.drift_ppb
+        assert info.drift_ppb == second.drift_ppb and info.locked
+
+        # A month without a sync (~104 s of drift), landing true time in the middle of a step.
+        month = 30 * DAY
+        target = (int(true_now() + month) // 30 + 1) * 30 + 15
+        skip(target - true_now())
+        raw_chip = tok.clock()[0]
+        shown = press_code(tok)
+        t_true = true_now()
+        assert int(t_true) // 30 == target // 30  # pressed within the step aimed at
+        assert raw_chip - t_true > 100  # the chip itself is far off ...
+        want = pyotp.TOTP(b32(rec.secret))
+        assert shown == want.at(int(t_true))  # ... the code shown is right
+        assert shown != want.at(int(raw_chip))
+        assert abs(client.info().time - t_true) <= 4
+
+
+# --- 5. bad frames ---------------------------------------------------------------------------------------
+
+
+class Wire:
+    """Raw frames on the token's port, and every reply frame that comes back, in order."""
+
+    def __init__(self, ser: serial.Serial) -> None:
+        self.ser = ser
+        self.dec = frames.Decoder()
+
+    def exchange(self, wire: bytes, wait: float = 3.0) -> list[frames.Frame]:
+        """Send raw bytes; return the frames received until the first one (and any already
+        behind it). A stray extra reply shows up at the front of the next exchange."""
+        self.ser.write(wire)
+        self.ser.flush()
+        got: list[frames.Frame] = []
+        deadline = time.monotonic() + wait
+        while not got and time.monotonic() < deadline:
+            got += self.dec.feed(self.ser.read(max(1, self.ser.in_waiting)))
+        return got
+
+    def error(self, wire: bytes, wait: float = 3.0) -> dict:
+        replies = self.exchange(wire, wait)
+        assert len(replies) == 1 and replies[0].type == frames.ERROR, replies
+        return frames.decode_payload(replies[0])
+
+    def info(self) -> dict:
+        replies = self.exchange(frames.encode_frame(frames.INFO))
+        assert len(replies) == 1 and replies[0].type == frames.OK, replies
+        obj = frames.decode_payload(replies[0])
+        obj.pop("time")  # the clock runs on
+        return obj
+
+
+PROVISION_FIELD_CASES: set[str] = set()
+
+
+def _bad_frames(good_fields: dict) -> list[tuple[str, bytes, str]]:
+    """(name, wire bytes, expected reason) for every kind of bad frame."""
+    info = frames.encode_raw(frames.INFO, b"")
+    cases = [
+        ("crc", frames.encode_raw(frames.INFO, b"", crc=0x12345678), "crc"),
+        ("crc-payload", frames.encode_raw(frames.SETTIME, b'{"t":1767225600}', crc=0), "crc"),
+        ("oversize", frames.MAGIC + frames.escape(bytes([1, frames.INFO, 0x01, 0xF6])), "oversize"),
+        ("oversize-max", frames.MAGIC + frames.escape(bytes([1, frames.INFO, 0xFF, 0xFF])), "oversize"),
+        ("version", frames.encode_raw(frames.INFO, b"", version=2), "version"),
+        ("framing-raw-ctrl", frames.MAGIC + b"\x01\x01\x00", "framing"),
+        ("framing-bad-escape", frames.MAGIC + b"\xfd\x41", "framing"),
+        ("unknown-type", frames.encode_raw(0x09, b""), "unknown"),
+        ("unknown-reply-type", frames.encode_raw(frames.OK, b""), "unknown"),
+        ("payload-on-info", frames.encode_raw(frames.INFO, b"{}"), "payload"),
+        ("payload-on-lock", frames.encode_raw(frames.LOCK, b"x"), "payload"),
+        ("payload-not-json", frames.encode_raw(frames.PROVISION, b"{seed"), "payload"),
+        ("payload-array", frames.encode_raw(frames.PROVISION, b"[1,2]"), "payload"),
+        ("payload-bad-utf8", frames.encode_raw(frames.SETTIME, b'{"t":"\xff"}'), "payload"),
+        ("settime-early", frames.encode_json(frames.SETTIME, {"t": 1_000_000_000}), "field"),
+        ("settime-string", frames.encode_json(frames.SETTIME, {"t": "1767225600"}), "field"),
+        ("settime-float", frames.encode_raw(frames.SETTIME, b'{"t":1767225600.0}'), "field"),
+        ("settime-extra", frames.encode_json(frames.SETTIME, {"t": 1_767_225_600, "x": 1}), "field"),
+    ]
+    bad_fields = {
+        "seed-15-bytes": {"seed": secrets.token_hex(15)},
+        "seed-65-bytes": {"seed": secrets.token_hex(65)},
+        "seed-20-for-sha256": {"algorithm": "sha256"},
+        "seed-odd-hex": {"seed": secrets.token_hex(20)[:-1]},
+        "seed-not-hex": {"seed": "zz" * 20},
+        "seed-bytes-list": {"seed": list(range(20))},
+        "digits-5": {"digits": 5},
+        "digits-7": {"digits": 7},
+        "digits-true": {"digits": True},
+        "digits-6.0": {"digits": 6.0},
+        "period-45": {"period": 45},
+        "mode": {"mode": "motp"},
+        "algorithm": {"algorithm": "md5"},
+        "serial-check-digit": {"serial": good_fields["serial"][:-1]
+                               + str((int(good_fields["serial"][-1]) + 1) % 10)},
+        "serial-lower": {"serial": good_fields["serial"].lower()},
+        "counter-negative": {"counter": -1},
+        "counter-2**64-1": {"counter": 2**64 - 1},
+        "counter-string": {"counter": "0"},
+        "missing-field": {"counter": None},
+        "extra-field": {"label": "x"},
+    }
+    PROVISION_FIELD_CASES.update(bad_fields)
+    for name, change in bad_fields.items():
+        fields = dict(good_fields, **change)
+        if change.get("counter", 0) is None:
+            del fields["counter"]
+        cases.append((name, frames.encode_json(frames.PROVISION, fields), "field"))
+    # A frame cut off and never finished (the 1 s timeout answers it), then nothing else.
+    cases.append(("truncated", info[:6], "truncated"))
+    cases.append(("truncated-mid-payload",
+                  frames.encode_json(frames.PROVISION, good_fields)[:40], "truncated"))
+    return cases
+
+
+def test_every_bad_frame_gets_an_error_and_changes_nothing(make_token):
+    rec = new_record()
+    good = {"seed": rec.secret.hex(), "serial": rec.serial, "mode": "hotp", "algorithm": "sha1",
+            "digits": 6, "period": 30, "counter": 0}
+    fresh, locked = make_token("fresh"), make_token("locked")
+    fresh.power_on()
+    locked.power_on()
+    with open_client(locked) as client:
+        client.provision(new_record())
+        client.lock()
+    for tok in (fresh, locked):
+        tok.wait_idle()
+        with serial.Serial(tok.port, 115200, timeout=0.05) as ser:
+            link = Wire(ser)
+            info = link.info()
+            image = tok.flash_path.read_bytes()
+            cases = _bad_frames(good)
+            if info["provisioned"]:
+                cases.append(("provision-again", frames.encode_json(frames.PROVISION, good), "provisioned"))
+            else:
+                cases.append(("lock-unprovisioned", frames.encode_frame(frames.LOCK), "unprovisioned"))
+            for name, wire, reason in cases:
+                err = link.error(wire)
+                if info["provisioned"] and name in PROVISION_FIELD_CASES:
+                    # A provisioned token may refuse before it looks at the values.
+                    assert err["reason"] in ("field", "provisioned"), (name, err)
+                else:
+                    assert err["reason"] == reason, (name, err)
+                assert isinstance(err["text"], str) and err["text"]
+                assert leaks(err["text"].encode(), rec.secret) == []
+                assert link.info() == info, name
+            assert tok.flash_path.read_bytes() == image
+        assert tok.is_running
+    # After all that, the fresh token still takes the good record.
+    with open_client(fresh) as client:
+        client.provision(rec)
+        assert client.info().serial == rec.serial
+    assert press_code(fresh) == pyotp.HOTP(b32(rec.secret)).at(0)
