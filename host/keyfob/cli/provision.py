@@ -1,0 +1,410 @@
+"""``keyfob deploy``, ``keyfob provision``, ``keyfob time-sync`` and ``keyfob reset``: a thin layer
+over :mod:`keyfob.deploy`, :mod:`keyfob.provision` and :class:`keyfob.device.client.TokenClient`.
+
+Errors are one line on stderr and a non-zero exit. Seeds are printed only with ``--show-secret``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from keyfob import deploy as fwdeploy
+from keyfob import provision as prov
+from keyfob.device.client import DeviceError, Refused, TokenClient
+from keyfob.serials import make_serial
+from keyfob.sim import SimError
+
+#: Default pre-shared key file for seed files (override with $KEYFOB_TRANSPORT_KEY_FILE or --key-file).
+KEY_FILE_ENV = "KEYFOB_TRANSPORT_KEY_FILE"
+
+_STAGES = ("info", "provision", "settime", "lock", "check")
+_STAGE_TEXT = {
+    "info": "asking INFO",
+    "provision": "writing the seed",
+    "settime": "setting the clock",
+    "lock": "locking",
+    "check": "checking",
+    "saved": "saved",
+    "failed": "failed",
+}
+_DEPLOY_TEXT = {
+    "probe": "Asking the board",
+    "build": "Compiling (mpy-cross)",
+    "copy": "Copying files",
+    "verify": "Verifying SHA-256 on the board",
+    "reset": "Soft reset",
+    "check": "Waiting for the firmware",
+}
+
+
+def default_key_file() -> Path:
+    env = os.environ.get(KEY_FILE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "keyfob" / "transport.key"
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    c = Console(highlight=False, stderr=stderr)
+    if not c.is_terminal:
+        c.width = 200
+    return c
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=_console(stderr=True),
+        transient=True,
+    )
+
+
+def _fail(message: str) -> click.ClickException:
+    return click.ClickException(message)
+
+
+def _all_ports() -> list[str]:
+    from keyfob.device import ports
+
+    return [d.port for d in ports.list_devices()]
+
+
+def _one_port(port: str | None) -> str:
+    if port:
+        return port
+    found = _all_ports()
+    if not found:
+        raise _fail("no token found: connect one (keyfob devices lists them) or give --port")
+    if len(found) > 1:
+        raise _fail(f"{len(found)} devices found ({', '.join(found)}): choose one with --port")
+    return found[0]
+
+
+def _board_for(port: str, board: str | None) -> str | None:
+    if board is not None:
+        return board
+    from keyfob.device import ports
+
+    for d in ports.list_devices():
+        if d.port == port and d.kind in fwdeploy.BOARDS:
+            return d.kind
+    return None  # the library asks the firmware (INFO), or says to name it
+
+
+# --------------------------------------------------------------------------- deploy
+
+
+@click.command("deploy")
+@click.option("--port", default=None, help="Serial port of the board (default: the one connected).")
+@click.option(
+    "--board",
+    type=click.Choice(fwdeploy.BOARDS),
+    default=None,
+    help="Board family (default: from the USB id, or what the running firmware reports).",
+)
+def deploy_cmd(port: str | None, board: str | None) -> None:
+    """Compile the firmware with mpy-cross, copy it with mpremote, verify every file by SHA-256 on
+    the board, soft-reset and check that the firmware answers. A locked token is refused: factory-reset
+    it first."""
+    try:
+        port = _one_port(port)
+        with _progress() as bar:
+            task = bar.add_task("Starting", total=1)
+
+            def cb(stage: str, done: int, total: int) -> None:
+                bar.update(task, description=_DEPLOY_TEXT.get(stage, stage), completed=done, total=max(total, 1))
+
+            result = fwdeploy.deploy(port, _board_for(port, board), progress=cb)
+    except (fwdeploy.DeployError, DeviceError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    info = result.info
+    state = f"provisioned as {info.serial}" if info.provisioned else "not provisioned yet"
+    click.echo(
+        f"Deployed {len(result.files)} files to {result.port} ({result.board}), each verified by SHA-256; "
+        f"firmware {info.firmware} answers, {state}."
+    )
+
+
+# --------------------------------------------------------------------------- provision
+
+
+def _protection(key_file: str | None, passphrase_stdin: bool, plain: bool) -> prov.Protection:
+    chosen = [
+        n for n, v in (("--key-file", key_file), ("--passphrase-stdin", passphrase_stdin), ("--plain", plain)) if v
+    ]
+    if len(chosen) > 1:
+        raise _fail(f"give only one of {', '.join(chosen)}")
+    if plain:
+        return prov.Protection.plain()
+    if passphrase_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise _fail("expected the passphrase on one line of standard input")
+        return prov.Protection.from_passphrase(line.rstrip("\r\n"))
+    return prov.Protection.from_key_file(key_file or default_key_file())
+
+
+def _b32(secret: bytes) -> str:
+    return base64.b32encode(secret).decode("ascii").rstrip("=")
+
+
+@click.command("provision")
+@click.option(
+    "--port",
+    "ports",
+    multiple=True,
+    help="Token port (repeat for several). Default: every connected token, or --count virtual ones.",
+)
+@click.option("--mode", type=click.Choice(["hotp", "totp"]), default="hotp", show_default=True)
+@click.option("--algorithm", type=click.Choice(["sha1", "sha256"]), default="sha1", show_default=True)
+@click.option("--digits", type=click.Choice(["6", "8"]), default="6", show_default=True)
+@click.option(
+    "--period", type=click.Choice(["30", "60"]), default="30", show_default=True, help="TOTP time step in seconds."
+)
+@click.option(
+    "--serial",
+    default=None,
+    help="Serial of the (first) token; the rest follow on. Default: the next free one in --out.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Without --port: start this many virtual tokens in OUT/sims/ and provision them.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="provisioned",
+    show_default=True,
+    help="Folder for the seed file, the manifest and the serial ledger.",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Pre-shared AES key (hex) that encrypts the seed file; created (0600) if missing. "
+    f"Default: ${KEY_FILE_ENV} or ~/.config/keyfob/transport.key.",
+)
+@click.option("--passphrase-stdin", is_flag=True, help="Encrypt the seed file with a passphrase read from stdin.")
+@click.option("--plain", is_flag=True, help="Write the seeds in the clear (not recommended).")
+@click.option("--no-lock", is_flag=True, help="Leave the USB console open (development only).")
+@click.option("--show-secret", is_flag=True, help="Print each seed (base32): for a software twin or debugging.")
+def provision_cmd(
+    ports,
+    mode,
+    algorithm,
+    digits,
+    period,
+    serial,
+    count,
+    out_dir,
+    key_file,
+    passphrase_stdin,
+    plain,
+    no_lock,
+    show_secret,
+) -> None:
+    """Give tokens a fresh seed and serial, set their clock, lock them, and save the seeds.
+
+    \b
+    Each token: INFO (a provisioned token is refused) -> PROVISION -> key check value compared
+    -> SETTIME -> LOCK -> INFO check. The seeds go into one PSKC file (RFC 6030) in --out,
+    encrypted with the key file (default) or a passphrase, and a manifest (JSON + CSV, no seeds).
+    A token that fails does not stop the others; every finished token's seed is saved.
+    """
+    sims: list = []
+    try:
+        protection = _protection(key_file, passphrase_stdin, plain)
+        out = prov.OutputDir(out_dir)
+        out.ensure()
+        if ports and count is not None and count != len(ports):
+            raise _fail(f"--count {count} does not match the {len(ports)} --port given")
+        serials = None
+        if ports:
+            targets = list(ports)
+        elif count is not None:
+            # Settings first (a bad one must not spend serials), then serials, then the tokens.
+            prov.new_record(make_serial(1), mode, algorithm, int(digits), int(period))
+            serials = out.allocate(count, first=serial)
+            with _progress() as bar:
+                task = bar.add_task("Starting virtual tokens (deploying firmware)", total=count)
+                sims = prov.start_virtual_tokens(
+                    out.path / "sims", serials, progress=lambda done, total: bar.update(task, completed=done)
+                )
+            targets = [t.port for t in sims]
+        else:
+            found = _all_ports()
+            if not found:
+                raise _fail("no token found: connect one, give --port, or use --count N for virtual tokens")
+            targets, skipped = prov.ready_tokens(found)
+            if not targets:
+                why = "; ".join(f"{port} {reason}" for port, reason in skipped)
+                raise _fail(f"no unprovisioned token among the {len(found)} device(s) found ({why})")
+            for port, why in skipped:
+                click.echo(f"Skipped {port}: {why}", err=True)
+        n = len(targets)
+        with _progress() as bar:
+            task = bar.add_task("Provisioning", total=n * len(_STAGES))
+
+            def cb(i: int, total: int, port: str, stage: str) -> None:
+                if stage in ("saved", "failed"):
+                    bar.update(
+                        task,
+                        completed=(i + 1) * len(_STAGES),
+                        description=f"Provisioning {i + 1}/{total}: {port} {_STAGE_TEXT[stage]}",
+                    )
+                else:
+                    bar.update(
+                        task,
+                        completed=i * len(_STAGES) + _STAGES.index(stage),
+                        description=f"Provisioning {i + 1}/{total}: {port} {_STAGE_TEXT[stage]}",
+                    )
+
+            result = prov.provision_batch(
+                targets,
+                out,
+                protection,
+                mode=mode,
+                algorithm=algorithm,
+                digits=int(digits),
+                period=int(period),
+                serial=serial,
+                serials=serials,
+                lock=not no_lock,
+                progress=cb,
+            )
+    except click.ClickException:
+        raise
+    except (prov.ProvisionError, fwdeploy.DeployError, DeviceError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    except SimError as exc:
+        raise _fail(f"virtual token: {exc}") from None
+    finally:
+        for tok in sims:  # switched off; their flash images stay in OUT/sims/<serial>/
+            try:
+                tok.power_off()
+            except Exception:  # noqa: BLE001 - close() below kills it anyway
+                pass
+            tok.close()
+
+    _report(result, protection, show_secret, sims_dir=(out.path / "sims") if count and not ports else None)
+    if not result.ok:
+        raise SystemExit(1)
+
+
+def _report(result: prov.BatchResult, protection: prov.Protection, show_secret: bool, sims_dir) -> None:
+    if result.done:
+        serials = [p.record.serial for p in result.done]
+        locked = all(p.info.locked for p in result.done)
+        click.echo(
+            f"Provisioned {len(serials)} token(s){' and locked them' if locked else ' (NOT locked)'}: "
+            + ", ".join(serials)
+        )
+        click.echo(f"Seed file: {result.seed_file} (PSKC, {protection.describe()})")
+        if protection.key_file_created:
+            click.echo(
+                f"Created the key file {protection.key_file} (mode 0600): the seed file cannot be "
+                "read without it; keep it apart from the seed file"
+            )
+    click.echo(f"Manifest: {result.manifest} and {result.manifest_csv.name}")
+    if sims_dir is not None and result.done:
+        click.echo(f"Virtual tokens (flash images): {sims_dir}")
+    if show_secret:
+        for p in result.done:
+            click.echo(f"secret {p.record.serial} {_b32(p.record.secret)}")
+    for _port, serial, err in result.failed:
+        advice = ""
+        if err.seed_on_token:
+            advice = " [its seed is on the token but not in the seed file: factory-reset it]"
+        elif err.seed_on_token is None:
+            advice = " [unknown whether the token took the seed: check with keyfob devices / reset it]"
+        click.echo(f"Error: {serial} not provisioned: {err}{advice}", err=True)
+    for port, serial in result.not_attempted:
+        click.echo(f"Error: {port} not attempted ({serial} unused)", err=True)
+
+
+# --------------------------------------------------------------------------- time-sync
+
+
+def _signed(n: int | float, unit: str) -> str:
+    return f"{n:+g} {unit}"
+
+
+@click.command("time-sync")
+@click.option("--port", "ports", multiple=True, help="Token port (repeat for several; default: every connected token).")
+def time_sync_cmd(ports) -> None:
+    """Set the tokens' clocks to this computer's UTC time; report the offset found and the drift the
+    token has learned (from two syncs at least a day apart)."""
+    targets = list(ports) or _all_ports()
+    if not targets:
+        raise _fail("no token found: connect one or give --port")
+    errors = 0
+    for port in targets:
+        try:
+            with TokenClient(port) as client:
+                sync = client.settime()
+                info = client.info()
+        except (DeviceError, OSError) as exc:
+            click.echo(f"Error: {port}: {exc}", err=True)
+            errors += 1
+            continue
+        if sync.offset is None:
+            found = "clock was not running (lost); now set"
+        else:
+            ahead = "ahead" if sync.offset > 0 else "behind" if sync.offset < 0 else "exact"
+            found = f"clock was {_signed(sync.offset, 's')} off ({ahead}); now set"
+        if sync.learned:
+            drift = f"learned drift {_signed(sync.drift_ppm, 'ppm')} over {sync.elapsed / 86400:.1f} days"
+        else:
+            drift = f"drift in use {_signed(sync.drift_ppm, 'ppm')}"
+            if sync.elapsed is not None and sync.elapsed < 86400:
+                drift += " (syncs less than a day apart teach nothing)"
+        click.echo(f"{port} {info.serial or '(unprovisioned)'}: {found}; {drift}")
+    if errors:
+        raise SystemExit(1)
+
+
+# --------------------------------------------------------------------------- reset
+
+
+@click.command("reset")
+@click.option("--port", default=None, help="Token port (default: the one connected).")
+def reset_cmd(port: str | None) -> None:
+    """Factory reset: wipes the seed and settings and reopens the USB console. Needs the token's
+    button held within 10 s (physical presence)."""
+    port = _one_port(port)
+    click.echo(
+        f"Hold the button on the token at {port} now: within 10 s, until its screen says 'Token wiped'.",
+        err=True,
+    )
+    try:
+        with TokenClient(port) as client:
+            client.reset()
+    except Refused as exc:
+        if exc.reason == "presence":
+            raise _fail("the button was not held within 10 s: nothing was reset") from None
+        raise _fail(str(exc)) from None
+    except (DeviceError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    click.echo(f"Token at {port} wiped: no seed, USB console open again.")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(deploy_cmd)
+    main.add_command(provision_cmd)
+    main.add_command(time_sync_cmd)
+    main.add_command(reset_cmd)

@@ -1,0 +1,458 @@
+"""Provisioning from the host, end to end on virtual tokens: deploy (with hash verification),
+provision -> lock -> press, batches of virtual tokens, seed files the verifier imports, refusals.
+
+Codes on the token's screen are checked against pyotp and the key check value against an HMAC
+computed here with the standard library, never against keyfob's own OTP code.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyotp
+import pytest
+from click.testing import CliRunner
+from conftest import dev_provision
+from keyfob import deploy as fwdeploy
+from keyfob import provision as prov
+from keyfob.cli import main
+from keyfob.device.client import TokenClient
+from keyfob.formats import read_seed_file
+from keyfob.serials import is_valid_serial, make_serial
+from keyfob.sim import VirtualToken
+from keyfob.sim.textread import text_lines
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch, tmp_path):
+    # Never pick up other running virtual tokens, the real ~/.config, or a real verifier.
+    monkeypatch.setenv("KEYFOB_SIM_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("KEYFOB_ARGON2_PROFILE", "fast")
+    for name in ("KEYFOB_TRANSPORT_KEY_FILE", "KEYFOB_KEY", "KEYFOB_KEY_FILE", "KEYFOB_DB"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def cli(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def b32(seed: bytes) -> str:
+    return base64.b32encode(seed).decode()
+
+
+def kcv_here(seed: bytes, algorithm: str) -> str:
+    """docs/protocol.md: first 3 bytes of HMAC(seed, b'keyfob-kcv'), nibbles as letters a..p."""
+    mac = hmac.new(seed, b"keyfob-kcv", getattr(hashlib, algorithm)).digest()[:3]
+    return "".join("abcdefghijklmnop"[b >> 4] + "abcdefghijklmnop"[b & 15] for b in mac)
+
+
+def spellings(seed: bytes) -> list[str]:
+    return [seed.hex(), seed.hex().upper(), b32(seed).rstrip("="), base64.b64encode(seed).decode()]
+
+
+def assert_no_seed(text: str | bytes, seed: bytes) -> None:
+    blob = text.encode() if isinstance(text, str) else text
+    assert seed not in blob
+    for s in spellings(seed):
+        assert s.encode() not in blob
+
+
+def one_line_error(r) -> str:
+    assert r.exit_code != 0, r.output
+    err = r.stderr.strip()
+    assert "\n" not in err and "Traceback" not in r.output, r.output
+    return err
+
+
+def manifest_of(out: Path) -> dict:
+    (path,) = out.glob("*.manifest.json")
+    return json.loads(path.read_text())
+
+
+def info(port: str):
+    with TokenClient(port) as c:
+        return c.info()
+
+
+def hotp_at(rec, counter: int) -> str:
+    return pyotp.HOTP(b32(rec.secret), digits=rec.digits, digest=getattr(hashlib, rec.algorithm)).at(counter)
+
+
+# ----------------------------------------------------------------------------- one token, whole life
+
+
+def test_deploy_provision_lock_press_sync_reset(tmp_path, firmware_files):
+    out, key = tmp_path / "out", tmp_path / "keys" / "transport.key"
+    with VirtualToken(tmp_path / "tok") as tok:  # a blank flash: MicroPython only
+        tok.power_on()
+        stages = []
+        r = fwdeploy.deploy(tok.port, "sim", progress=lambda s, d, n: stages.append(s), files=firmware_files)
+        assert r.board == "sim" and not r.info.provisioned and not r.info.locked
+        # every file is on the board with the hash of the local build (the CLI deploy below builds)
+        want = {name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p, name in firmware_files}
+        assert dict(r.files) == want
+        assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == [
+            "probe",
+            "copy",
+            "verify",
+            "reset",
+            "check",
+        ]
+        tok.wait_idle()
+
+        res = cli("provision", "--port", tok.port, "--out", out, "--key-file", key)
+        assert res.exit_code == 0, res.output
+        # the key file was made for us, owner-only, and holds an AES-128 key in hex
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert len(bytes.fromhex(key.read_text().strip())) == 16
+        seed_files = list(out.glob("*.pskc"))
+        assert len(seed_files) == 1 and stat.S_IMODE(seed_files[0].stat().st_mode) == 0o600
+        (rec,) = read_seed_file(seed_files[0], key=key.read_text().strip())
+        assert len(rec.secret) == 20 and (rec.mode, rec.algorithm, rec.digits) == ("hotp", "sha1", 6)
+        assert is_valid_serial(rec.serial)
+        assert_no_seed(res.output, rec.secret)
+        assert_no_seed(seed_files[0].read_bytes(), rec.secret)  # encrypted on disk
+
+        # INFO: serial, mode, locked
+        i = info(tok.port)
+        assert (i.serial, i.mode, i.provisioned, i.locked) == (rec.serial, "hotp", True, True)
+
+        # the key check value: the one of this seed, and not any HOTP code for counters 0..10000
+        m = manifest_of(out)
+        (row,) = m["tokens"]
+        assert row["serial"] == rec.serial and row["locked"] is True and row["board"] == "sim"
+        assert row["kcv"] == kcv_here(rec.secret, "sha1")
+        hotp = pyotp.HOTP(b32(rec.secret))
+        assert row["kcv"] not in {hotp.at(c) for c in range(10001)}
+        for f in out.iterdir():
+            if f.is_file():
+                assert_no_seed(f.read_bytes(), rec.secret)
+
+        # press: the code on the OLED is pyotp's for the seed read back from the seed file
+        for counter in range(2):
+            tok.press()
+            tok.wait_idle()
+            assert tok.screen().digits() == hotp.at(counter)
+
+        # PROVISION again is refused, by the library and by the command, and nothing changes
+        with TokenClient(tok.port) as c, pytest.raises(prov.AlreadyProvisioned, match="already provisioned"):
+            prov.provision_token(c, prov.new_record(make_serial(4242)))
+        res = cli("provision", "--port", tok.port, "--out", out, "--key-file", key)
+        assert res.exit_code == 1
+        assert "already provisioned" in res.stderr and "factory-reset" in res.stderr
+        assert info(tok.port).serial == rec.serial
+
+        # a locked token refuses deploy, and says why
+        err = one_line_error(cli("deploy", "--port", tok.port))
+        assert "locked" in err and "factory-reset" in err
+
+        # time-sync on a locked token: the offset found is reported, the clock is right after
+        tok.set_clock(time.time() + 120)
+        res = cli("time-sync", "--port", tok.port)
+        assert res.exit_code == 0, res.output
+        offset = int(re.search(r"clock was ([+-]\d+) s off", res.output).group(1))
+        assert 117 <= offset <= 123  # the emulated DS3231 ticks while the command runs
+        assert abs(info(tok.port).time - time.time()) <= 3
+
+        # reset: the screen asks for the button; held, the token is wiped and its REPL open again
+        done = {}
+        worker = threading.Thread(target=lambda: done.setdefault("r", cli("reset", "--port", tok.port)))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while text_lines(tok.screen()) != ["Hold button", "to reset"]:
+            assert time.monotonic() < deadline, "the token never asked for the button"
+            time.sleep(0.05)
+        tok.hold()
+        worker.join(20)
+        tok.release()
+        assert done["r"].exit_code == 0, done["r"].output
+        assert "Hold the button" in done["r"].stderr
+        i = info(tok.port)
+        assert not i.provisioned and not i.locked and i.serial == ""
+        assert rec.secret not in tok.flash_path.read_bytes()
+        # open again: deploy works (files copied and verified)
+        res = cli("deploy", "--port", tok.port, "--board", "sim")
+        assert res.exit_code == 0, res.output
+        assert "verified by SHA-256" in res.output
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def start_all(dirs):
+    toks = [VirtualToken(d) for d in dirs]
+    for t in toks:
+        t.power_on()
+    return toks
+
+
+def test_batch_of_five_virtual_tokens_into_the_verifier(tmp_path):
+    out, key = tmp_path / "out", tmp_path / "transport.key"
+    res = cli("provision", "--count", 5, "--out", out, "--key-file", key)
+    assert res.exit_code == 0, res.output
+    (seed_file,) = out.glob("*.pskc")
+    recs = read_seed_file(seed_file, key=key.read_text().strip())
+    serials = [r.serial for r in recs]
+    assert len(set(serials)) == 5 and all(is_valid_serial(s) for s in serials)
+    assert len({r.secret for r in recs}) == 5
+    for r in recs:
+        assert_no_seed(res.output, r.secret)
+    m = manifest_of(out)
+    assert [t["serial"] for t in m["tokens"]] == serials and m["failed"] == []
+    assert {t["kcv"] for t in m["tokens"]} == {kcv_here(r.secret, r.algorithm) for r in recs}
+    assert sorted(p.name for p in (out / "sims").iterdir()) == sorted(serials)
+
+    # the seed file imports into a fresh verifier
+    db = ["--db", tmp_path / "v.db", "--key-file", tmp_path / "v.key"]
+    assert cli("server", "init", *db).exit_code == 0
+    imp = cli("token", "import", seed_file, "--psk-file", key, "--json", *db)
+    assert imp.exit_code == 0, imp.output
+    assert json.loads(imp.stdout) == {"imported": serials}
+
+    # each token (its flash image left in out/sims/<serial>) shows its own first code
+    toks = start_all([out / "sims" / s for s in serials])
+    try:
+        for tok, rec in zip(toks, recs, strict=True):
+            tok.press()
+            tok.wait_idle()
+            assert tok.screen().digits() == hotp_at(rec, 0), rec.serial
+    finally:
+        for t in toks:
+            t.close()
+
+    # serials are never reused in that folder: a serial given by hand that was used is refused
+    # before any token is started, and the next batch carries on after the last one
+    err = one_line_error(cli("provision", "--count", 1, "--serial", serials[2], "--out", out, "--key-file", key))
+    assert "already used" in err and serials[2] in err
+    assert len(list(out.glob("*.pskc"))) == 1
+    res = cli(
+        "provision",
+        "--count",
+        1,
+        "--out",
+        out,
+        "--key-file",
+        key,
+        "--mode",
+        "totp",
+        "--algorithm",
+        "sha256",
+        "--digits",
+        "8",
+        "--show-secret",
+    )
+    assert res.exit_code == 0, res.output
+    newest = max(out.glob("*.pskc"), key=lambda p: p.stat().st_mtime_ns)
+    (rec6,) = read_seed_file(newest, key=key.read_text().strip())
+    assert rec6.serial not in serials and (rec6.mode, rec6.algorithm, rec6.digits) == ("totp", "sha256", 8)
+    assert len(rec6.secret) == 32
+    assert f"secret {rec6.serial} {b32(rec6.secret).rstrip('=')}" in res.output  # only when asked
+    (tok6,) = start_all([out / "sims" / rec6.serial])
+    with tok6:
+        for _ in range(3):  # a press that straddles a TOTP step is retried
+            before = tok6.clock()[0]
+            tok6.press()
+            tok6.wait_idle()
+            shown = tok6.screen().digits()
+            if int(tok6.clock()[0]) // 30 == int(before) // 30:
+                break
+        totp = pyotp.TOTP(b32(rec6.secret), digits=8, digest=hashlib.sha256, interval=30)
+        assert shown == totp.at(int(before))
+
+
+def test_failing_token_in_a_batch_does_not_lose_the_others(tmp_path, make_token):
+    """Token 2 of 3 is already provisioned: it is refused and left alone, tokens 1 and 3 are
+    provisioned, locked and saved, and the command exits non-zero with one line about token 2."""
+    out, key = tmp_path / "out", tmp_path / "transport.key"
+    toks = [make_token(f"t{i}") for i in range(3)]
+    for t in toks:
+        t.power_on()
+    old_seed = secrets.token_bytes(20)
+    dev_provision(toks[1], old_seed, serial="KF000123459")
+    for t in toks:
+        t.wait_idle()
+    ports = sum((["--port", t.port] for t in toks), [])
+    res = cli("provision", *ports, "--out", out, "--passphrase-stdin", input="batch pass phrase\n")
+    assert res.exit_code == 1, res.output
+    errs = res.stderr.strip().splitlines()
+    assert len(errs) == 1 and toks[1].port in errs[0] and "already provisioned" in errs[0]
+    (seed_file,) = out.glob("*.pskc")
+    recs = read_seed_file(seed_file, passphrase="batch pass phrase")
+    m = manifest_of(out)
+    assert m["protection"] == "passphrase" and not key.exists()
+    assert [t["port"] for t in m["tokens"]] == [toks[0].port, toks[2].port]
+    assert [r.serial for r in recs] == [t["serial"] for t in m["tokens"]]
+    (failed,) = m["failed"]
+    assert failed["port"] == toks[1].port and failed["stage"] == "info" and failed["seed_on_token"] is False
+    assert failed["serial"] not in [r.serial for r in recs]
+    assert info(toks[1].port).serial == "KF000123459"
+    for t, r in ((toks[0], recs[0]), (toks[2], recs[1])):
+        i = info(t.port)
+        assert (i.serial, i.locked) == (r.serial, True)
+        t.press()
+        t.wait_idle()
+        assert t.screen().digits() == hotp_at(r, 0)
+    # the failed serial is spent: the next allocation does not hand it out again
+    assert failed["serial"] not in prov.OutputDir(out).allocate(3)
+
+
+def test_interrupted_batch_keeps_the_seeds_of_finished_tokens(tmp_path, make_token):
+    """Ctrl-C (here: raised from the progress callback) while token 2 is being provisioned: token 1
+    is locked and its seed is already in the seed file on disk; token 2 was not touched."""
+    toks = [make_token(f"i{i}") for i in range(2)]
+    for t in toks:
+        t.power_on()
+        t.wait_idle()
+    protection = prov.Protection.from_key_file(tmp_path / "k.key")
+
+    def progress(i, total, port, stage):
+        if i == 1 and stage == "provision":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prov.provision_batch([t.port for t in toks], tmp_path / "out", protection, progress=progress)
+    (seed_file,) = (tmp_path / "out").glob("*.pskc")
+    (rec,) = read_seed_file(seed_file, key=protection.key)
+    i0, i1 = info(toks[0].port), info(toks[1].port)
+    assert (i0.serial, i0.locked) == (rec.serial, True)
+    assert not i1.provisioned
+    toks[0].press()
+    toks[0].wait_idle()
+    assert toks[0].screen().digits() == hotp_at(rec, 0)
+
+
+def test_provision_every_connected_token_skips_the_provisioned_one(tmp_path, make_token):
+    """Without --port and --count: every token keyfob.device.ports lists (here two registered
+    virtual tokens); one already provisioned is skipped, without spending a serial on it."""
+    out, key = tmp_path / "out", tmp_path / "transport.key"
+    toks = [make_token(f"r{i}", register=True) for i in range(2)]
+    for t in toks:
+        t.power_on()
+    dev_provision(toks[0], secrets.token_bytes(20), serial="KF000123459")
+    toks[1].wait_idle()
+    res = cli("provision", "--out", out, "--key-file", key)
+    assert res.exit_code == 0, res.output
+    assert res.stderr.strip() == f"Skipped {toks[0].port}: already provisioned as KF000123459"
+    (row,) = manifest_of(out)["tokens"]
+    assert row["port"] == toks[1].port
+    assert (out / prov.LEDGER).read_text().split()[0::2] == [row["serial"]]
+    assert info(toks[1].port).serial == row["serial"]
+    # nothing left to do: one clear line, non-zero exit
+    err = one_line_error(cli("provision", "--out", out, "--key-file", key))
+    assert "no unprovisioned token" in err and f"{toks[1].port} already provisioned as {row['serial']}" in err
+
+
+# ----------------------------------------------------------------------------- deploy verification
+
+
+def test_deploy_detects_files_damaged_in_transit_or_on_the_board(tmp_path, firmware_files, monkeypatch):
+    from mpremote.transport import Transport
+
+    honest = Transport.fs_writefile
+
+    def damaging(self, dest, data, *a, **kw):
+        if dest == "otp.mpy":
+            data = data[:100] + bytes([data[100] ^ 0x40]) + data[101:]
+        return honest(self, dest, data, *a, **kw)
+
+    with VirtualToken(tmp_path / "tok") as tok:
+        tok.power_on()
+        monkeypatch.setattr(Transport, "fs_writefile", damaging)
+        with pytest.raises(fwdeploy.DeployError, match=r"hash mismatch on otp\.mpy"):
+            fwdeploy.deploy(tok.port, "sim", files=firmware_files)
+        monkeypatch.setattr(Transport, "fs_writefile", honest)
+        fwdeploy.deploy(tok.port, "sim", files=firmware_files)
+        fwdeploy.verify(tok.port, firmware_files)  # all intact: no error
+
+        # damage one file and remove another on the board itself (the REPL is open: unprovisioned)
+        code = (
+            "d = open('ui.mpy', 'rb').read()\n"
+            "f = open('ui.mpy', 'wb'); f.write(d[:-1] + bytes([d[-1] ^ 1])); f.close()\n"
+            "import os; os.remove('font.mpy')"
+        )
+        run = subprocess.run(
+            [sys.executable, "-m", "mpremote", "connect", tok.port, "resume", "exec", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        with pytest.raises(fwdeploy.DeployError) as exc:
+            fwdeploy.verify(tok.port, firmware_files)
+        assert "hash mismatch on ui.mpy" in str(exc.value) and "missing font.mpy" in str(exc.value)
+        assert "otp.mpy" not in str(exc.value)
+
+
+# ----------------------------------------------------------------------------- the host side alone
+
+
+def mistyped(serial: str) -> str:
+    """The serial with its check digit off by one."""
+    return serial[:-1] + str((int(serial[-1]) + 1) % 10)
+
+
+def test_records_serials_and_key_files(tmp_path):
+    recs = [prov.new_record(make_serial(7), algorithm=a) for a in ("sha1", "sha256", "sha1")]
+    assert [len(r.secret) for r in recs] == [20, 32, 20]
+    assert len({r.secret for r in recs}) == 3
+    assert all(s not in repr(r) for r in recs for s in spellings(r.secret))
+    with pytest.raises(prov.ProvisionError, match="check digit"):
+        prov.new_record(mistyped(make_serial(7)))
+    with pytest.raises(prov.ProvisionError, match="digits"):
+        prov.new_record(make_serial(7), digits=7)
+
+    out = prov.OutputDir(tmp_path / "out")
+    first = out.allocate(3)
+    assert first == [make_serial(n) for n in (1, 2, 3)]
+    assert out.allocate(2, first=make_serial(10)) == [make_serial(10), make_serial(11)]
+    assert out.allocate(1) == [make_serial(12)]  # after the highest used
+    with pytest.raises(prov.SerialInUse):
+        out.allocate(3, first=make_serial(9))  # 9 is free, 10 and 11 are not
+    with pytest.raises(prov.OutputError, match="check digit"):
+        out.allocate(1, first=mistyped(make_serial(20)))
+    # concurrent allocations (threads here, processes share the same file lock) never collide
+    got: list[list[str]] = []
+    threads = [threading.Thread(target=lambda: got.append(out.allocate(5))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flat = [s for g in got for s in g]
+    assert len(flat) == 20 and len(set(flat)) == 20 and not set(flat) & set(first)
+
+    # key files: created owner-only, an existing one is reused, a readable or broken one refused
+    kf = tmp_path / "k" / "transport.key"
+    p1 = prov.Protection.from_key_file(kf)
+    assert p1.key_file_created and stat.S_IMODE(kf.stat().st_mode) == 0o600
+    p2 = prov.Protection.from_key_file(kf)
+    assert not p2.key_file_created and p2.key == p1.key
+    assert p1.key.hex() not in repr(p1)
+    os.chmod(kf, 0o644)
+    with pytest.raises(prov.OutputError, match="read by others"):
+        prov.Protection.from_key_file(kf)
+    bad = tmp_path / "bad.key"
+    bad.write_text("not a key, maybe a password 1234\n")
+    os.chmod(bad, 0o600)
+    with pytest.raises(prov.OutputError) as exc:
+        prov.Protection.from_key_file(bad)
+    assert "password" not in str(exc.value)
+
+    # choosing how to protect the seed file: one way only
+    err = one_line_error(cli("provision", "--count", 1, "--plain", "--key-file", kf, "--out", tmp_path / "o2"))
+    assert "only one of" in err
+    assert not (tmp_path / "o2" / "sims").exists()
