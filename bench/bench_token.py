@@ -214,14 +214,14 @@ class Rig:
         if self._stand_in is None:
             main = self.workdir / "stand_in_main.py"
             main.write_text(STAND_IN_MAIN)
-            self._stand_in = self._flash("stand-in", [(main, "main.py")], image=self.golden)
+            self._stand_in = self._flash("stand-in", [(main, "main.py")], image=self.golden, keyfob=False)
         return self._stand_in
 
-    def _flash(self, name: str, files, image: Path | None = None) -> Path:
+    def _flash(self, name: str, files, image: Path | None = None, keyfob: bool = True) -> Path:
         wd = self.workdir / name
         with VirtualToken(wd, image=image) as tok:
             tok.power_on()
-            tok.deploy(files)
+            tok.deploy(files, keyfob=keyfob)
             tok.wait_idle()
             tok.power_off()
         return wd / "flash.img"

@@ -31,12 +31,11 @@ The token is provisioned with 8-digit codes so that mapping a code to a counter 
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 import time
 
 import pyotp
 from keyfob.sim import SimError, SimTimeout, VirtualToken
+from keyfob.sim.devtools import dev_provision
 from keyfob.sim.textread import text_lines
 
 PRESS_MS = 80
@@ -49,37 +48,9 @@ SEARCH_BACK = 64
 SEARCH_AHEAD = 64
 
 
-def provision(
-    tok: VirtualToken,
-    seed: bytes,
-    serial: str = SERIAL,
-    mode: str = "hotp",
-    algorithm: str = "sha1",
-    digits: int = 6,
-    period: int = 30,
-    counter: int = 0,
-) -> None:
-    """Write the token's store over its (unlocked) raw REPL with mpremote, then soft-reset.
-
-    The development path (the same as tests/conftest.py's ``dev_provision``); USB provisioning
-    has its own tests. The seed travels on the command line of a local mpremote process only.
-    """
-    code = (
-        "import store; s = store.Store(); "
-        f"s.provision({seed!r}, {serial!r}, {mode!r}, {algorithm!r}, {digits}, {period}, {counter})"
-    )
-    run = subprocess.run(
-        [sys.executable, "-m", "mpremote", "connect", tok.port, "exec", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if run.returncode != 0:
-        raise SimError(f"provisioning over the raw REPL failed (exit {run.returncode})")
-    tok.soft_reset()
-    tok.wait_idle()
-
+def provision(tok: VirtualToken, seed: bytes, **fields) -> None:
+    """The development path (keyfob.sim.devtools); USB provisioning has its own tests."""
+    dev_provision(tok, seed, **fields)
 
 def ticks_diff(a: int, b: int, period: int = 1 << 30) -> int:
     """MicroPython's time.ticks_diff for two ticks_ms values read from the sim (unix port: 2**30)."""

@@ -8,13 +8,12 @@ freshly flashed token out of the box.
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from keyfob import build
 from keyfob.sim import VirtualToken
+from keyfob.sim.devtools import dev_provision  # noqa: F401  (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -48,23 +47,6 @@ def make_token(tmp_path, golden_flash):
     yield make
     for tok in made:
         tok.close()
-
-
-def dev_provision(tok: VirtualToken, seed: bytes, serial: str = "KF000123459", mode: str = "hotp",
-                  algorithm: str = "sha1", digits: int = 6, period: int = 30, counter: int = 0) -> None:
-    """The development path: write the store through the (unlocked) raw REPL with mpremote,
-    then soft-reset so the firmware starts provisioned. USB provisioning has its own tests."""
-    code = (
-        "import store; s = store.Store(); "
-        f"s.provision({seed!r}, {serial!r}, {mode!r}, {algorithm!r}, {digits}, {period}, {counter})"
-    )
-    run = subprocess.run(
-        [sys.executable, "-m", "mpremote", "connect", tok.port, "exec", code],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    tok.soft_reset()
-    tok.wait_idle()
 
 
 def b32(seed: bytes) -> str:

@@ -80,7 +80,7 @@ def probe(port: str, timeout: float = PROBE_TIMEOUT) -> TokenInfo | None:
 # --- the USB side: mpremote's transport -------------------------------------------------------
 
 
-class _Repl:
+class Repl:
     """The raw REPL of a board through ``mpremote.transport_serial.SerialTransport``."""
 
     def __init__(self, port: str, timeout: float = 10.0):
@@ -95,7 +95,7 @@ class _Repl:
         except (TransportError, OSError) as exc:
             raise DeployError(f"cannot open {port}: {exc}") from None
 
-    def __enter__(self) -> _Repl:
+    def __enter__(self) -> Repl:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -194,7 +194,7 @@ del _kf_sha
 """
 
 
-def _device_hashes(repl: _Repl, names: Sequence[str]) -> dict[str, str | None]:
+def _device_hashes(repl: Repl, names: Sequence[str]) -> dict[str, str | None]:
     out = repl.exec(_HASH_CODE % (list(names),)).decode("utf-8", "replace")
     got: dict[str, str | None] = {}
     for line in out.splitlines():
@@ -225,7 +225,7 @@ def verify(port: str, files: Sequence[tuple[Path, str]], reset: bool = True, tim
     """Check every ``(local, device_name)`` file on the board by SHA-256; DeployError if any differs
     or is missing. This interrupts the firmware; ``reset`` soft-resets the board afterwards so it
     runs again (it is left at the REPL otherwise)."""
-    with _Repl(port, timeout) as repl:
+    with Repl(port, timeout) as repl:
         repl.enter()
         want = local_hashes(files)
         try:
@@ -309,7 +309,7 @@ def deploy(
         want = local_hashes([(local, name) for (local, _), name in zip(files, names, strict=True)])
         total = sum(Path(local).stat().st_size for local, _ in files)
 
-        with _Repl(port, timeout) as repl:
+        with Repl(port, timeout) as repl:
             repl.enter()
             repl.remove_if_present(_twins(names))
             done = 0

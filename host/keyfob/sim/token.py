@@ -239,69 +239,34 @@ class VirtualToken:
 
     # -- USB: files on the flash ---------------------------------------------------------
 
-    def deploy(self, files, reset: bool = True, timeout: float = 30.0) -> None:
-        """Copy ``(local_path, device_name)`` pairs onto the flash over the USB port (the raw
-        REPL, as mpremote does), then soft-reset so main.py starts again."""
-        with _Usb(self.port) as usb:
-            usb.enter_raw_repl()
-            for local, name in files:
-                usb.write_file(name.lstrip(":"), Path(local).read_bytes())
-            if reset:
-                gen = self._ctrl.generation
-                usb.soft_reset()
-        if reset:
-            self._ctrl.wait_connected(gen, timeout, alive=lambda: self._bridge.is_running)
+    def deploy(self, files, timeout: float = 30.0, keyfob: bool = True) -> None:
+        """Put firmware on the flash the way ``keyfob deploy`` does on a board (it is that code):
+        copy ``(local_path, device_name)`` pairs with mpremote over the USB port, check each by
+        hash on the device, soft-reset, and wait for the firmware to answer INFO.
+
+        ``keyfob=False`` for other code (a test's stand-in main.py): copy and soft-reset only."""
+        from keyfob.deploy import Repl, deploy
+
+        gen = self._ctrl.generation
+        if keyfob:
+            deploy(self.port, "sim", files=files, timeout=timeout)
+        else:
+            with Repl(self.port, timeout) as repl:
+                repl.enter()
+                for local, name in files:
+                    repl.write_file(name.lstrip(":"), Path(local).read_bytes())
+                repl.soft_reset()
+        self._ctrl.wait_connected(gen, timeout, alive=lambda: self._bridge.is_running)
 
     def soft_reset(self, timeout: float = 30.0) -> None:
         """Ctrl-C, then Ctrl-D at the friendly REPL: the board reboots and runs main.py."""
+        from keyfob.deploy import Repl
+
         gen = self._ctrl.generation
-        with _Usb(self.port) as usb:
-            usb.enter_raw_repl()
-            usb.soft_reset()
+        with Repl(self.port, timeout) as repl:
+            repl.enter()
+            repl.soft_reset()
         self._ctrl.wait_connected(gen, timeout, alive=lambda: self._bridge.is_running)
-
-
-class _Usb:
-    """The transport: mpremote's serial transport over the token's port."""
-
-    def __init__(self, port: str, timeout: float = 10.0) -> None:
-        from mpremote.transport_serial import SerialTransport
-
-        self.timeout = timeout
-        self.t = SerialTransport(port, baudrate=115200, timeout=1)
-
-    def __enter__(self) -> _Usb:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            if self.t.in_raw_repl:
-                self.t.exit_raw_repl()
-        except OSError:
-            pass
-        self.t.close()
-
-    def enter_raw_repl(self) -> None:
-        self.t.enter_raw_repl(soft_reset=False, timeout_overall=self.timeout)
-
-    def write_file(self, name: str, data: bytes) -> None:
-        parts = name.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            d = "/".join(parts[:i])
-            if d and not self.t.fs_exists(d):
-                self.t.fs_mkdir(d)
-        self.t.fs_writefile(name, data)
-
-    def soft_reset(self) -> None:
-        # Leave the raw REPL first: a soft reset from the friendly REPL runs main.py.
-        self.t.exit_raw_repl()
-        got = self.t.read_until(1, b">>> ", timeout=self.timeout)
-        if not got.endswith(b">>> "):
-            raise SimError("no REPL prompt before the soft reset")
-        self.t.serial.write(b"\x04")
-        got = self.t.read_until(1, b"soft reboot\r\n", timeout=self.timeout)
-        if not got.endswith(b"soft reboot\r\n"):
-            raise SimError("the virtual token did not soft-reset")
 
 
 def wait_for(cond, timeout: float, step: float = 0.02) -> bool:

@@ -1,0 +1,36 @@
+"""The development path onto a virtual token: write the store through the (unlocked) raw REPL.
+
+Tests and benchmarks use it to set a token up fast and with a known seed; real provisioning goes
+over the USB protocol (:mod:`keyfob.provision`) and locks the REPL, after which this no longer
+works — which is the point.
+"""
+
+from __future__ import annotations
+
+from keyfob.deploy import Repl
+from keyfob.sim.token import SimError, VirtualToken
+
+
+def dev_provision(
+    tok: VirtualToken,
+    seed: bytes,
+    serial: str = "KF000123459",
+    mode: str = "hotp",
+    algorithm: str = "sha1",
+    digits: int = 6,
+    period: int = 30,
+    counter: int = 0,
+) -> None:
+    """Provision ``tok``'s store directly, then soft-reset so the firmware starts provisioned."""
+    code = (
+        "import store\n"
+        f"store.Store().provision({seed!r}, {serial!r}, {mode!r}, {algorithm!r}, {digits}, {period}, {counter})\n"
+    )
+    try:
+        with Repl(tok.port) as repl:
+            repl.enter()
+            repl.exec(code)
+    except Exception as exc:  # DeployError, transport errors: one clear message, no seed in it
+        raise SimError(f"development provisioning over the raw REPL failed: {type(exc).__name__}") from None
+    tok.soft_reset()
+    tok.wait_idle()
