@@ -26,65 +26,121 @@ def sim() -> None:
     """The virtual token."""
 
 
+_HELP = """commands (then Enter):
+  p [MS]          press the button (default 80 ms)      l   long press (2.5 s: serial number)
+  h / r           hold / release the button             s   show the screen (art, code or text)
+  png FILE        save the screen as a PNG
+  clock [T [PPM]] set the DS3231 to Unix time T (default now), drifting PPM parts per million
+  osf             stop the DS3231's oscillator (the token must then say "Clock lost")
+  cut             cut the power at once                 on  power on again (same flash)
+  on-held         power on with the button held (factory-reset offer)
+  q               quit"""
+
+
+def _show(tok) -> None:
+    from keyfob.sim.textread import text_lines
+
+    screen = tok.screen()
+    click.echo(screen.quadrant_art())
+    digits = screen.digits()
+    if digits is not None:
+        click.echo(f"code: {digits}")
+    elif screen.kind() == "off":
+        click.echo("(display off)")
+    else:
+        click.echo("text: " + " / ".join(text_lines(screen)))
+
+
+def _step(tok, words: list[str]) -> bool:
+    """One command; False to quit."""
+    cmd, args = words[0], words[1:]
+    if cmd == "q":
+        return False
+    if cmd == "p":
+        tok.press(int(args[0]) if args else 80)
+        tok.wait_idle()
+        _show(tok)
+    elif cmd == "l":
+        tok.long_press()
+        tok.wait_idle()
+        _show(tok)
+    elif cmd == "h":
+        tok.hold()
+    elif cmd == "r":
+        tok.release()
+        tok.wait_idle()
+        _show(tok)
+    elif cmd == "s":
+        _show(tok)
+    elif cmd == "png":
+        if not args:
+            raise click.UsageError("png FILE")
+        tok.screen().save_png(args[0])
+        click.echo(f"saved {args[0]}")
+    elif cmd == "clock":
+        t = float(args[0]) if args else time.time()
+        ppm = float(args[1]) if len(args) > 1 else 0.0
+        tok.set_clock(t, ppm)
+        click.echo(f"DS3231 set to {t:.0f} ({ppm:+g} ppm)")
+    elif cmd == "osf":
+        t, ppm, _ = tok.clock()
+        tok.set_clock(t, ppm, osf=True)
+        click.echo("DS3231 oscillator-stop flag set")
+    elif cmd == "cut":
+        tok.cut_power()
+        click.echo("power cut")
+    elif cmd in ("on", "on-held"):
+        tok.power_on(hold=cmd == "on-held")
+        click.echo("powered on" + (" with the button held (r releases it)" if cmd == "on-held" else ""))
+    else:
+        click.echo(_HELP)
+    return True
+
+
 @sim.command("run")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the token keeps its flash image and clock (default: ~/.local/state/keyfob/sim).")
-@click.option("--no-deploy", is_flag=True, help="Boot what is on the flash; do not copy the firmware first.")
-@click.option("--heapsize", default=None, help="MicroPython heap, e.g. 96K (a small chip).")
+@click.option("--deploy/--no-deploy", default=None,
+              help="Copy the firmware onto the flash first (default: only onto a new, empty flash).")
+@click.option("--heapsize", default=None, help="MicroPython heap, e.g. 160K (a small chip plus the emulated parts).")
 @click.option("--hold", is_flag=True, help="Power on with the button held.")
-def run(workdir: Path | None, no_deploy: bool, heapsize: str | None, hold: bool) -> None:
-    """Start a virtual token and drive its button from the keyboard.
+def run(workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: bool) -> None:
+    """Start a virtual token and drive it from the keyboard (type ? for the commands).
 
-    Its USB port is printed: use it with mpremote, pyserial or the keyfob commands.
-    Keys (then Enter): p = press, l = long press, s = show the screen, c = set the
-    DS3231 to now, q = quit.
+    Its USB port is printed: use it with mpremote, pyserial or the keyfob commands
+    (keyfob provision --port ..., keyfob time-sync, keyfob reset) from another terminal.
     """
     from keyfob.sim import SimError, VirtualToken
 
     workdir = (workdir or _default_workdir()).resolve()
+    new_flash = not (workdir / "flash.img").exists()
     with VirtualToken(workdir, heapsize=heapsize, register=True) as tok:
         if not tok.state_path.exists():
             tok.set_clock(time.time())
-        if no_deploy:
-            tok.power_on(hold=hold)
-        else:
+        if deploy or (deploy is None and new_flash):
             files = _firmware(workdir)
             tok.power_on(nomain=True, hold=hold)
             tok.deploy(files)  # then a soft reset: main.py starts
+        else:
+            tok.power_on(hold=hold)
         click.echo(f"virtual token on {tok.port}  (workdir {workdir})")
-        click.echo("p = press, l = long press, h/r = hold/release, s = screen, c = clock := now, q = quit")
+        click.echo("type ? for the commands")
         while True:
             try:
-                key = input("> ").strip().lower()
+                words = input("> ").split()
             except (EOFError, KeyboardInterrupt):
                 break
+            if not words:
+                continue
             try:
-                if key == "q":
+                if not _step(tok, words):
                     break
-                if key == "p":
-                    tok.press()
-                    tok.wait_idle()
-                elif key == "l":
-                    tok.long_press()
-                    tok.wait_idle()
-                elif key == "h":
-                    tok.hold()
-                elif key == "r":
-                    tok.release()
-                    tok.wait_idle()
-                elif key == "c":
-                    tok.set_clock(time.time())
-                elif key != "s":
-                    click.echo("p, l, h, r, s, c or q")
-                    continue
-                if key in ("p", "l", "r", "s"):
-                    click.echo(tok.screen().text_art(half_blocks=True))
-                if not tok.is_running:
-                    click.echo(f"the token is off (exit status {tok.exit_code})")
-                    break
-            except SimError as exc:
+            except (SimError, ValueError, click.UsageError) as exc:
                 click.echo(f"sim: {exc}", err=True)
-        tok.power_off()
+            if not tok.is_running and words[0] != "cut":
+                click.echo(f"the token is off (exit status {tok.exit_code}); 'on' powers it on again")
+        if tok.is_running:
+            tok.power_off()
 
 
 def register(main: click.Group) -> None:
