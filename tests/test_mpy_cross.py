@@ -18,9 +18,9 @@ PY_FILES = sorted(FIRMWARE.rglob("*.py")) + sorted(BOARDS.rglob("*.py"))
 FIRMWARE_FILES = sorted(FIRMWARE.rglob("*.py"))
 
 # Hardware modules of the ports, and every module that lives under boards/ (the board layers and the
-# emulated silicon): firmware reaches hardware only through `board`, and only from main.py / app.py.
+# emulated silicon): firmware reaches hardware only through `board`, and only from boot.py / main.py / app.py.
 PORT_MODULES = {"machine", "esp32", "rp2", "network", "bluetooth", "pyb", "esp"}
-BOARD_ONLY_FILES = {"main.py", "app.py"}
+BOARD_ONLY_FILES = {"boot.py", "main.py", "app.py"}
 
 
 def _rel(p: Path) -> str:
@@ -58,7 +58,7 @@ def test_firmware_imports_no_hardware(path):
         if name in PORT_MODULES or name in board_modules:
             bad.append(f"line {line} imports {name}")
         elif name == "board" and path.name not in BOARD_ONLY_FILES:
-            bad.append(f"line {line} imports board (only main.py and app.py may)")
+            bad.append(f"line {line} imports board (only boot.py, main.py and app.py may)")
     assert not bad, f"{_rel(path)}: {'; '.join(bad)}"
 
 

@@ -13,6 +13,19 @@ ADDR_DS3231 = const(0x68)
 _IDLE_POLL_MS = const(10)
 
 
+def kbd_intr(on):
+    # Module level, so boot.py can close the console before the board is made.
+    micropython.kbd_intr(3 if on else -1)
+
+
+def fail():
+    # After a crash of a locked token: restart rather than fall into the REPL.
+    # A fault that stays (a dead OLED) keeps restarting, closed.
+    import machine
+    time.sleep_ms(1000)
+    machine.reset()
+
+
 class McuBoard:
     name = 'mcu'
 
@@ -49,7 +62,7 @@ class McuBoard:
             self.light_sleep(min(left, _IDLE_POLL_MS))
 
     def set_kbd_intr(self, on):
-        micropython.kbd_intr(3 if on else -1)
+        kbd_intr(on)
 
     # USB serial: the firmware's provisioning frames (docs/protocol.md).
     def usb_listen(self, on=True):

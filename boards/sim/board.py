@@ -83,5 +83,20 @@ class Board:
         self._hw.usb_write(buf)
 
 
+def kbd_intr(on):
+    # Module level, so boot.py can close the console before the board is made.
+    bus.silicon().set_kbd_intr(on)
+
+
+def fail():
+    # A real board restarts after a crash of a locked token; the sim stays up,
+    # closed (USB ignored, Ctrl-C off), still answering its control socket.
+    hw = bus.silicon()
+    hw.set_kbd_intr(False)
+    hw.listen = False
+    while True:
+        hw.idle(3600000)
+
+
 def make():
     return Board()

@@ -67,8 +67,14 @@ class SimI2C:
         self.transactions = 0
         self.oled_at = 0  # ticks_ms() of the last transaction to the OLED (the bench's "on screen")
         self._cat = bytearray(64)  # writevto joins its buffers here (grown once)
+        self.unplugged = {}  # devices pulled off the bus by the host (`unplug <addr>`)
+        # Called at every transaction: where a real port would notice a Ctrl-C
+        # arriving while the firmware is busy (it raises KeyboardInterrupt at once).
+        self.on_transaction = None
 
     def _dev(self, addr, extra):
+        if self.on_transaction is not None:
+            self.on_transaction()
         self.transactions += 1
         self.bytes += 1
         if addr == ADDR_OLED:
@@ -88,6 +94,8 @@ class SimI2C:
 
     def scan(self):
         # machine.I2C.scan probes 0x08-0x77 with one address byte each
+        if self.on_transaction is not None:
+            self.on_transaction()
         found = []
         for addr in range(0x08, 0x78):
             self.transactions += 1
@@ -236,8 +244,12 @@ class Silicon:
         import ssd1306_emu
         self._select = select
         self.oled = ssd1306_emu.SSD1306Emu()
+        # KEYFOB_SIM_FRAMELOG=<path>: every picture the panel shows is appended there at once
+        # (ssd1306_emu.py, "Frame log"), so a host sees codes shown just before a power cut.
+        self.oled.log_frames(os.getenv('KEYFOB_SIM_FRAMELOG'), ticks_ms)
         self.ds3231 = ds3231_emu.DS3231Emu(os.getenv('KEYFOB_SIM_STATE') or None)
         self.i2c = SimI2C({ADDR_OLED: self.oled, ADDR_DS3231: self.ds3231})
+        self.i2c.on_transaction = self._busy_interrupt
         self.button = SimPin(held=os.getenv('KEYFOB_SIM_HOLD') == '1')
         hold_ms = os.getenv('KEYFOB_SIM_HOLD_MS')
         if hold_ms:
@@ -262,6 +274,12 @@ class Silicon:
         import micropython
         self.kbd_intr = bool(on)
         micropython.kbd_intr(3 if on else -1)
+
+    def _busy_interrupt(self):
+        # A Ctrl-C while the firmware is busy (not reading USB itself) interrupts
+        # it at once, as on a board: checked at every I2C transaction.
+        if self.kbd_intr and not self.listen and self._stdin_ready():
+            self._scan_ctrl_c()
 
     def _stdin_ready(self, ms=0):
         for _, ev in self._peek.poll(ms):
@@ -381,6 +399,12 @@ class Silicon:
                                            binascii.hexlify(o.pixels()).decode())
             elif cmd == 'clock':
                 self.ds3231.set_clock(float(parts[1]), float(parts[2]), parts[3] not in ('0', 'False'))
+            elif cmd == 'unplug':  # pull a part off the I2C bus (a loose wire)
+                addr = int(parts[1], 0)
+                self.i2c.unplugged[addr] = self.i2c.devices.pop(addr)
+            elif cmd == 'plug':
+                addr = int(parts[1], 0)
+                self.i2c.devices[addr] = self.i2c.unplugged.pop(addr)
             elif cmd == 'clock?':
                 d = self.ds3231
                 return 'ok %r %r %d' % (d.unix_time(), d.ppm, d.osf)
@@ -390,7 +414,7 @@ class Silicon:
                                                  self.press_at, self.i2c.oled_at)
             else:
                 return 'err unknown request ' + cmd
-        except (IndexError, ValueError) as e:
+        except (IndexError, ValueError, KeyError) as e:
             return 'err bad request: ' + repr(e)
         return 'ok'
 

@@ -22,6 +22,17 @@
 # - The panel lights only with the display on (0xAF) and a high voltage: the internal charge
 #   pump enabled (0x8D 0x14), unless the module has an external VCC (external_vcc=True).
 # - Scrolling commands are decoded (argument counts) and remembered, not animated.
+#
+# Frame log (log_frames(path)): every picture the panel shows is appended to a file as
+# soon as the write transaction that made it ends, so a host can see it even if the
+# process dies right after (a power cut). One record per changed picture, written with
+# one unbuffered write (a SIGKILL cannot lose a record that was complete):
+#   b'F <ticks_ms> <lit 0/1> <hex of the 1024 bytes of pixels()>\n'
+# and one b'\nP <ticks_ms>\n' when logging starts (a power-on), whose leading newline
+# ends a record torn by the previous process's death, so readers can skip it.
+# A picture changes with GDDRAM data or a command that changes the scan (display on/off,
+# invert, entire on, COM remap, start line, offset, multiplex, charge pump); the record is
+# made only when pixels() or lit() actually differ from the last one logged.
 
 _W = 128
 _PAGES = 8
@@ -52,6 +63,9 @@ _ARGS = {
     0xDB: 1,  # VCOMH deselect level
 }
 
+# Commands after which the shown picture may differ (the rest set addresses, timing, contrast).
+_SCAN = (0x8D, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xAE, 0xAF, 0xD3)
+
 MODE_HORIZONTAL = 0
 MODE_VERTICAL = 1
 MODE_PAGE = 2
@@ -67,7 +81,38 @@ class SSD1306Emu:
         self.commands = 0
         self.bad_control = 0
         self.unknown = []
+        self._log = None  # frame log file (log_frames)
+        self._ticks = None
+        self._dirty = False
+        self._shown = None  # (lit, pixels) of the last logged record
+        self.frames_logged = 0
         self.reset()
+
+    def log_frames(self, path, ticks_ms=None):
+        """Append every picture the panel shows to the file `path` (format at the top of
+        this file); `ticks_ms()` stamps the records (0 without it). None/'' = no log."""
+        if not path:
+            return
+        self._ticks = ticks_ms
+        self._log = open(path, 'ab', 0)
+        self._log.write(b'\nP %d\n' % self._now())
+        self._shown = (self.lit(), self.pixels())
+
+    def _now(self):
+        if self._ticks is None:
+            return 0
+        return self._ticks()
+
+    def _log_frame(self):
+        self._dirty = False
+        lit = self.lit()
+        pix = self.pixels()
+        if self._shown[0] == lit and self._shown[1] == pix:
+            return
+        self._shown = (lit, pix)
+        import binascii
+        self._log.write(b'F %d %d ' % (self._now(), 1 if lit else 0) + binascii.hexlify(pix) + b'\n')
+        self.frames_logged += 1
 
     def reset(self):
         """Power-on reset values (datasheet section 9 / 10)."""
@@ -122,6 +167,7 @@ class SSD1306Emu:
                 # Co = 1: exactly one byte follows, then another control byte
                 if i < n:
                     if data:
+                        self._dirty = True
                         self._data(buf[i])
                     else:
                         self._command(buf[i])
@@ -129,6 +175,8 @@ class SSD1306Emu:
             else:
                 # Co = 0: the rest of the transaction is one stream
                 if data:
+                    if i < n:
+                        self._dirty = True
                     while i < n:
                         self._data(buf[i])
                         i += 1
@@ -136,6 +184,8 @@ class SSD1306Emu:
                     while i < n:
                         self._command(buf[i])
                         i += 1
+        if self._dirty and self._log is not None:
+            self._log_frame()
 
     # -- command decoder -----------------------------------------------------------
     def _command(self, b):
@@ -157,6 +207,8 @@ class SSD1306Emu:
             self._execute(b, None)
 
     def _execute(self, c, a):
+        if c in _SCAN or 0x40 <= c <= 0x7F or 0xC0 <= c <= 0xCF:
+            self._dirty = True
         if c < 0x10:
             # lower column start nibble (page addressing mode)
             self.page_col_start = (self.page_col_start & 0xF0) | c
