@@ -21,23 +21,42 @@ def _console(stderr: bool = False):
 @click.command("devices")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--no-sims", is_flag=True, help="Leave out running virtual tokens.")
-def devices(as_json: bool, no_sims: bool) -> None:
-    """List connected boards (by USB id) and running virtual tokens."""
+@click.option("--no-info", is_flag=True, help="Do not ask the devices for INFO (USB ids only).")
+def devices(as_json: bool, no_sims: bool, no_info: bool) -> None:
+    """List connected boards (by USB id) and running virtual tokens, and what each token says
+    about itself (INFO: serial, mode, provisioned, locked, firmware); "-" is a board that does
+    not answer (no keyfob firmware yet, or busy)."""
+    from keyfob.device import survey
+
     found = ports.list_devices(include_sims=not no_sims)
+    rows = [(d, None) for d in found] if no_info else survey.survey(found)
     if as_json:
-        click.echo(json.dumps([d.to_dict() for d in found], indent=2, sort_keys=True))
+        out = []
+        for d, info in rows:
+            item = d.to_dict()
+            if not no_info:
+                item["info"] = survey.info_dict(info)
+            out.append(item)
+        click.echo(json.dumps(out, indent=2, sort_keys=True))
         return
     if not found:
         click.echo("No boards or virtual tokens found.")
         return
     from rich.table import Table
 
-    table = Table("Port", "Kind", "USB id", "Description", "Serial number")
-    for d in found:
+    table = Table("Port", "Kind", "USB id", "Description", "Token", "Mode", "State", "Firmware")
+    for d, info in rows:
         desc = d.description
         if d.is_virtual:
             desc = "%s (pid %d)" % (desc, d.process_id)
-        table.add_row(d.port, d.kind, d.usb_id, desc, d.serial_number or "")
+        if info is None:
+            token = mode = state = firmware = "-"
+        else:
+            token = info.serial or "(none)"
+            mode = f"{info.mode}/{info.algorithm}/{info.digits}" if info.provisioned else "-"
+            state = ("locked" if info.locked else "open") if info.provisioned else "not provisioned"
+            firmware = f"{info.firmware} ({info.board})"
+        table.add_row(d.port, d.kind, d.usb_id, desc, token, mode, state, firmware)
     _console().print(table)
 
 
