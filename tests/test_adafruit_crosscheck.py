@@ -28,10 +28,9 @@ from __future__ import annotations
 import importlib.util
 import random
 
+import adafruit_ssd1306  # the dev extra pins it: a missing driver must fail, not skip
 import pytest
 from mpy import FIRMWARE, SIM_HW, run_mpy
-
-adafruit_ssd1306 = pytest.importorskip("adafruit_ssd1306")
 
 PITCH = 9  # Adafruit: font width + 1
 

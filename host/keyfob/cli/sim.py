@@ -101,7 +101,7 @@ def _step(tok, words: list[str]) -> bool:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the token keeps its flash image and clock (default: ~/.local/state/keyfob/sim).")
 @click.option("--deploy/--no-deploy", default=None,
-              help="Copy the firmware onto the flash first (default: only onto a new, empty flash).")
+              help="Copy the current firmware onto the flash first (default: yes, unless the token is locked).")
 @click.option("--heapsize", default=None, help="MicroPython heap, e.g. 160K (a small chip plus the emulated parts).")
 @click.option("--hold", is_flag=True, help="Power on with the button held.")
 def run(workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: bool) -> None:
@@ -110,19 +110,23 @@ def run(workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: b
     Its USB port is printed: use it with mpremote, pyserial or the keyfob commands
     (keyfob provision --port ..., keyfob time-sync, keyfob reset) from another terminal.
     """
+    from keyfob.deploy import LockedTokenError
     from keyfob.sim import SimError, VirtualToken
 
     workdir = (workdir or _default_workdir()).resolve()
-    new_flash = not (workdir / "flash.img").exists()
     with VirtualToken(workdir, heapsize=heapsize, register=True) as tok:
         if not tok.state_path.exists():
             tok.set_clock(time.time())
-        if deploy or (deploy is None and new_flash):
-            files = _firmware(workdir)
-            tok.power_on(nomain=True, hold=hold)
-            tok.deploy(files)  # then a soft reset: main.py starts
-        else:
-            tok.power_on(hold=hold)
+        tok.power_on(hold=hold)
+        if deploy is not False:
+            # The current firmware, so a `git pull` shows at the next start; a locked token
+            # keeps what it has (its USB console is closed: factory-reset it to update).
+            try:
+                tok.deploy(_firmware(workdir))
+            except LockedTokenError:
+                if deploy:
+                    raise click.ClickException("the virtual token is locked: factory-reset it to deploy") from None
+                click.echo("(locked token: keeping the firmware on its flash)")
         click.echo(f"virtual token on {tok.port}  (workdir {workdir})")
         click.echo("type ? for the commands")
         while True:
