@@ -3,8 +3,9 @@ emulated parts (SSD1306 panel, DS3231 clock, button, LittleFS flash) and a pseud
 as its USB serial port, so mpremote and pyserial talk to it like to a board.
 
 Layout of ``workdir``: ``flash.img`` (the virtual flash, survives power cycles),
-``rtc.json`` (the DS3231 and its coin cell: survives power cuts). The control socket lives
-in a short private temporary directory (unix socket paths are limited to ~100 bytes).
+``rtc.json`` (the DS3231 and its coin cell: survives power cuts), and with the frame log on
+``frames.log`` (every picture the panel showed, see :func:`read_frame_log`). The control socket
+lives in a short private temporary directory (unix socket paths are limited to ~100 bytes).
 
 See docs/internals.md ("The virtual token") for the contracts with the sim side.
 """
@@ -17,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +31,90 @@ if TYPE_CHECKING:
 
 SHORT_PRESS_MS = 80
 LONG_PRESS_MS = 2500
+
+#: The sim appends every picture its panel shows to this file (boards/sim/hw/ssd1306_emu.py).
+FRAME_LOG_ENV = "KEYFOB_SIM_FRAMELOG"
+_FRAME_HEX = 2048  # 1,024 bytes of pixels
+
+
+@dataclass(frozen=True)
+class LoggedFrame:
+    """One picture the panel showed, from the frame log."""
+
+    ticks_ms: int  #: the sim's ticks_ms() when the transaction that made it ended
+    lit: bool  #: the panel emitted light (display on and charge pump on)
+    pixels: bytes  #: 1,024 bytes as :meth:`Screen.pixels` (all 0 when dark)
+    offset: int  #: byte offset of the record in the log
+    power_on: int  #: how many power-ons (process starts) the log holds before this frame
+
+    def screen(self) -> Screen:
+        from keyfob.sim.screen import Screen
+
+        return Screen(self.pixels, on=self.lit)
+
+
+@dataclass
+class FrameLog:
+    """What :func:`read_frame_log` found from one offset on."""
+
+    frames: list[LoggedFrame] = field(default_factory=list)
+    end: int = 0  #: offset to continue reading from (after the last whole record)
+    power_ons: int = 0  #: power-on markers read (one per process start with the log on)
+    torn: int = 0  #: records cut short by a power cut during their write (skipped)
+    pending: bool = False  #: unfinished bytes at the end (a record being written, or torn)
+
+
+def _parse_frame(line: bytes, offset: int, power_on: int) -> LoggedFrame | None:
+    parts = line.split(b" ")
+    if len(parts) != 4 or parts[0] != b"F" or parts[2] not in (b"0", b"1") or len(parts[3]) != _FRAME_HEX:
+        return None
+    try:
+        return LoggedFrame(int(parts[1]), parts[2] == b"1", bytes.fromhex(parts[3].decode("ascii")), offset, power_on)
+    except ValueError:
+        return None
+
+
+def read_frame_log(path: str | os.PathLike, start: int = 0, power_ons: int = 0) -> FrameLog:
+    """Read the sim's frame log from byte offset ``start`` (0, or a previous read's ``end``).
+
+    Records (boards/sim/hw/ssd1306_emu.py): ``F <ticks_ms> <lit> <hex of 1024 bytes>`` per
+    picture, ``P <ticks_ms>`` (after a newline) per power-on. Each is one write() of the sim, so a
+    power cut either keeps it whole or tears its end; a torn record does not parse (its hex is
+    short) and is counted in ``torn``. The next power-on's leading newline ends a torn record;
+    unfinished bytes at the very end are left for the next read (``pending``). ``power_ons``:
+    the count to continue from (the previous read's ``power_ons``)."""
+    out = FrameLog(end=start, power_ons=power_ons)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except FileNotFoundError:
+        return out
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            # the last bytes, no newline yet: a whole frame is taken, anything else waits
+            frame = _parse_frame(data[pos:], start + pos, out.power_ons)
+            if frame is None:
+                out.pending = True
+                break
+            out.frames.append(frame)
+            pos = len(data)
+            break
+        line = data[pos:nl]
+        if line:
+            if line.startswith(b"P ") or line == b"P":
+                out.power_ons += 1
+            else:
+                frame = _parse_frame(line, start + pos, out.power_ons)
+                if frame is None:
+                    out.torn += 1
+                else:
+                    out.frames.append(frame)
+        pos = nl + 1
+    out.end = start + pos
+    return out
 
 
 def repo_root() -> Path:
@@ -71,6 +157,7 @@ class VirtualToken:
         hwdir: str | os.PathLike | None = None,
         blocks: int = flashimg.DEFAULT_BLOCKS,
         register: bool = False,
+        frame_log: bool | str | os.PathLike = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -90,6 +177,9 @@ class VirtualToken:
         self._boot: dict[str, str] = {}
         self._bridge = PtyBridge(self._spawn_args, self._on_exit)
         self.port: str = self._bridge.port
+        self.frame_log_path: Path | None = None
+        if frame_log:
+            self.enable_frame_log(None if frame_log is True else frame_log)
         self._registry: Path | None = None
         if register:  # listed by `keyfob devices` (keyfob.device.ports) while this process lives
             from keyfob.device import ports
@@ -106,6 +196,8 @@ class VirtualToken:
             KEYFOB_SIM_CTRL=self._ctrl.path,
             KEYFOB_SIM_STATE=str(self.state_path),
         )
+        if self.frame_log_path is not None:
+            env[FRAME_LOG_ENV] = str(self.frame_log_path)
         if nomain:
             env["KEYFOB_SIM_NOMAIN"] = "1"
         if self._held:
@@ -237,6 +329,21 @@ class VirtualToken:
         emu = _load_ds3231_emu(self.hwdir).DS3231Emu(str(self.state_path))
         return emu.unix_time(), emu.ppm, emu.osf
 
+    # -- the frame log --------------------------------------------------------------
+
+    def enable_frame_log(self, path: str | os.PathLike | None = None) -> Path:
+        """From the next process start (power-on, soft reset) on, the sim appends every picture
+        its panel shows to ``path`` (default ``workdir/frames.log``) the moment it is sent, so
+        that a code shown just before a power cut is seen too. Read it with :meth:`frames`."""
+        self.frame_log_path = Path(path).resolve() if path else self.workdir / "frames.log"
+        return self.frame_log_path
+
+    def frames(self, start: int = 0, power_ons: int = 0) -> FrameLog:
+        """The frame log from byte offset ``start`` on (see :func:`read_frame_log`)."""
+        if self.frame_log_path is None:
+            raise SimError("the frame log is off (enable_frame_log)")
+        return read_frame_log(self.frame_log_path, start, power_ons)
+
     # -- USB: files on the flash ---------------------------------------------------------
 
     def deploy(self, files, timeout: float = 30.0, keyfob: bool = True) -> None:
@@ -279,4 +386,15 @@ def wait_for(cond, timeout: float, step: float = 0.02) -> bool:
     return bool(cond())
 
 
-__all__ = ["VirtualToken", "SimError", "SimTimeout", "repo_root", "hw_dir", "micropython_exe"]
+__all__ = [
+    "VirtualToken",
+    "SimError",
+    "SimTimeout",
+    "repo_root",
+    "hw_dir",
+    "micropython_exe",
+    "FRAME_LOG_ENV",
+    "FrameLog",
+    "LoggedFrame",
+    "read_frame_log",
+]
