@@ -109,7 +109,7 @@ BAD_LINES = {
     "seven digits": ("{serial},{hex},hotp,7,0", "digits must be 6 or 8"),
     "digits not a number": ("{serial},{hex},hotp,six,0", "digits must be a whole number"),
     "period 45": ("{serial},{hex},totp,6,45", "period must be 30 or 60"),
-    "negative counter": ("{serial},{hex},hotp,6,-1", "counter must be in 0 .. 2**64-1"),
+    "negative counter": ("{serial},{hex},hotp,6,-1", "counter must be in 0 .. 2**63-1"),
     "sha512 column": ("{serial},{hex},hotp,6,0,sha512", "algorithm (sixth field)"),
     "sha512 by length": ("{serial},{hex64},hotp,6,0", "SHA-512"),
     "empty serial": (",{hex},hotp,6,0", "serial is empty"),

@@ -409,6 +409,31 @@ def test_twin_qr_codes_decode_and_their_codes_validate(tmp_path):
     assert v.dump() == before
 
 
+def test_twin_with_json(tmp_path):
+    h = TokenRecord(make_serial(211), "hotp", "sha1", 6, secrets.token_bytes(20), counter=3)
+    t = TokenRecord(make_serial(212), "totp", "sha256", 8, secrets.token_bytes(32), period=60)
+    v = Server(tmp_path, "v").setup("gwen")
+    write_pskc(tmp_path / "p.pskc", [h, t], plain=True)
+    v.ok("token", "import", tmp_path / "p.pskc")
+    flag = "--i-understand-this-copies-the-seed"
+    png = tmp_path / "h.png"
+    r = v.ok("token", "twin", h.serial, "--png", png, flag, "--json")
+    assert json.loads(r.stdout) == {"serial": h.serial, "mode": "hotp", "counter": 3, "period": None, "file": str(png)}
+    assert pyotp.parse_uri(decode(Image.open(png))).at(0) == code(h, 3)
+    r = v.ok("token", "twin", t.serial, "--show-uri", flag, "--json")
+    out = json.loads(r.stdout)
+    assert (out["mode"], out["period"], out["file"]) == ("totp", 60, None)
+    assert pyotp.parse_uri(out["uri"]).now() == otp(t).now()
+    assert [e["detail"] for e in v.audit("token-twin")] == ["qr none, uri shown", "qr png"]
+    # a terminal drawing is not JSON: refused (as JSON too), nothing audited
+    for extra in ((), ("--terminal",)):
+        r = v("token", "twin", t.serial, flag, "--json", *extra)
+        assert r.exit_code == 2 and "--png" in json.loads(r.stdout)["error"]
+    r = v("token", "twin", t.serial, "--json")
+    assert r.exit_code == 2 and flag in json.loads(r.stdout)["error"]
+    assert len(v.audit("token-twin")) == 2
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -452,6 +477,11 @@ def test_bad_files_and_requests_change_nothing(tmp_path):
         (tmp_path / name).write_text(text)
     (tmp_path / "psk.hex").write_text(PSK.hex())
     (tmp_path / "exists.csv").write_text("keep me\n")
+    (tmp_path / "plain.csv").write_text(f"{make_serial(305)},{secrets.token_hex(20)},hotp,6,0\n")
+    (tmp_path / "plain.txt").write_text(
+        f"otpauth://hotp/keyfob:{make_serial(306)}?secret={'A' * 32}&counter=0\n"
+    )
+    (tmp_path / "huge.csv").write_text(f"{make_serial(307)},{secrets.token_hex(20)},hotp,6,{2**63}\n")
     seedless = "otpauth://hotp/keyfob:" + make_serial(304) + "?secret=" + "A" * 32  # no counter
     spaced = "otpauth://totp/keyfob:John%20Smith?secret=" + "A" * 32
     flag = "--i-understand-this-copies-the-seed"
@@ -481,6 +511,9 @@ def test_bad_files_and_requests_change_nothing(tmp_path):
         (("token", "export", make_serial(999), "--out", tmp_path / "o.pskc", "--plain"), "unknown token"),
         (("token", "export", "KF12", "--out", tmp_path / "o.pskc", "--plain"), "not a keyfob serial"),
         (("token", "twin", recs[0].serial), flag),
+        (("token", "import", tmp_path / "plain.csv", "--key", PSK.hex()), "never encrypted"),
+        (("token", "import", tmp_path / "plain.txt", "--passphrase", PASSPHRASE), "never encrypted"),
+        (("token", "import", tmp_path / "huge.csv"), "0 .. 2**63-1"),
     ]
     before = v.dump()
     listed = v.tokens()

@@ -160,6 +160,13 @@ def test_bad_input_one_line_nonzero_nothing_written(env):
     (env / "wrong.hex").write_text(bytes(range(16, 32)).hex())
     (env / "other.key").write_text("A" * 43 + "=\n")
     (env / "other.key").chmod(0o600)
+    (env / "huge.csv").write_text(f"{make_serial(23)},{SEED.hex()},hotp,6,{2**63}\n")
+    (env / "fine.csv").write_text(f"{make_serial(24)},{SEED.hex()},hotp,6,0\n")
+    (env / "fine.txt").write_text(f"otpauth://hotp/x:{make_serial(25)}?secret={base64.b32encode(SEED).decode()}&counter=0\n")
+    (env / "notes.txt").write_text("not a database\n")
+    (env / "notes.txt").chmod(0o600)
+    (env / "fake.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 3000)
+    (env / "fake.db").chmod(0o600)
     bad_serial = s1[:-1] + str((int(s1[-1]) + 1) % 10)
     before = dump(env / "v.db")
     cases = [
@@ -176,7 +183,33 @@ def test_bad_input_one_line_nonzero_nothing_written(env):
         ("token", "import", env / "missing.pskc"),
         ("user", "list", "--key-file", env / "other.key"),
         ("audit", "--db", env / "nope.db"),
+        ("token", "import", env / "huge.csv"),  # a counter that does not fit the database
+        ("audit", "--db", env / "notes.txt"),  # not SQLite at all
+        ("audit", "--db", env / "fake.db"),  # SQLite's magic, then garbage: SQLite itself refuses
+        ("audit", "--db", env),  # a directory
+        ("token", "import", env / "fine.csv", "--key", PSK.hex()),  # CSV is never encrypted
+        ("token", "import", env / "fine.txt", "--passphrase", "pass phrase"),  # nor are URI files
+        ("token", "import", env / "fine.csv", "--psk-file", env / "wrong.hex"),
+        ("user", "add", "bob"),  # exists: refused before a password is read (none is given here)
+        ("user", "add", "bad name!"),
+        ("user", "passwd", "nobody"),
+        ("token", "resync", s1, "123456", "654321", "--user", "nobody"),
+        ("token", "resync", s1, "123456", "654321", "--password-stdin"),
+        ("server", "config", "--set", "max_fail=0"),
+        ("server", "config", "--set", "no_such_setting=1"),
     ]
+    needles = {
+        ("token", "import", env / "huge.csv"): "2**63",
+        ("audit", "--db", env / "notes.txt"): "not a keyfob database",
+        ("audit", "--db", env / "fake.db"): "not a keyfob database",
+        ("audit", "--db", env): "is a directory",
+        ("token", "import", env / "fine.csv", "--key", PSK.hex()): "never encrypted",
+        ("token", "import", env / "fine.txt", "--passphrase", "pass phrase"): "never encrypted",
+        ("token", "import", env / "fine.csv", "--psk-file", env / "wrong.hex"): "never encrypted",
+        ("user", "add", "bob"): "already exists",
+        ("user", "passwd", "nobody"): "unknown user",
+        ("token", "resync", s1, "123456", "654321", "--user", "nobody"): "unknown user",
+    }
     for args in cases:
         r = run(*args)
         assert r.exit_code == 2, (args, r.output)
@@ -184,4 +217,119 @@ def test_bad_input_one_line_nonzero_nothing_written(env):
         assert err.startswith("error: ") and "\n" not in err, (args, err)
         assert "Traceback" not in r.output
         assert PW not in r.output and SEED.hex() not in r.output
+        assert needles.get(args, "") in err, (args, err)
+        # with --json the same error is also one JSON object on stdout, with the same exit code
+        r = run(*args, "--json")
+        assert r.exit_code == 2, (args, r.output)
+        assert json.loads(r.stdout) == {"error": err.removeprefix("error: ")}, (args, r.stdout)
     assert dump(env / "v.db") == before
+    assert (env / "notes.txt").read_text() == "not a database\n"
+
+
+def test_json_for_every_command_that_changes_a_token_or_a_user(env):
+    s1 = make_serial(31)
+    assert run("server", "init", "--json").exit_code == 0
+    r = run("user", "add", "cat", "--password-stdin", "--json", input=PW + "\n")
+    assert json.loads(r.stdout) == {"user": "cat", "twofa": True}
+    r = run("user", "passwd", "cat", "--password-stdin", "--json", input=PW + "x\n")
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"user": "cat", "password_changed": True}
+    assert json.loads(run("user", "disable-2fa", "cat", "--json").stdout) == {"user": "cat", "twofa": False}
+    assert json.loads(run("user", "enable-2fa", "cat", "--json").stdout) == {"user": "cat", "twofa": True}
+    pskc_file(env / "p.pskc", [(s1, "hotp", SEED, 6, "sha1")])
+    assert run("token", "import", env / "p.pskc").exit_code == 0
+    h = pyotp.HOTP(base64.b32encode(SEED).decode())
+    assert run("token", "link", "cat", s1, h.at(0)).exit_code == 0
+    for _ in range(10):
+        run("validate", "cat", "000000", "--code-only")
+    steps = [
+        ("unlock", {"state": "active", "user": "cat", "locked": False}),
+        ("disable", {"state": "disabled", "user": "cat", "locked": False}),
+        ("enable", {"state": "active", "user": "cat", "locked": False}),
+        ("unlink", {"state": "unassigned", "user": None, "locked": False}),
+        ("revoke", {"state": "revoked", "user": None, "locked": False}),
+    ]
+    for cmd, want in steps:
+        r = run("token", cmd, s1, "--json")
+        assert r.exit_code == 0, (cmd, r.output)
+        assert json.loads(r.stdout) == {"serial": s1, **want}, cmd
+    r = run("token", "enable", s1, "--json")  # not allowed for a revoked token
+    assert r.exit_code == 2 and "revoked" in json.loads(r.stdout)["error"]
+
+
+def test_self_service_resync_on_the_command_line(env):
+    s1, s2 = make_serial(41), make_serial(42)
+    assert run("server", "init").exit_code == 0
+    for name in ("dora", "emil"):
+        assert run("user", "add", name, "--password-stdin", input=PW + "\n").exit_code == 0
+    pskc_file(env / "p.pskc", [(s1, "hotp", SEED, 6, "sha1"), (s2, "hotp", SEED_B, 6, "sha1")])
+    assert run("token", "import", env / "p.pskc").exit_code == 0
+    h = pyotp.HOTP(base64.b32encode(SEED).decode())
+    h2 = pyotp.HOTP(base64.b32encode(SEED_B).decode())
+    assert run("token", "link", "dora", s1, h.at(0)).exit_code == 0
+    assert run("token", "link", "emil", s2, h2.at(0)).exit_code == 0
+
+    args = ("token", "resync", s1, h.at(300), h.at(301), "--user", "dora", "--password-stdin", "--json")
+    r = run(*args, input="wrong password\n")
+    assert r.exit_code == 1 and json.loads(r.stdout)["reason"] == "wrong-password"
+    # someone else's token: refused before the password is read
+    r = run("token", "resync", s2, h2.at(300), h2.at(301), "--user", "dora", "--password-stdin")
+    assert r.exit_code == 2 and "does not belong to user 'dora'" in r.stderr
+    r = run("token", "resync", s1, h.at(300), h.at(302), "--user", "dora", "--password-stdin", input=PW + "\n")
+    assert r.exit_code == 1 and "wrong-code" in r.stderr
+    r = run(*args, input=PW + "\n")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"accepted": True, "user": "dora", "serial": s1, "reason": "ok"}
+    assert run("validate", "dora", PW, h.at(302)).exit_code == 0
+    rows = json.loads(run("audit", "--action", "token-resync", "--json").stdout)
+    assert [(e["actor"], e["result"], e["detail"]) for e in rows] == [
+        ("dora", "ok", None),
+        ("dora", "fail", "wrong-code"),
+        ("dora", "fail", "wrong-password"),
+    ]
+    assert json.loads(run("token", "list", "--json").stdout)[1]["counter"] == 1  # emil's: untouched
+
+
+def test_policy_options_at_init_and_server_config(env):
+    r = run("server", "init", "--max-fail", "3", "--lock-seconds", "never", "--hotp-window", "4", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["policy"]["max_fail"] == 3
+    shown = json.loads(run("server", "config", "--json").stdout)
+    assert shown["max_fail"] == 3 and shown["lock_seconds"] is None and shown["hotp_window"] == 4
+    assert shown["totp_window"] == 1 and shown["user_rate_limit"] == 20  # the defaults for the rest
+    r = run("server", "config", "--set", "max-fail=5", "--set", "lock_seconds=120", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["max_fail"] == 5 and json.loads(r.stdout)["lock_seconds"] == 120
+    r = run("server", "config")
+    assert r.exit_code == 0 and "max_fail" in r.stdout and "120" in r.stdout
+    rows = json.loads(run("audit", "--action", "server-config", "--json").stdout)
+    assert sorted(e["detail"] for e in rows) == ["lock_seconds None -> 120", "max_fail 3 -> 5"]
+
+    # the stored policy is what every later command applies: 5 wrong codes lock, not 10
+    s1 = make_serial(51)
+    assert run("user", "add", "finn", "--password-stdin", input=PW + "\n").exit_code == 0
+    pskc_file(env / "p.pskc", [(s1, "hotp", SEED, 6, "sha1")])
+    assert run("token", "import", env / "p.pskc").exit_code == 0
+    h = pyotp.HOTP(base64.b32encode(SEED).decode())
+    assert run("token", "link", "finn", s1, h.at(0)).exit_code == 0
+    for _ in range(5):
+        run("validate", "finn", "000000", "--code-only")
+    r = run("validate", "finn", h.at(1), "--code-only", "--json")
+    assert json.loads(r.stdout)["reason"] == "locked"
+    assert run("server", "init", "--max-fail", "0", "--db", env / "other.db").exit_code == 2
+
+
+def test_database_made_by_the_cli_is_private(env):
+    assert run("server", "init").exit_code == 0
+    assert run("user", "add", "gil", "--password-stdin", input=PW + "\n").exit_code == 0
+    assert stat.S_IMODE((env / "v.db").stat().st_mode) == 0o600
+    (env / "v.db").chmod(0o640)
+    r = run("user", "list")
+    assert r.exit_code == 2 and "accessible by others" in r.stderr and "chmod 600" in r.stderr
+
+
+def test_a_database_url_password_is_not_printed(env):
+    url = "postgresql://admin:Hunter2secret@127.0.0.1:1/keyfob"
+    for args in (("server", "init"), ("user", "list"), ("audit", "--json")):
+        r = run(*args, "--db", url)
+        assert r.exit_code == 2, r.output
+        assert "Hunter2secret" not in r.output and "admin" in r.stderr, r.output

@@ -114,6 +114,24 @@ def test_user_rate_window():
     assert not rules.throttled(s, c, 160, p)
     assert rules.after_user_failure(s, c, 160, p) == (160, 1)
     assert not rules.throttled(s, c, 120, Policy(user_rate_limit=0))
+    # another thread or node read its clock a moment earlier than the window's start: same window
+    # (otherwise each such attempt would open a new window and slip past the limit)
+    assert rules.throttled(100, 2, 99.5, p)
+    assert rules.after_user_failure(100, 1, 99.5, p) == (100, 2)
+    # a clock that went back by more than a whole window starts a new one
+    assert rules.after_user_failure(100, 2, 39, p) == (39, 1)
+    assert not rules.throttled(100, 2, 39, p)
+
+
+def test_counter_windows_stop_below_2_63():
+    k = key()
+    top = rules.MAX_COUNTER
+    assert top == 2**63 - 1
+    assert rules.hotp_check(k, top - 2, k.code(top - 1), 10) == top - 1  # new counter: top
+    assert rules.hotp_check(k, top - 2, k.code(top), 10) is None  # its new counter would not fit
+    assert rules.hotp_check(k, top, k.code(top), 10) is None
+    assert rules.hotp_resync(k, top - 3, k.code(top - 2), k.code(top - 1), 1000) == top
+    assert rules.hotp_resync(k, top - 3, k.code(top - 1), k.code(top), 1000) is None
 
 
 def test_split_field_passwords_ending_in_digits():

@@ -1,7 +1,8 @@
 """The one shape a token's secret record has on the host.
 
 A ``TokenRecord`` is what provisioning produces, what seed files (PSKC, CSV,
-otpauth) carry, and what the verifier imports. Its ``repr`` never shows the
+otpauth) carry, and what the verifier imports. HOTP counters stay below 2**63
+(RFC 4226 allows 8 bytes; the verifier stores them in a signed 64-bit column). Its ``repr`` never shows the
 secret, so a record that lands in a log or a traceback leaks nothing.
 """
 
@@ -43,7 +44,10 @@ class TokenRecord:
             raise RecordError(f"token {self.serial}: digits must be 6 or 8, not {self.digits!r}")
         if self.mode == "totp" and self.period not in PERIODS:
             raise RecordError(f"token {self.serial}: period must be 30 or 60 s, not {self.period!r}")
-        if not 0 <= self.counter < 2**64:
-            raise RecordError(f"token {self.serial}: counter must be in 0 .. 2**64-1 (RFC 4226 8-byte counter)")
+        if isinstance(self.counter, bool) or not isinstance(self.counter, int) or not 0 <= self.counter < 2**63:
+            raise RecordError(
+                f"token {self.serial}: counter must be in 0 .. 2**63-1 (RFC 4226 allows 2**64-1;"
+                " a signed 64-bit database column holds one bit less)"
+            )
         if not isinstance(self.secret, bytes | bytearray) or len(self.secret) < 16:
             raise RecordError(f"token {self.serial}: seed must be at least 16 bytes (128 bits, RFC 4226)")

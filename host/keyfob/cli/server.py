@@ -1,7 +1,9 @@
-"""``keyfob server``: create the verifier database; plus the options and error handling shared by the
-verifier's command groups (``user``, ``token``, ``validate``, ``backup-codes``, ``audit``).
+"""``keyfob server``: create the verifier database and show or change its policy; plus the options
+and error handling shared by the verifier's command groups (``user``, ``token``, ``validate``,
+``backup-codes``, ``audit``).
 
 Exit codes: 0 success (for ``validate``: only an accepted code), 1 refused, 2 bad input or error.
+With ``--json`` an error is also printed as ``{"error": "..."}`` on standard output.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import sys
 from datetime import UTC, datetime
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from keyfob.verifier import Policy, Verifier, VerifierError
-from keyfob.verifier.db import ENV_DB, default_db, to_url
+from keyfob.verifier.db import ENV_DB, default_db, display, driver_message
 from keyfob.verifier.passwords import profile_from_env
+from keyfob.verifier.rules import SHARED, parse_setting
 
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
@@ -52,13 +56,10 @@ def json_option(fn):
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
 
 
-def policy() -> Policy:
-    # KEYFOB_ARGON2_PROFILE=fast is a test-only switch (cheap password hashes); see passwords.py.
-    return Policy(password_profile=profile_from_env())
-
-
 def open_verifier(db: str | None, key_file: str | None) -> Verifier:
-    return Verifier.open(db or default_db(), key_file=key_file, policy=policy())
+    """Open the database with the policy stored in it (the same on every node)."""
+    # KEYFOB_ARGON2_PROFILE=fast is a test-only switch (cheap password hashes); see passwords.py.
+    return Verifier.open(db or default_db(), key_file=key_file, password_profile=profile_from_env())
 
 
 def actor() -> str:
@@ -68,20 +69,28 @@ def actor() -> str:
         return "cli"
 
 
-def fail(message: str, code: int = EXIT_ERROR):
+def fail(message: str, code: int = EXIT_ERROR, *, as_json: bool = False):
+    """One line on stderr (and ``{"error": ...}`` on stdout for ``--json``), then exit ``code``."""
+    if as_json:
+        emit_json({"error": message})
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
 def handle_errors(fn):
-    """Turn a :class:`VerifierError` into one line on stderr and exit code 2."""
+    """Turn a :class:`VerifierError` (or a database driver's error) into one line on stderr and exit
+    code 2; with ``--json`` also into ``{"error": "..."}`` on stdout."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except VerifierError as exc:
-            fail(str(exc))
+            fail(str(exc), as_json=as_json)
+        except SQLAlchemyError as exc:  # not expected once open: say what the driver said, briefly
+            db = kwargs.get("db") or default_db()
+            fail(f"database {display(db)}: {driver_message(exc, db)}", as_json=as_json)
 
     return wrapper
 
@@ -120,19 +129,93 @@ def server() -> None:
     """The verifier database (users, tokens, audit)."""
 
 
+_POLICY_HELP = {
+    "hotp_window": "HOTP look-ahead: counters tried after the expected one",
+    "hotp_sync_window": "HOTP resync window: counters searched for two consecutive codes",
+    "totp_window": "TOTP window: steps accepted each side of now + the token's drift",
+    "totp_sync_seconds": "TOTP resync window: seconds searched each side of now",
+    "max_fail": "wrong codes in a row that lock a token",
+    "lock_seconds": "how long a lock lasts ('never': until an admin unlocks)",
+    "user_rate_limit": "failed attempts per user per window before attempts are refused unchecked (0: off)",
+    "user_rate_window": "length of the per-user window in seconds",
+}
+
+
+def _policy_options(fn):
+    for name in reversed(SHARED):
+        fn = click.option(
+            "--" + name.replace("_", "-"),
+            name,
+            default=None,
+            metavar="N" if name != "lock_seconds" else "S|never",
+            help=f"{_POLICY_HELP[name]} [default {Policy().shared()[name]}].",
+        )(fn)
+    return fn
+
+
+def _show(value) -> str:
+    if value is None:
+        return "never"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _print_policy(policy: Policy) -> None:
+    from rich.table import Table
+
+    t = Table("setting", "value", "meaning")
+    for name, value in policy.shared().items():
+        t.add_row(name, _show(value), _POLICY_HELP[name])
+    console().print(t)
+
+
 @server.command("init")
+@_policy_options
 @db_options
 @json_option
 @handle_errors
-def init(db, key_file, as_json) -> None:
-    """Create the database schema and the seed encryption key (mode 0600) if it does not exist."""
+def init(db, key_file, as_json, **settings) -> None:
+    """Create the database schema and the seed encryption key (mode 0600) if it does not exist.
+
+    The policy options are stored in the database, so every node using it applies the same limits;
+    change them later with `keyfob server config --set`."""
     target = db or default_db()
-    v = Verifier.init(target, key_file=key_file, policy=policy(), actor=actor())
+    given = {k: parse_setting(k, v) for k, v in settings.items() if v is not None}
+    pol = Policy(password_profile=profile_from_env()).with_shared(given)
+    v = Verifier.init(target, key_file=key_file, policy=pol, actor=actor())
     v.close()
     if as_json:
-        emit_json({"database": to_url(target), "initialised": True})
+        emit_json({"database": display(target), "initialised": True, "policy": pol.shared()})
     else:
-        click.echo(f"initialised {to_url(target)}")
+        click.echo(f"initialised {display(target)}")
+
+
+@server.command("config")
+@click.option(
+    "--set",
+    "changes",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help=f"Change a setting (repeatable; audited): {', '.join(SHARED)}.",
+)
+@db_options
+@json_option
+@handle_errors
+def config(changes, db, key_file, as_json) -> None:
+    """Show the verifier's policy (stored in the database, the same for every node), or change it
+    with --set KEY=VALUE. Other running processes apply a change when they next open the database."""
+    parsed = {}
+    for item in changes:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise click.BadParameter(f"expected KEY=VALUE, not {item!r}", param_hint="--set")
+        parsed[name] = parse_setting(name, value)
+    with open_verifier(db, key_file) as v:
+        pol = v.set_policy(parsed, actor=actor()) if parsed else v.policy
+    if as_json:
+        emit_json(pol.shared())
+    else:
+        _print_policy(pol)
 
 
 def register(main: click.Group) -> None:

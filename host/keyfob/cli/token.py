@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from keyfob.verifier import BadInput, SeedFileError, accept_serial
+from keyfob.verifier import BadInput, SeedFileError, TokenStateError, accept_serial
 
 from .server import (
     EXIT_REFUSED,
@@ -258,8 +258,9 @@ def export(
 )
 @click.option("--force", is_flag=True, help="Replace the PNG/SVG file if it exists.")
 @db_options
+@json_option
 @handle_errors
-def twin(serial, png, svg, terminal, show_uri, issuer, understood, force, db, key_file) -> None:
+def twin(serial, png, svg, terminal, show_uri, issuer, understood, force, db, key_file, as_json) -> None:
     """Make a software twin of token SERIAL for an authenticator app: a QR code of its otpauth:// URI.
 
     Anyone who sees the QR code can make the token's codes for ever: the app becomes a second
@@ -271,6 +272,9 @@ def twin(serial, png, svg, terminal, show_uri, issuer, understood, force, db, ke
     TOTP: the twin runs on the phone's clock, while the verifier keeps one learned clock drift per
     token: if the hardware token's clock has drifted, the twin's codes may fall outside the window,
     and each accepted code moves the drift towards the device that sent it.
+
+    With --json the result is one JSON object (the URI only with --show-uri), so the QR code must
+    go to a file (--png/--svg) or be left out (--show-uri alone).
     """
     if not understood:
         raise BadInput(
@@ -280,6 +284,8 @@ def twin(serial, png, svg, terminal, show_uri, issuer, understood, force, db, ke
     if len(targets) + terminal > 1:
         raise BadInput("choose one of --png, --svg, --terminal")
     target = targets[0] if targets else None
+    if as_json and (terminal or (target is None and not show_uri)):
+        raise BadInput("with --json, write the QR code with --png/--svg or give --show-uri (no terminal drawing)")
     if target is not None:
         want = ".png" if png is not None else ".svg"
         if Path(target).suffix.lower() != want:
@@ -290,15 +296,27 @@ def twin(serial, png, svg, terminal, show_uri, issuer, understood, force, db, ke
     def render(records):
         return _formats_error(lambda: build_uri(records[0], issuer))
 
-    kind = "png" if png is not None else "svg" if svg is not None else "terminal"
+    kind = "png" if png is not None else "svg" if svg is not None else "none" if as_json else "terminal"
     detail = f"qr {kind}" + (", uri shown" if show_uri else "")
     with open_verifier(db, key_file) as v:
         uri = v.export_records([serial], actor=actor(), action="token-twin", detail=detail, render=render)
         info = v.token(serial)
     if target is not None:
         _formats_error(lambda: write_qr(target, uri))
-    else:
+    elif not as_json:
         click.echo(terminal_qr(uri), nl=False)
+    if as_json:
+        out = {
+            "serial": info.serial,
+            "mode": info.mode,
+            "counter": info.counter if info.mode == "hotp" else None,
+            "period": info.period if info.mode == "totp" else None,
+            "file": target,
+        }
+        if show_uri:
+            out["uri"] = uri
+        emit_json(out)
+        return
     if show_uri:
         click.echo(uri)
     where = "next counter " + str(info.counter) if info.mode == "hotp" else f"{info.period} s period"
@@ -390,13 +408,34 @@ def link(user_name, serial, code, description, db, key_file, as_json) -> None:
 @click.argument("serial")
 @click.argument("code1")
 @click.argument("code2")
+@click.option(
+    "--user",
+    "user_name",
+    default=None,
+    help="Self-service: the token's owner, who gives their password (prompted, or --password-stdin).",
+)
+@click.option("--password-stdin", is_flag=True, help="With --user: read the password from one line of stdin.")
 @db_options
 @json_option
 @handle_errors
-def resync(serial, code1, code2, db, key_file, as_json) -> None:
-    """Find SERIAL again from two consecutive codes (press twice / wait for the next code)."""
+def resync(serial, code1, code2, user_name, password_stdin, db, key_file, as_json) -> None:
+    """Find SERIAL again from two consecutive codes (press twice / wait for the next code).
+
+    As admin (no --user) this also clears the token's lock. With --user it is the owner's
+    self-service: the password must be right and the token theirs and not locked, and a failure
+    counts like a wrong login."""
+    if password_stdin and user_name is None:
+        raise BadInput("--password-stdin is for self-service resync: add --user")
     with open_verifier(db, key_file) as v:
-        r = v.resync(serial, code1, code2, actor=actor())
+        if user_name is None:
+            r = v.resync(serial, code1, code2, actor=actor())
+        else:
+            info = v.token(serial)  # unknown token or user, or not theirs: refused before the password
+            v.user(user_name)
+            if info.user != user_name:
+                raise TokenStateError(f"token {info.serial} does not belong to user {user_name!r}")
+            password = read_secret("Password", from_stdin=password_stdin)
+            r = v.resync(serial, code1, code2, user=user_name, password=password)
     _outcome(r, as_json, f"token {r.serial} resynchronised")
 
 
@@ -404,11 +443,16 @@ def _simple(name: str, method: str, done: str, help_text: str):
     @token.command(name, help=help_text)
     @click.argument("serial")
     @db_options
+    @json_option
     @handle_errors
-    def cmd(serial, db, key_file) -> None:
+    def cmd(serial, db, key_file, as_json) -> None:
         with open_verifier(db, key_file) as v:
             getattr(v, method)(serial, actor=actor())
-        click.echo(f"token {accept_serial(serial)} {done}")
+            info = v.token(serial)
+        if as_json:
+            emit_json({"serial": info.serial, "state": info.state, "user": info.user, "locked": info.locked})
+        else:
+            click.echo(f"token {info.serial} {done}")
 
     return cmd
 

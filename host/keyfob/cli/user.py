@@ -31,6 +31,7 @@ def user() -> None:
 def add(name, no_2fa, password_stdin, db, key_file, as_json) -> None:
     """Add user NAME (the password is prompted for, or read with --password-stdin)."""
     with open_verifier(db, key_file) as v:
+        v.check_new_user(name)  # before asking for a password that would be thrown away
         password = read_secret("Password", from_stdin=password_stdin, confirm=True)
         info = v.add_user(name, password, twofa=not no_2fa, actor=actor())
     if as_json:
@@ -67,35 +68,47 @@ def list_(db, key_file, as_json) -> None:
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from one line of standard input.")
 @db_options
+@json_option
 @handle_errors
-def passwd(name, password_stdin, db, key_file) -> None:
+def passwd(name, password_stdin, db, key_file, as_json) -> None:
     """Set the password of user NAME."""
     with open_verifier(db, key_file) as v:
+        v.user(name)  # unknown user: refused before the password is asked for
         password = read_secret("New password", from_stdin=password_stdin, confirm=True)
         v.set_password(name, password, actor=actor())
-    click.echo(f"password of {name} changed")
+    if as_json:
+        emit_json({"user": name, "password_changed": True})
+    else:
+        click.echo(f"password of {name} changed")
+
+
+def _set_twofa(name, enabled, db, key_file, as_json, text) -> None:
+    with open_verifier(db, key_file) as v:
+        v.set_twofa(name, enabled, actor=actor())
+    if as_json:
+        emit_json({"user": name, "twofa": enabled})
+    else:
+        click.echo(text)
 
 
 @user.command("disable-2fa")
 @click.argument("name")
 @db_options
+@json_option
 @handle_errors
-def disable_2fa(name, db, key_file) -> None:
+def disable_2fa(name, db, key_file, as_json) -> None:
     """Let user NAME log in with the password alone."""
-    with open_verifier(db, key_file) as v:
-        v.set_twofa(name, False, actor=actor())
-    click.echo(f"2FA off for {name}: the password alone now logs in")
+    _set_twofa(name, False, db, key_file, as_json, f"2FA off for {name}: the password alone now logs in")
 
 
 @user.command("enable-2fa")
 @click.argument("name")
 @db_options
+@json_option
 @handle_errors
-def enable_2fa(name, db, key_file) -> None:
+def enable_2fa(name, db, key_file, as_json) -> None:
     """Require a code (or backup code) from user NAME again."""
-    with open_verifier(db, key_file) as v:
-        v.set_twofa(name, True, actor=actor())
-    click.echo(f"2FA on for {name}")
+    _set_twofa(name, True, db, key_file, as_json, f"2FA on for {name}")
 
 
 def register(main: click.Group) -> None:

@@ -28,7 +28,8 @@ from .server import (
 @click.option(
     "--code-only",
     is_flag=True,
-    help="SECRET is the code alone (the password is checked elsewhere, e.g. by PAM).",
+    help="SECRET is the code alone, with no password check: only for a stack that has checked the "
+    "password before (e.g. PAM). Wrong codes count against the user's tokens.",
 )
 @db_options
 @json_option

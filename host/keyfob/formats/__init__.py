@@ -62,11 +62,15 @@ def read_seed_file(
     """All the tokens in the seed file at ``path``, or FormatError and none.
 
     ``key`` (bytes or hex) or ``passphrase`` unlocks an encrypted PSKC file;
-    CSV and URI files are never encrypted and ignore them.
+    CSV and URI files are never encrypted, so giving either with one is refused
+    (the caller meant another file, or the file is not what it thinks).
     """
     where = os.fspath(path)
     data = read_limited(path)
     kind = detect_format(data)
+    if kind != "pskc" and (key is not None or passphrase is not None):
+        what = "an OATH CSV file" if kind == "csv" else "an otpauth URI file"
+        raise FormatError(f"{where}: {what} is never encrypted, but a key or passphrase was given")
     if kind == "pskc":
         records = parse_pskc(data, where, key=key, passphrase=passphrase)
     else:

@@ -6,6 +6,11 @@ SQLite answers with an immediate "database is locked" that no timeout helps), an
 meets "database is locked" is retried with back-off. Any other SQLAlchemy URL (e.g. PostgreSQL for
 several nodes) is used as given; the compare-and-set updates in :mod:`.service` are correct under
 READ COMMITTED as well.
+
+A SQLite file is private: it is created with mode 0600 (its directory 0700 if we make it) before
+SQLite opens it, SQLite gives its -wal and -shm files the same mode, and a database file or WAL
+that group or others may access is refused on open (as the key file is). Messages name a database
+by :func:`display`, which never shows a URL's password.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
+import stat
 import time
 from pathlib import Path
 
@@ -23,11 +30,14 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError as SADatabaseError
 
 from .errors import DatabaseError
 
 ENV_DB = "KEYFOB_DB"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 BUSY_TIMEOUT_S = 30.0
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCKED = ("database is locked", "database is busy", "database table is locked")
@@ -53,24 +63,109 @@ def sqlite_path(url: str) -> str | None:
     return u.database or ":memory:"
 
 
+def display(db: str | os.PathLike) -> str:
+    """How a database is named in messages and output: its URL with any password hidden."""
+    text = to_url(db)
+    try:
+        return make_url(text).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+def _hide(message: str, db: str | os.PathLike) -> str:
+    """``message`` (e.g. a driver's error text) with the database URL's password blotted out."""
+    message = _URL_PASSWORD.sub(r"\1***@", message)
+    try:
+        password = make_url(to_url(db)).password
+    except (ArgumentError, ValueError):
+        password = None
+    if password:
+        message = message.replace(str(password), "***")
+    return message
+
+
+def driver_message(exc: BaseException, db: str | os.PathLike) -> str:
+    """The first line of a database driver's error, safe to show (no password, no SQL parameters)."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return _hide(first, db)
+
+
+@contextlib.contextmanager
+def opening(db: str | os.PathLike):
+    """Turn the driver's errors while opening ``db`` into one :class:`DatabaseError` line."""
+    try:
+        yield
+    except DatabaseError:
+        raise
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot open database {display(db)}: {driver_message(exc, db)}") from None
+    except SADatabaseError as exc:
+        raise DatabaseError(f"{display(db)} is not a keyfob database ({driver_message(exc, db)})") from None
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot use database {display(db)}: {driver_message(exc, db)}") from None
+
+
+def _check_file(path: str) -> None:
+    """Refuse what cannot be a private SQLite database: a directory, another kind of file, or a
+    database (or its write-ahead log) that group or others may access (as ssh does with keys)."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise DatabaseError(f"{path} is a directory, not a keyfob database")
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise DatabaseError(f"cannot read database {path}: {exc.strerror}") from None
+    if head and head != _SQLITE_MAGIC:
+        raise DatabaseError(f"{path} is not a keyfob database (not a SQLite file)")
+    for p in (path, path + "-wal"):
+        try:
+            mode = os.stat(p).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise DatabaseError(f"cannot read database {p}: {exc.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise DatabaseError(
+                f"database file {p} is accessible by others (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+            )
+
+
+def _create_file(path: str) -> None:
+    """Create an empty database file with mode 0600 (its directory 0700 if we make it) before SQLite
+    opens it: SQLite gives its -wal and -shm files the database file's mode."""
+    parent = Path(path).parent
+    try:
+        if not parent.exists():
+            parent.mkdir(mode=0o700, parents=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise DatabaseError(f"cannot create database {path}: {exc.strerror}") from None
+    os.close(fd)
+
+
 def make_engine(db: str | os.PathLike, *, must_exist: bool) -> Engine:
     url = to_url(db)
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise DatabaseError(f"not a database URL or path: {os.fspath(db)!r}") from None
+    except (ArgumentError, ValueError):
+        raise DatabaseError(f"not a database URL or path: {display(db)}") from None
     path = sqlite_path(url)
     if path is None:
         try:
             return create_engine(parsed, pool_pre_ping=True)
         except (ArgumentError, ImportError) as exc:
-            raise DatabaseError(f"cannot use database {parsed.render_as_string()}: {exc}") from None
+            raise DatabaseError(f"cannot use database {display(db)}: {_hide(str(exc), db)}") from None
     if path == ":memory:" or parsed.database in (None, ""):
         raise DatabaseError("an in-memory SQLite database cannot be shared; give a file")
     if must_exist and not os.path.exists(path):
         raise DatabaseError(f"database {path} does not exist (run `keyfob server init`)")
     if not must_exist:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _create_file(path)
+    _check_file(path)
     engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")

@@ -10,18 +10,27 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from keyfob.otp import HotpKey, totp_step
 
 from .errors import BadInput
+
+#: the largest stored HOTP counter: the database column is a signed 64-bit integer, so counters stay
+#: below 2**63 (RFC 4226 allows 8 bytes, but no token presses its button 2**63 times)
+MAX_COUNTER = 2**63 - 1
 
 
 @dataclass(frozen=True)
 class Policy:
     """Tunable limits. Defaults follow privacyIDEA where it has one (look-ahead 10, sync window 1000,
     max fail 10); the TOTP window is one step each side of now + the token's drift (RFC 6238 section 5.2
-    recommends at most one step of network delay)."""
+    recommends at most one step of network delay).
+
+    The fields in :data:`SHARED` are kept in the database (``settings``) so that every node using one
+    database applies the same limits: :meth:`Verifier.init` stores them, :meth:`Verifier.open` reads
+    them, :meth:`Verifier.set_policy` changes them. ``backup_codes`` and ``password_profile`` are local.
+    """
 
     hotp_window: int = 10
     totp_window: int = 1
@@ -38,13 +47,73 @@ class Policy:
     password_profile: str = "default"
 
     def __post_init__(self) -> None:
+        for name in SHARED:
+            val = getattr(self, name)
+            if name == "lock_seconds" and val is None:
+                continue
+            kind = (int, float) if name in _SECONDS else int
+            if isinstance(val, bool) or not isinstance(val, kind):
+                raise BadInput(f"policy: {name} must be a number")
+        if not isinstance(self.backup_codes, int) or isinstance(self.backup_codes, bool):
+            raise BadInput("policy: backup_codes must be a whole number")
         for name in ("hotp_window", "hotp_sync_window", "max_fail", "backup_codes"):
             if getattr(self, name) < 1:
                 raise BadInput(f"policy: {name} must be at least 1")
         if self.totp_window < 0 or self.user_rate_limit < 0 or self.totp_sync_seconds < 0:
             raise BadInput("policy: windows and limits must not be negative")
-        if self.lock_seconds is not None and self.lock_seconds <= 0:
-            raise BadInput("policy: lock_seconds must be positive or None")
+        if self.lock_seconds is not None and not 0 < self.lock_seconds < 1e12:
+            raise BadInput("policy: lock_seconds must be positive (or never)")
+        if not 0 < self.user_rate_window < 1e12:
+            raise BadInput("policy: user_rate_window must be positive")
+        if self.hotp_window > 10**6 or self.hotp_sync_window > 10**6 or self.totp_window > 10**4:
+            raise BadInput("policy: a window that wide is not a window")
+        if self.totp_sync_seconds > 10 * 86400:
+            raise BadInput("policy: totp_sync_seconds is at most 10 days")
+
+    def shared(self) -> dict:
+        """The fields every node must agree on, as a JSON-able dict."""
+        return {name: getattr(self, name) for name in SHARED}
+
+    def with_shared(self, values: dict) -> Policy:
+        """This policy with the shared fields taken from ``values`` (unknown names refused)."""
+        unknown = sorted(set(values) - set(SHARED))
+        if unknown:
+            raise BadInput(f"policy: unknown setting {unknown[0]!r} (known: {', '.join(SHARED)})")
+        return replace(self, **values)
+
+
+#: the policy fields kept in the database, in display order
+SHARED = (
+    "hotp_window",
+    "hotp_sync_window",
+    "totp_window",
+    "totp_sync_seconds",
+    "max_fail",
+    "lock_seconds",
+    "user_rate_limit",
+    "user_rate_window",
+)
+_SECONDS = ("lock_seconds", "user_rate_window")
+
+
+def parse_setting(name: str, text: str):
+    """The typed value of policy setting ``name`` from its text (``lock_seconds``: ``never`` for an
+    admin-only unlock). :class:`BadInput` for an unknown name or a malformed value."""
+    if name not in SHARED:
+        raise BadInput(f"unknown setting {name!r} (known: {', '.join(SHARED)})")
+    t = text.strip().lower()
+    if name == "lock_seconds" and t in ("never", "none", "admin"):
+        return None
+    try:
+        if name in _SECONDS:
+            val = float(t)
+            if val != val or val in (float("inf"), float("-inf")):
+                raise ValueError
+            return int(val) if val.is_integer() else val
+        return int(t, 10)
+    except ValueError:
+        kind = "a number of seconds" if name in _SECONDS else "a whole number"
+        raise BadInput(f"{name} must be {kind}, not {text!r}") from None
 
 
 _DIGITS_RE = re.compile(r"[0-9]+\Z")
@@ -75,8 +144,12 @@ def check_code_format(code: str, allowed_digits) -> str:
 def hotp_check(key: HotpKey, counter: int, code: str, window: int) -> int | None:
     """The counter in ``counter .. counter + window - 1`` whose code is ``code``, else None.
 
-    On success the stored counter must become the result + 1.
+    On success the stored counter must become the result + 1, so the window never reaches past
+    :data:`MAX_COUNTER` - 1.
     """
+    window = min(window, MAX_COUNTER - counter)
+    if counter < 0 or window < 1:
+        return None
     return key.find(code, counter, window)
 
 
@@ -92,7 +165,12 @@ def _consecutive(codes: list[str], code1: str, code2: str) -> int | None:
 
 
 def hotp_resync(key: HotpKey, counter: int, code1: str, code2: str, window: int) -> int | None:
-    """New stored counter after two consecutive codes found within ``window`` counters, else None."""
+    """New stored counter after two consecutive codes found within ``window`` counters, else None.
+
+    The new counter is at most :data:`MAX_COUNTER`."""
+    window = min(window, MAX_COUNTER - 1 - counter)
+    if counter < 0 or window < 1:
+        return None
     i = _consecutive(key.codes(counter, window + 1), code1, code2)
     return None if i is None else counter + i + 2
 
@@ -142,9 +220,7 @@ def is_locked(fail_count: int, locked_until: float | None, now: float, policy: P
     return locked_until is None or now < locked_until
 
 
-def after_failure(
-    fail_count: int, locked_until: float | None, now: float, policy: Policy
-) -> tuple[int, float | None]:
+def after_failure(fail_count: int, locked_until: float | None, now: float, policy: Policy) -> tuple[int, float | None]:
     """``(fail_count, locked_until)`` after one more wrong code. An expired lock starts counting anew."""
     if fail_count >= policy.max_fail and locked_until is not None and now >= locked_until:
         fail_count = 0
@@ -160,8 +236,12 @@ def after_failure(
 #
 # Trade-off. The token lock alone stops guessing codes, but it is also a weapon: anyone who can submit
 # attempts could lock a user's token again and again. So:
-#   * a wrong *password* never counts against a token: without the password an attacker cannot lock
-#     the token at all; password guessing is slowed by this per-user limit instead;
+#   * on the login paths that check the password (``Verifier.verify``, self-service resync) a wrong
+#     *password* never counts against a token: without the password an attacker cannot lock the token
+#     there; password guessing is slowed by this per-user limit instead. The code-only path
+#     (``Verifier.check_code``, ``keyfob validate --code-only``) checks no password and does count wrong
+#     codes against the token: it is meant for a stack where the password has already been checked
+#     earlier (e.g. pam_unix before the keyfob PAM module), and must only be reachable after that check;
 #   * the per-user limit is a short fixed window (default 20 failures per 60 s, above the token limit
 #     so it never pre-empts the token lock in normal use). Past it, attempts
 #     are refused *without being checked* and without touching the token's fail count, and the window
@@ -171,20 +251,32 @@ def after_failure(
 # the alternatives are worse: no limit lets passwords be guessed at full speed, and a lock that only an
 # admin lifts lets one attacker shut a user out for ever. Limiting per source address belongs in the
 # front end (web server, RADIUS), which sees addresses; this library does not.
+#
+# Both counters are *reserved* before anything is checked (see ``Verifier._reserve``): one atomic
+# ``UPDATE ... SET count = count + 1 WHERE ... count < limit`` per attempt, so parallel attempts can
+# never get more checks than the limit allows. A successful attempt gives its reservations back.
+# :func:`after_failure` and :func:`after_user_failure` are the rules those UPDATEs implement.
+
+
+def new_window(rl_start: float | None, now: float, policy: Policy) -> bool:
+    """True if an attempt at ``now`` starts a new rate-limit window. A start slightly after ``now``
+    (another node's or thread's clock read a moment later) is the same window; only a clock that
+    went back by more than a whole window starts a new one."""
+    if rl_start is None:
+        return True
+    return now - rl_start >= policy.user_rate_window or rl_start - now > policy.user_rate_window
 
 
 def throttled(rl_start: float | None, rl_count: int, now: float, policy: Policy) -> bool:
     """True if the user has used up the failed attempts of the current window."""
-    if policy.user_rate_limit == 0 or rl_start is None:
+    if policy.user_rate_limit == 0 or new_window(rl_start, now, policy):
         return False
-    return now - rl_start < policy.user_rate_window and rl_count >= policy.user_rate_limit
+    return rl_count >= policy.user_rate_limit
 
 
-def after_user_failure(
-    rl_start: float | None, rl_count: int, now: float, policy: Policy
-) -> tuple[float, int]:
+def after_user_failure(rl_start: float | None, rl_count: int, now: float, policy: Policy) -> tuple[float, int]:
     """``(rl_start, rl_count)`` after one more failed attempt by the user."""
-    if rl_start is None or now - rl_start >= policy.user_rate_window or now < rl_start:
+    if new_window(rl_start, now, policy):
         return now, 1
     return rl_start, rl_count + 1
 

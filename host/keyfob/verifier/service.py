@@ -1,9 +1,13 @@
 """The Verifier: users, tokens, enrolment, validation, resync, lockout, backup codes, audit.
 
 A library that never prints. Every method that changes something writes an audit row in the same
-transaction. Codes are checked outside any transaction and the result is written with a
-compare-and-set (``UPDATE tokens ... WHERE id = ? AND counter = ?``), so of any number of parallel
-submissions of one code, across threads, processes or nodes, exactly one is accepted.
+transaction. Before a code (or a password) is checked, the attempt is *reserved*: counted in advance
+as a failure on the token (and on the user's rate window) by one atomic UPDATE that only succeeds
+under the limit, so parallel guesses never get more checks than the lockout allows (see
+``Verifier._reserve``). Codes are checked outside any transaction and a success is written with a
+compare-and-set (``UPDATE tokens ... WHERE id = ? AND counter = ?``) that also gives the
+reservations back, so of any number of parallel submissions of one code, across threads, processes
+or nodes, exactly one is accepted, and only failures stay counted.
 
 Time comes from an injectable ``clock`` (a callable returning Unix seconds) so the TOTP rules are
 tested without sleeping.
@@ -12,12 +16,13 @@ tested without sleeping.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Self
 
 from sqlalchemy import delete, func, insert, select, text, update
@@ -53,6 +58,9 @@ _S = Setting.__table__
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
 _KEY_CHECK = "key_check"
+_POLICY = "policy"
+#: ``Verifier._reserve``'s answer for a user whose rate-limit window is used up
+THROTTLED = "throttled"
 _CAS_TRIES = 8
 _CAS_SQL: dict = {}
 
@@ -191,6 +199,26 @@ class _Tok:
     state: str
 
 
+def _policy_blob(policy: Policy) -> bytes:
+    return json.dumps(policy.shared(), sort_keys=True).encode("ascii")
+
+
+def _policy_from_blob(blob, base: Policy) -> Policy:
+    """``base`` with the shared fields stored in the database (none stored: the defaults)."""
+    if blob is None:
+        return base.with_shared(Policy().shared())
+    try:
+        values = json.loads(bytes(blob).decode("ascii"))
+        if not isinstance(values, dict):
+            raise ValueError
+    except (ValueError, UnicodeDecodeError):
+        raise DatabaseError("the stored policy is damaged (fix it with `keyfob server config --set`)") from None
+    try:
+        return base.with_shared({**Policy().shared(), **values})
+    except BadInput as exc:
+        raise DatabaseError(f"the stored policy is not valid: {exc}") from None
+
+
 def _audit(conn, now, actor, action, result, user=None, serial=None, detail=None) -> None:
     conn.execute(
         _AUDIT_SQL,
@@ -221,7 +249,7 @@ class Verifier:
         self._before_commit: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
-        return f"Verifier({self._engine.url.render_as_string()})"
+        return f"Verifier({self._engine.url.render_as_string(hide_password=True)})"
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -236,21 +264,30 @@ class Verifier:
         clock: Callable[[], float] = time.time,
         actor: str = "admin",
     ) -> Verifier:
-        """Create the schema (through the migrations) and the key file (0600) if it does not exist."""
+        """Create the schema (through the migrations) and the key file (0600) if it does not exist.
+
+        The shared fields of ``policy`` (:data:`keyfob.verifier.rules.SHARED`) are stored in the
+        database, so every node that opens it applies them."""
+        policy = policy or Policy()
         engine = db.make_engine(database, must_exist=False)
-        if db.has_tables(engine):
+        try:
+            with db.opening(database):
+                if db.has_tables(engine):
+                    raise AlreadyExists(f"database {db.display(database)} is already initialised")
+                box = SeedBox(key if key is not None else resolve_key(key_file, create=True))
+                db.upgrade(engine)
+                now = clock()
+
+                def run(conn):
+                    conn.execute(insert(_S), {"name": _KEY_CHECK, "value": box.key_check()})
+                    conn.execute(insert(_S), {"name": _POLICY, "value": _policy_blob(policy)})
+                    _audit(conn, now, actor, "server-init", "ok", detail="schema " + db.head_revision())
+
+                db.write(engine, run)
+        except Exception:
             engine.dispose()
-            raise AlreadyExists(f"database {db.to_url(database)} is already initialised")
-        box = SeedBox(key if key is not None else resolve_key(key_file, create=True))
-        db.upgrade(engine)
-        now = clock()
-
-        def run(conn):
-            conn.execute(insert(_S), {"name": _KEY_CHECK, "value": box.key_check()})
-            _audit(conn, now, actor, "server-init", "ok", detail="schema " + db.head_revision())
-
-        db.write(engine, run)
-        return cls(engine, box, policy or Policy(), clock)
+            raise
+        return cls(engine, box, policy, clock)
 
     @classmethod
     def open(
@@ -260,27 +297,48 @@ class Verifier:
         key: bytes | None = None,
         key_file=None,
         policy: Policy | None = None,
+        password_profile: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> Verifier:
-        """Open an initialised database, upgrading an older schema, and check the key against it."""
+        """Open an initialised database, upgrading an older schema, and check the key against it.
+
+        The policy is the one stored in the database (the defaults for a database made before the
+        policy was stored). ``policy``, if given, must agree with it on the shared fields (so no
+        node runs with limits of its own); its local fields (``password_profile``,
+        ``backup_codes``) are used. ``password_profile`` alone overrides just that field."""
         engine = db.make_engine(database, must_exist=True)
         try:
-            rev = db.current_revision(engine)
-            if rev is None:
-                raise DatabaseError(
-                    f"{db.to_url(database)} is not a keyfob database (run `keyfob server init`)"
-                )
-            if rev != db.head_revision():
-                db.upgrade(engine)
-            box = SeedBox(key if key is not None else resolve_key(key_file))
-            with db.read(engine) as conn:
-                check = conn.execute(select(_S.c.value).where(_S.c.name == _KEY_CHECK)).scalar()
-            if check is None or not box.verify_key_check(check):
+            with db.opening(database):
+                rev = db.current_revision(engine)
+                if rev is None:
+                    raise DatabaseError(
+                        f"{db.display(database)} is not a keyfob database (run `keyfob server init`)"
+                    )
+                if rev != db.head_revision():
+                    db.upgrade(engine)
+                box = SeedBox(key if key is not None else resolve_key(key_file))
+                with db.read(engine) as conn:
+                    rows = dict(
+                        conn.execute(
+                            select(_S.c.name, _S.c.value).where(_S.c.name.in_((_KEY_CHECK, _POLICY)))
+                        ).all()
+                    )
+            check = rows.get(_KEY_CHECK)
+            if check is None or not box.verify_key_check(bytes(check)):
                 raise KeyFileError("the key does not belong to this database (wrong key file?)")
+            stored = _policy_from_blob(rows.get(_POLICY), policy or Policy())
+            if policy is not None and policy.shared() != stored.shared():
+                diff = [k for k in stored.shared() if stored.shared()[k] != policy.shared()[k]]
+                raise BadInput(
+                    f"the policy given differs from the database's in {', '.join(diff)}; "
+                    "change it for every node with `keyfob server config --set`"
+                )
+            if password_profile is not None:
+                stored = replace(stored, password_profile=password_profile)
         except Exception:
             engine.dispose()
             raise
-        return cls(engine, box, policy or Policy(), clock)
+        return cls(engine, box, stored, clock)
 
     def close(self) -> None:
         self._keys.clear()
@@ -334,12 +392,15 @@ class Verifier:
         )
         return None if r is None else ("step", r[0], r[1])
 
-    def _cas(self, conn, tok, new, now: float, extra: dict | None = None, *, unlock: bool = False) -> bool:
+    def _cas(self, conn, tok, new, now: float, extra: dict | None = None) -> bool:
         """Compare-and-set the token's counter (HOTP) or last step and drift (TOTP), also clearing its
-        fail count: ``UPDATE tokens ... WHERE id = ? AND counter = ? AND state = ?`` (and not locked,
-        unless ``unlock``). True if this call won; False if anyone changed the token since it was read."""
+        fail count and lock: ``UPDATE tokens ... WHERE id = ? AND counter = ? AND state = ?``. True if
+        this call won; False if anyone moved the token since it was read.
+
+        There is no lock condition here: the caller holds a reservation (:meth:`_reserve`) taken
+        while the token was not locked, or is an admin (resync), who may unlock."""
         extra = extra or {}
-        sql_key = (new[0], tuple(sorted(extra)), unlock)
+        sql_key = (new[0], tuple(sorted(extra)))
         stmt = _CAS_SQL.get(sql_key)
         if stmt is None:
             sets = ["fail_count = 0", "locked_until = NULL", "updated = :now"]
@@ -350,18 +411,8 @@ class Verifier:
             else:
                 sets += ["last_step = :new", "drift = :drift"]
                 where = "id = :id AND last_step = :old AND state = :state"
-            if not unlock:
-                where += (
-                    " AND (fail_count < :max_fail OR (locked_until IS NOT NULL AND locked_until <= :now))"
-                )
             stmt = _CAS_SQL[sql_key] = text(f"UPDATE tokens SET {', '.join(sets)} WHERE {where}")
-        params = {
-            "now": now,
-            "id": tok.id,
-            "state": tok.state,
-            "new": new[1],
-            "max_fail": self.policy.max_fail,
-        }
+        params = {"now": now, "id": tok.id, "state": tok.state, "new": new[1]}
         params["old"] = tok.counter if new[0] == "counter" else tok.last_step
         if new[0] == "step":
             params["drift"] = new[2]
@@ -369,41 +420,109 @@ class Verifier:
             params["x_" + k] = val
         return conn.execute(stmt, params).rowcount == 1
 
-    def _record_failure(self, conn, user_row, token_ids, now: float, count_user: bool = True) -> None:
-        """One more failure on each token (lock at the limit) and on the user's rate window."""
-        for tid in token_ids:
-            row = conn.execute(
-                select(_T.c.fail_count, _T.c.locked_until).where(_T.c.id == tid).with_for_update()
-            ).first()
-            if row is None:
-                continue
-            fc, lu = rules.after_failure(row.fail_count, row.locked_until, now, self.policy)
-            conn.execute(update(_T).where(_T.c.id == tid).values(fail_count=fc, locked_until=lu, updated=now))
-        if count_user and user_row is not None:
-            u = conn.execute(
-                select(_U.c.rl_start, _U.c.rl_count).where(_U.c.id == user_row.id).with_for_update()
-            ).first()
-            start, count = rules.after_user_failure(u.rl_start, u.rl_count, now, self.policy)
-            conn.execute(update(_U).where(_U.c.id == user_row.id).values(rl_start=start, rl_count=count))
+    # -- attempt reservations (the lockout and the rate limit, race-free) ------------------------------
+    #
+    # A check of a code (or of a password) is only made after one atomic UPDATE has counted it as a
+    # failure in advance, and only if that UPDATE found the counter under its limit. So of any number
+    # of parallel attempts, across threads, processes and nodes, at most ``max_fail`` codes are ever
+    # checked against a token (until a success or an admin resets it) and at most
+    # ``user_rate_limit`` attempts per user per window. A successful attempt gives its reservations
+    # back in the same transaction that records the success (the token's CAS resets its count to 0;
+    # other tokens and the user window are decremented), so only failures stay counted. The UPDATEs
+    # implement :func:`rules.after_failure` and :func:`rules.after_user_failure`; the SET clauses
+    # only read the old values (SQL semantics; listed so that left-to-right engines agree too).
 
-    def _fail(
-        self,
-        user_row,
-        token_ids,
-        now,
-        action,
-        reason,
-        serial=None,
-        actor=None,
-        count_user=True,
-    ) -> Result:
+    _RESERVE_TOKEN = (
+        "UPDATE tokens SET"
+        " locked_until = {until},"
+        " fail_count = CASE WHEN fail_count >= :max_fail THEN 1 ELSE fail_count + 1 END,"
+        " updated = :now"
+        " WHERE id = :id AND state = :state"
+        " AND (fail_count < :max_fail OR (locked_until IS NOT NULL AND locked_until <= :now))"
+    )
+    _UNTIL = (
+        "CASE WHEN (CASE WHEN fail_count >= :max_fail THEN 1 ELSE fail_count + 1 END) >= :max_fail"
+        " THEN :until ELSE NULL END"
+    )
+    _RELEASE_TOKEN = text(
+        "UPDATE tokens SET"
+        " locked_until = CASE WHEN fail_count - 1 < :max_fail THEN NULL ELSE locked_until END,"
+        " fail_count = fail_count - 1"
+        " WHERE id = :id AND fail_count > 0"
+    )
+    _NEW_WINDOW = "(rl_start IS NULL OR rl_start <= :cut OR rl_start > :ahead)"  # rules.new_window
+    _RESERVE_USER = text(
+        "UPDATE users SET"
+        f" rl_count = CASE WHEN {_NEW_WINDOW} THEN 1 ELSE rl_count + 1 END,"
+        f" rl_start = CASE WHEN {_NEW_WINDOW} THEN :now ELSE rl_start END"
+        f" WHERE id = :id AND ({_NEW_WINDOW} OR rl_count < :limit)"
+    )
+    _USER_START = text("SELECT rl_start FROM users WHERE id = :id")
+    _RELEASE_USER = text(
+        "UPDATE users SET rl_count = rl_count - 1 WHERE id = :id AND rl_start = :start AND rl_count > 0"
+    )
+
+    def _reserve_tokens_sql(self):
+        admin_only = self.policy.lock_seconds is None  # locked_until stays NULL: locked until unlocked
+        stmt = _CAS_SQL.get(("reserve", admin_only))
+        if stmt is None:
+            stmt = text(self._RESERVE_TOKEN.format(until="NULL" if admin_only else self._UNTIL))
+            _CAS_SQL[("reserve", admin_only)] = stmt
+        return stmt
+
+    def _reserve(self, user, tokens, now: float, *, count_user: bool = True):
+        """Reserve one attempt on the user's rate window (if ``count_user`` and the limit is on)
+        and then one failure on each of ``tokens``, in one transaction.
+
+        Returns ``(user_reservation, token_ids)``: the reservation is the window start to give back
+        on success, None if nothing was counted on the user, or :data:`THROTTLED` (then no token was
+        touched); ``token_ids`` are the tokens reserved (a token at its limit, or no longer in the
+        state it was read in, is left out: it must not be checked)."""
+        if not (count_user and user is not None and self.policy.user_rate_limit > 0) and not tokens:
+            return None, []
+        return db.write(self._engine, lambda conn: self._reserve_in(conn, user, tokens, now, count_user=count_user))
+
+    def _reserve_in(self, conn, user, tokens, now: float, *, count_user: bool = True):
+        """:meth:`_reserve` inside the caller's write transaction."""
+        count_user = count_user and user is not None and self.policy.user_rate_limit > 0
+        p = self.policy
+        token_sql = self._reserve_tokens_sql() if tokens else None
+        ures = None
+        if count_user:
+            win = p.user_rate_window
+            args = {"id": user.id, "now": now, "cut": now - win, "ahead": now + win, "limit": p.user_rate_limit}
+            if conn.execute(self._RESERVE_USER, args).rowcount != 1:
+                return THROTTLED, []
+            ures = conn.execute(self._USER_START, {"id": user.id}).scalar()
+        got = []
+        for t in tokens:
+            args = {"id": t.id, "state": t.state, "now": now, "max_fail": p.max_fail}
+            if p.lock_seconds is not None:
+                args["until"] = now + p.lock_seconds
+            if conn.execute(token_sql, args).rowcount == 1:
+                got.append(t.id)
+        return ures, got
+
+    def _give_back(self, conn, user, ures, token_ids) -> None:
+        """Inside the transaction that records a success: return the attempt's other reservations."""
+        for tid in token_ids:
+            conn.execute(self._RELEASE_TOKEN, {"id": tid, "max_fail": self.policy.max_fail})
+        if ures is not None and ures is not THROTTLED:
+            conn.execute(self._RELEASE_USER, {"id": user.id, "start": ures})
+
+    def _refuse(self, user_row, now, action, reason, serial=None, actor=None) -> Result:
+        """Audit a refused attempt (its failure was counted by its reservations, if any)."""
+
         def run(conn):
-            self._record_failure(conn, user_row, token_ids, now, count_user)
             _audit(conn, now, actor or user_row.name, action, "fail", user_row.name, serial, reason)
 
         db.write(self._engine, run)
         log.info("%s refused for user %s: %s", action, user_row.name, reason)
         return Result(False, user_row.name, reason, serial)
+
+    def _open_tokens(self, tokens, now: float):
+        """Tokens not known to be locked (a shortcut: the reservation is what decides)."""
+        return [t for t in tokens if not rules.is_locked(t.fail_count, t.locked_until, now, self.policy)]
 
     # -- users -----------------------------------------------------------------------------------------
 
@@ -454,7 +573,48 @@ class Verifier:
 
         db.write(self._engine, run)
 
-    def list_users(self) -> list[UserInfo]:
+    def check_new_user(self, name: str) -> None:
+        """Raise :class:`BadInput` or :class:`AlreadyExists` if ``name`` cannot be added (so a caller
+        can refuse before asking for a password)."""
+        _check_name(name)
+        with db.read(self._engine) as conn:
+            if conn.execute(select(_U.c.id).where(_U.c.name == name)).first() is not None:
+                raise AlreadyExists(f"user {name!r} already exists")
+
+    def user(self, name: str) -> UserInfo:
+        """One user's listing; :class:`UnknownUser` if there is none."""
+        for u in self.list_users(name):
+            return u
+        raise UnknownUser(name)
+
+    # -- policy ------------------------------------------------------------------------------------------
+
+    def set_policy(self, changes: dict, *, actor: str = "admin") -> Policy:
+        """Change shared policy settings (names in :data:`keyfob.verifier.rules.SHARED`) for every node
+        using this database, audited with the old and new values. Other nodes apply them when they
+        next open the database. Returns the new policy."""
+        if not changes:
+            raise BadInput("no setting to change")
+        now = self._clock()
+
+        def run(conn):
+            blob = conn.execute(select(_S.c.value).where(_S.c.name == _POLICY)).scalar()
+            old = _policy_from_blob(blob, self.policy)
+            new = old.with_shared(changes)
+            if blob is None:
+                conn.execute(insert(_S), {"name": _POLICY, "value": _policy_blob(new)})
+            else:
+                conn.execute(update(_S).where(_S.c.name == _POLICY).values(value=_policy_blob(new)))
+            for k in rules.SHARED:
+                a, b = old.shared()[k], new.shared()[k]
+                if a != b:
+                    _audit(conn, now, actor, "server-config", "ok", detail=f"{k} {a} -> {b}"[:200])
+            return new
+
+        self.policy = db.write(self._engine, run)
+        return self.policy
+
+    def list_users(self, name: str | None = None) -> list[UserInfo]:
         ntok = (
             select(func.count())
             .select_from(_T)
@@ -468,7 +628,10 @@ class Verifier:
             .scalar_subquery()
         )
         with db.read(self._engine) as conn:
-            rows = conn.execute(select(_U.c.name, _U.c.twofa, ntok, nbak).order_by(_U.c.name)).all()
+            q = select(_U.c.name, _U.c.twofa, ntok, nbak).order_by(_U.c.name)
+            if name is not None:
+                q = q.where(_U.c.name == name)
+            rows = conn.execute(q).all()
         return [UserInfo(r[0], bool(r[1]), r[2], r[3]) for r in rows]
 
     # -- tokens: inventory -------------------------------------------------------------------------
@@ -693,14 +856,12 @@ class Verifier:
         if tok.state != "unassigned":
             raise TokenStateError(f"token {serial} is {tok.state}, not in the inventory (unlink it first?)")
         rules.check_code_format(code, (tok.digits,))
+        if not self._open_tokens([tok], now) or not self._reserve(None, [tok], now)[1]:
+            return self._refuse(user, now, "token-link", "locked", serial, actor)
         for _ in range(_CAS_TRIES):
-            if rules.is_locked(tok.fail_count, tok.locked_until, now, self.policy):
-                return self._fail(user, (), now, "token-link", "locked", serial, actor, count_user=False)
             new = self._match(tok, code, now)
             if new is None:
-                return self._fail(
-                    user, (tok.id,), now, "token-link", "wrong-code", serial, actor, count_user=False
-                )
+                return self._refuse(user, now, "token-link", "wrong-code", serial, actor)
 
             def run(conn, tok=tok, new=new):
                 extra = {"state": "active", "user_id": user.id, "description": description}
@@ -814,7 +975,7 @@ class Verifier:
 
         return db.write(self._engine, run)
 
-    def _try_backup(self, user, code: str, now: float) -> Result:
+    def _try_backup(self, user, code: str, now: float, ures) -> Result:
         """Use one backup code (normalised). Single use through ``UPDATE ... WHERE used_at IS NULL``."""
         want = self._box.backup_hash(user.id, code)
         with db.read(self._engine) as conn:
@@ -833,18 +994,23 @@ class Verifier:
                 )
                 if res.rowcount != 1:
                     return False
+                self._give_back(conn, user, ures, ())
                 _audit(conn, now, user.name, "validate", "ok", user.name, detail="backup-code")
                 return True
 
             if db.write(self._engine, run):
                 return Result(True, user.name, "backup-code")
-        return self._fail(user, (), now, "validate", "wrong-backup-code")
+        return self._refuse(user, now, "validate", "wrong-backup-code")
 
     # -- validation -------------------------------------------------------------------------------------
 
-    def _load(self, name: str) -> tuple[_User, list[_Tok], bool]:
-        """The user, their active tokens and whether they have unused backup codes: one query."""
-        with db.read(self._engine) as conn:
+    def _load(self, name: str, conn=None) -> tuple[_User, list[_Tok], bool]:
+        """The user, their active tokens and whether they have unused backup codes: one query (in
+        ``conn``'s transaction if given, else in a read transaction of its own)."""
+        if conn is None:
+            with db.read(self._engine) as conn:
+                rows = conn.execute(_LOAD_SQL, {"name": name}).all()
+        else:
             rows = conn.execute(_LOAD_SQL, {"name": name}).all()
         if not rows:
             raise UnknownUser(name)
@@ -853,24 +1019,30 @@ class Verifier:
         tokens = [_Tok(*r[7:13], bytes(r[13]), *r[14:20]) for r in rows if r[7] is not None]
         return user, tokens, r0[6] > 0
 
-    def _check_tokens(self, user, tokens, code: str, now: float) -> Result:
-        """Check ``code`` against the user's active tokens of its length and commit the match (CAS)."""
+    def _check_tokens(self, user, tokens, code: str, now: float, ures, reserved=None) -> Result:
+        """Check ``code`` against the user's active tokens of its length and commit the match (CAS).
+
+        Only tokens reserved by :meth:`_reserve` are checked (``reserved``: their ids, if the caller
+        reserved them already); a wrong code leaves the reservations counted as failures."""
+        cand = [t for t in tokens if t.digits == len(code)]
+        if not cand:
+            return self._refuse(user, now, "validate", "no-token")
+        if reserved is None:
+            open_ = self._open_tokens(cand, now)
+            reserved = self._reserve(user, open_, now, count_user=False)[1] if open_ else []
+        if not reserved:
+            return self._refuse(user, now, "validate", "locked", cand[0].serial)
         for _ in range(_CAS_TRIES):
-            cand = [t for t in tokens if t.digits == len(code)]
-            if not cand:
-                return self._fail(user, (), now, "validate", "no-token")
-            open_ = [t for t in cand if not rules.is_locked(t.fail_count, t.locked_until, now, self.policy)]
-            if not open_:
-                return self._fail(user, (), now, "validate", "locked", cand[0].serial)
+            mine = [t for t in tokens if t.id in reserved and t.digits == len(code)]
             hit = None
-            for t in open_:
+            for t in mine:
                 new = self._match(t, code, now)
                 if new is not None:
                     hit = (t, new)
                     break
             if hit is None:
-                serial = open_[0].serial if len(open_) == 1 else None
-                return self._fail(user, [t.id for t in open_], now, "validate", "wrong-code", serial)
+                serial = mine[0].serial if len(mine) == 1 else None
+                return self._refuse(user, now, "validate", "wrong-code", serial)
             if self._before_commit is not None:
                 self._before_commit()
             tok, new = hit
@@ -878,12 +1050,14 @@ class Verifier:
             def run(conn, tok=tok, new=new):
                 if not self._cas(conn, tok, new, now):
                     return False
+                self._give_back(conn, user, ures, [i for i in reserved if i != tok.id])
                 _audit(conn, now, user.name, "validate", "ok", user.name, tok.serial)
                 return True
 
             if db.write(self._engine, run):
                 return Result(True, user.name, "ok", tok.serial)
-            # Lost the race: someone else moved the counter (or locked the token). Look again.
+            # Lost the race: someone else moved the counter (or the state). Look again, with the
+            # reservations this attempt already holds (never a second one).
             tokens = self._load(user.name)[1]
         raise DatabaseError(f"too much contention on the tokens of user {user.name!r}")
 
@@ -896,18 +1070,49 @@ class Verifier:
         lengths = {t.digits for t in tokens} or set(RECORD_DIGITS)
         return "otp", rules.check_code_format(code, lengths)
 
-    def check_code(self, name: str, code: str) -> Result:
-        """Validate a code alone (the password is checked elsewhere, e.g. by another PAM module).
+    def _start(self, name: str, now: float, prepare):
+        """Begin an attempt in one write transaction: load the user and their active tokens, let
+        ``prepare(user, tokens, has_backup)`` check the input (raising :class:`BadInput`, which rolls
+        back: nothing written) and name the tokens to reserve, and reserve the attempt on the user's
+        rate window and on those tokens. A throttled attempt is audited in the same transaction.
 
-        Also takes a backup code. Malformed input raises :class:`BadInput` and writes nothing."""
+        Returns ``(user, tokens, plan, user_reservation, reserved_token_ids)``."""
+
+        def run(conn):
+            user, tokens, has_backup = self._load(name, conn)
+            plan, to_reserve = prepare(user, tokens, has_backup)
+            ures, reserved = self._reserve_in(conn, user, to_reserve, now)
+            if ures is THROTTLED:
+                _audit(conn, now, user.name, "validate", "fail", user.name, None, "throttled")
+            return user, tokens, plan, ures, reserved
+
+        return db.write(self._engine, run)
+
+    def _throttled(self, user) -> Result:
+        log.info("validate refused for user %s: throttled", user.name)
+        return Result(False, user.name, "throttled")
+
+    def check_code(self, name: str, code: str) -> Result:
+        """Validate a code alone, *without any password check*. Also takes a backup code.
+
+        This is for a stack that has already checked the password earlier (e.g. pam_unix before a
+        keyfob PAM module): wrong codes count against the user's tokens, so this must not be
+        reachable by anyone who has not passed that check (see the trade-off note in
+        :mod:`.rules`). Malformed input raises :class:`BadInput` and writes nothing."""
         now = self._clock()
-        user, tokens, has_backup = self._load(name)
-        kind, code = self._code_kind(code, tokens, has_backup)
-        if rules.throttled(user.rl_start, user.rl_count, now, self.policy):
-            return self._fail(user, (), now, "validate", "throttled", count_user=False)
+
+        def prepare(user, tokens, has_backup):
+            kind, c = self._code_kind(code, tokens, has_backup)
+            if kind == "backup":
+                return (kind, c), ()
+            return (kind, c), self._open_tokens([t for t in tokens if t.digits == len(c)], now)
+
+        user, tokens, (kind, c), ures, reserved = self._start(name, now, prepare)
+        if ures is THROTTLED:
+            return self._throttled(user)
         if kind == "backup":
-            return self._try_backup(user, code, now)
-        return self._check_tokens(user, tokens, code, now)
+            return self._try_backup(user, c, now, ures)
+        return self._check_tokens(user, tokens, c, now, ures, reserved)
 
     def verify(self, name: str, password: str, code: str | None = None) -> Result:
         """A login: password and code, either as two arguments or typed together in one field.
@@ -915,49 +1120,57 @@ class Verifier:
         With ``code=None``, ``password`` is the one field: the code is its last ``digits`` characters,
         trying each digit length of the user's active tokens (and a backup code at the end). Users
         without 2FA give the password alone. Malformed input raises :class:`BadInput`, writes nothing.
+
+        The attempt is reserved on the user's rate window before the password is checked, and on
+        the tokens only after the password was right: a wrong password never counts on a token.
         """
         if not isinstance(password, str):
             raise BadInput("a password is required")
         now = self._clock()
-        user, tokens, has_backup = self._load(name)
-        if not user.twofa:
-            if code is not None:
-                raise BadInput(f"user {name!r} has no second factor: give the password alone")
-            return self._password_only(user, password, now)
-        if code is not None:
-            candidates = [(password,) + self._code_kind(code, tokens, has_backup)]
-        else:
-            candidates = [(p, "otp", c) for p, c in rules.split_field(password, {t.digits for t in tokens})]
-            if has_backup:
-                candidates += [(p, "backup", c) for p, c in rules.split_backup_field(password)]
-            if not candidates:
-                if not tokens and not has_backup:
-                    candidates = []  # nothing to check the code against: refused below (audited)
-                else:
-                    want = " or ".join(str(d) for d in sorted({t.digits for t in tokens})) or "a backup"
-                    raise BadInput(
-                        f"type the password followed by the {want}-digit code"
-                        if tokens
-                        else "type the password followed by a backup code"
-                    )
-        if rules.throttled(user.rl_start, user.rl_count, now, self.policy):
-            return self._fail(user, (), now, "validate", "throttled", count_user=False)
+
+        def prepare(user, tokens, has_backup):
+            if not user.twofa:
+                if code is not None:
+                    raise BadInput(f"user {name!r} has no second factor: give the password alone")
+                return None, ()
+            return self._login_candidates(password, code, tokens, has_backup), ()
+
+        user, tokens, candidates, ures, _ = self._start(name, now, prepare)
+        if ures is THROTTLED:
+            return self._throttled(user)
+        if candidates is None:
+            return self._password_only(user, password, now, ures)
         if not candidates:
-            return self._fail(user, (), now, "validate", "no-token")
+            return self._refuse(user, now, "validate", "no-token")
         for pw, kind, c in candidates:
             if self._pw.verify(user.password_hash, pw):
                 if kind == "backup":
-                    return self._try_backup(user, c, now)
-                return self._check_tokens(user, tokens, c, now)
-        return self._fail(user, (), now, "validate", "wrong-password")
+                    return self._try_backup(user, c, now, ures)
+                return self._check_tokens(user, tokens, c, now, ures)
+        return self._refuse(user, now, "validate", "wrong-password")
 
-    def _password_only(self, user, password: str, now: float) -> Result:
-        if rules.throttled(user.rl_start, user.rl_count, now, self.policy):
-            return self._fail(user, (), now, "validate", "throttled", count_user=False)
+    def _login_candidates(self, password: str, code: str | None, tokens, has_backup: bool) -> list:
+        """``[(password, "otp"|"backup", code), ...]`` to try; :class:`BadInput` for malformed input."""
+        if code is not None:
+            return [(password,) + self._code_kind(code, tokens, has_backup)]
+        candidates = [(p, "otp", c) for p, c in rules.split_field(password, {t.digits for t in tokens})]
+        if has_backup:
+            candidates += [(p, "backup", c) for p, c in rules.split_backup_field(password)]
+        if not candidates and (tokens or has_backup):
+            want = " or ".join(str(d) for d in sorted({t.digits for t in tokens})) or "a backup"
+            raise BadInput(
+                f"type the password followed by the {want}-digit code"
+                if tokens
+                else "type the password followed by a backup code"
+            )
+        return candidates  # empty: nothing to check a code against, refused (audited) as no-token
+
+    def _password_only(self, user, password: str, now: float, ures) -> Result:
         if not self._pw.verify(user.password_hash, password):
-            return self._fail(user, (), now, "validate", "wrong-password")
+            return self._refuse(user, now, "validate", "wrong-password")
 
         def run(conn):
+            self._give_back(conn, user, ures, ())
             _audit(conn, now, user.name, "validate", "ok", user.name, detail="password only (2fa off)")
 
         db.write(self._engine, run)
@@ -994,17 +1207,21 @@ class Verifier:
         for c in (code1, code2):
             rules.check_code_format(c, (tok.digits,))
         self_service = user is not None
+        ures = None
         if self_service:
             if password is None:
                 raise BadInput("self-service resync needs the user's password")
             if owner is None or owner.id != urow.id:
                 raise TokenStateError(f"token {serial} does not belong to user {user!r}")
-            if rules.throttled(urow.rl_start, urow.rl_count, now, self.policy):
-                return self._fail(urow, (), now, "token-resync", "throttled", serial, count_user=False)
-            if rules.is_locked(tok.fail_count, tok.locked_until, now, self.policy):
-                return self._fail(urow, (), now, "token-resync", "locked", serial)
+            ures, _ = self._reserve(urow, (), now)
+            if ures is THROTTLED:
+                return self._refuse(urow, now, "token-resync", "throttled", serial)
+            if not self._open_tokens([tok], now):
+                return self._refuse(urow, now, "token-resync", "locked", serial)
             if not self._pw.verify(urow.password_hash, password):
-                return self._fail(urow, (), now, "token-resync", "wrong-password", serial)
+                return self._refuse(urow, now, "token-resync", "wrong-password", serial)
+            if not self._reserve(urow, [tok], now, count_user=False)[1]:
+                return self._refuse(urow, now, "token-resync", "locked", serial)
         who = urow.name if self_service else actor
         name = owner.name if owner is not None else None
         for _ in range(_CAS_TRIES):
@@ -1018,8 +1235,8 @@ class Verifier:
                 )
                 new = None if r is None else ("step", r[0], r[1])
             if new is None:
-                if self_service:
-                    return self._fail(urow, (tok.id,), now, "token-resync", "wrong-code", serial)
+                if self_service:  # the token's reservation stays counted as a failure
+                    return self._refuse(urow, now, "token-resync", "wrong-code", serial)
 
                 def run_fail(conn):
                     _audit(conn, now, who, "token-resync", "fail", name, serial, "codes not found")
@@ -1028,11 +1245,13 @@ class Verifier:
                 return Result(False, name or "", "wrong-code", serial)
 
             def run(conn, tok=tok, new=new):
-                guard_ok = self._cas(conn, tok, new, now, unlock=not self_service)
-                if guard_ok:
-                    detail = f"drift {new[2]:+d} steps" if new[0] == "step" else None
-                    _audit(conn, now, who, "token-resync", "ok", name, serial, detail)
-                return guard_ok
+                if not self._cas(conn, tok, new, now):
+                    return False
+                if self_service:
+                    self._give_back(conn, urow, ures, ())
+                detail = f"drift {new[2]:+d} steps" if new[0] == "step" else None
+                _audit(conn, now, who, "token-resync", "ok", name, serial, detail)
+                return True
 
             if db.write(self._engine, run):
                 return Result(True, name or "", "ok", serial)
