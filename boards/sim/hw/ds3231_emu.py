@@ -60,6 +60,9 @@ _NS = 1000000000
 
 
 # -- calendar (proleptic Gregorian, days since 1970-01-01) ------------------------
+# The same arithmetic as firmware/clock.py, kept apart on purpose: the emulated chip
+# must not run the firmware code it is there to test (both are checked against
+# CPython's calendar in their own tests).
 
 def days_from_civil(y, m, d):
     if m <= 2:

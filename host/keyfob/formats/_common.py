@@ -97,6 +97,14 @@ def read_limited(path: str | os.PathLike[str]) -> bytes:
     return data
 
 
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A text seed file (CSV, URIs): UTF-8, a byte-order mark forgiven."""
+    try:
+        return read_limited(path).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise FormatError(f"{os.fspath(path)}: not UTF-8 text") from None
+
+
 def write_private(path: str | os.PathLike[str], data: bytes) -> None:
     """Write a file that holds seeds: mode 0600, all or nothing (temp file + rename)."""
     target = Path(path)

@@ -25,7 +25,7 @@ from keyfob.formats._common import (
     decode_seed_text,
     hash_from_name,
     hash_from_seed_length,
-    read_limited,
+    read_text,
     write_private,
 )
 from keyfob.records import MODES, RecordError, TokenRecord
@@ -115,12 +115,7 @@ def parse_csv(text: str, where: str) -> list[TokenRecord]:
 
 def read_csv(path: str | os.PathLike[str]) -> list[TokenRecord]:
     """The tokens in the OATH CSV file at ``path``."""
-    where = os.fspath(path)
-    try:
-        text = read_limited(path).decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise FormatError(f"{where}: not UTF-8 text") from None
-    return parse_csv(text, where)
+    return parse_csv(read_text(path), os.fspath(path))
 
 
 def format_csv(records: Iterable[TokenRecord], where: str = "CSV") -> str:

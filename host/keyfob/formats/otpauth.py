@@ -26,7 +26,7 @@ from keyfob.formats._common import (
     decode_base32,
     encode_base32,
     hash_from_name,
-    read_limited,
+    read_text,
     write_private,
 )
 from keyfob.records import MODES, RecordError, TokenRecord
@@ -158,12 +158,7 @@ def parse_uris(text: str, where: str) -> list[TokenRecord]:
 
 def read_uris(path: str | os.PathLike[str]) -> list[TokenRecord]:
     """The tokens in a file of otpauth URIs."""
-    where = os.fspath(path)
-    try:
-        text = read_limited(path).decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise FormatError(f"{where}: not UTF-8 text") from None
-    return parse_uris(text, where)
+    return parse_uris(read_text(path), os.fspath(path))
 
 
 def format_uris(records: Iterable[TokenRecord], issuer: str = DEFAULT_ISSUER, where: str = "URIs") -> str:
