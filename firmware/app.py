@@ -10,6 +10,7 @@
 # Hardware comes from the board object; nothing here imports machine.
 from micropython import const
 
+import gc
 import os
 import time
 
@@ -30,6 +31,7 @@ _FOREVER_MS = const(60000)
 _FRAME_POLL_MS = const(200)
 
 
+_ENOSPC = const(28)
 _SCRUB_NAME = 'kfscrub.bin'
 _SCRUB_CHUNK = const(512)
 _SCRUB_MAX = const(0x2000000)  # 32 MiB: larger is no microcontroller's flash (a PC)
@@ -61,13 +63,30 @@ def scrub():
         with open(_SCRUB_NAME, 'wb') as f:
             while f.write(chunk) == _SCRUB_CHUNK:
                 n += _SCRUB_CHUNK
-    except OSError:
-        pass  # ENOSPC: the free space is all zeros now
+    except OSError as e:
+        if e.errno != _ENOSPC:  # full is the goal; anything else left free space unwritten
+            _remove(_SCRUB_NAME)
+            raise
     _remove(_SCRUB_NAME)
     sync = getattr(os, 'sync', None)
     if sync is not None:
         sync()
     return n
+
+
+def scrub_ram():
+    # The old key and record are garbage now, but garbage keeps its bytes
+    # until reused: fill the free heap with zeros before the REPL reopens.
+    gc.collect()
+    blocks = []
+    size = 4096
+    while size >= 16:
+        try:
+            blocks.append(bytearray(size))
+        except MemoryError:
+            size //= 2
+    blocks = None
+    gc.collect()
 
 
 class _NoPanel:
@@ -144,7 +163,8 @@ class App:
             return
         self.show_totp()
 
-    def show_totp(self):
+    def show_totp(self, tick=False):
+        """The current TOTP code; on a tick, only the bar unless the step changed."""
         s = self.store
         if self.clock.lost():
             # Never show a code from a clock that stopped.
@@ -152,23 +172,16 @@ class App:
             self.ui.show_clock_lost()
             return
         step, left = self.clock.step_left(s.period)
+        if tick and step == self.step_shown:
+            self.ui.show_countdown(left, s.period)
+            return
         self.step_shown = step
         self.ui.show_code(self.key.code(step, s.digits), s.digits, (left, s.period))
 
     def tick(self):
         """Once a second while the screen is on: bar, next TOTP code, off."""
         if self.step_shown >= 0 and self.ui.is_on:
-            s = self.store
-            if self.clock.lost():
-                self.step_shown = -1
-                self.ui.show_clock_lost()
-            else:
-                step, left = self.clock.step_left(s.period)
-                if step != self.step_shown:
-                    self.step_shown = step
-                    self.ui.show_code(self.key.code(step, s.digits), s.digits, (left, s.period))
-                else:
-                    self.ui.show_countdown(left, s.period)
+            self.show_totp(tick=True)
         if self.ui.tick(self.board.ticks_ms()):
             self.step_shown = -1
 
@@ -198,12 +211,9 @@ class App:
         return True
 
     def factory_reset(self):
-        # Wipe durably first, then open the REPL again.
+        # The same path as a RESET request: wipe durably, scrub, then reopen.
         self.store.wipe()
-        self._scrub()
-        self.store.load()
-        self._apply_state()
-        self.ui.show_message(('Token', 'wiped'))
+        self.notify('reset')
 
     # -- main loop -------------------------------------------------------------
 
@@ -224,16 +234,23 @@ class App:
 
     def _scrub(self):
         # After a wipe, before the REPL opens: overwrite the old records
-        # LittleFS still holds (store.py). Slow: say so on the screen.
+        # LittleFS still holds (store.py), then the old key and records in
+        # RAM. Slow: say so on the screen. -> True when all went well.
         self.ui.show_message(('Wiping', 'keep power on'))
         try:
             scrub()
+            ok = True
         except OSError:
-            pass  # the records are wiped already; a leftover file goes at next start
+            ok = False  # the records are wiped; some free flash may still hold old ones
+        if self.key is not None:
+            self.key.wipe()
+            self.key = None
+        self.store.load()
+        scrub_ram()
+        return ok
 
     def notify(self, event):
-        if event == 'reset':
-            self._scrub()
+        wiped = self._scrub() if event == 'reset' else True
         if event in ('provisioned', 'locked', 'reset'):
             self._apply_state()
         if event == 'provisioned':
@@ -243,7 +260,7 @@ class App:
         elif event == 'reset-refused':
             self.ui.show_message(('Reset', 'refused'))
         elif event == 'reset':
-            self.ui.show_message(('Token', 'wiped'))
+            self.ui.show_message(('Token', 'wiped') if wiped else ('Wiped, flash', 'not scrubbed'))
         elif event == 'locked':
             self.ui.show_locked()
         self.step_shown = -1

@@ -109,7 +109,9 @@ def key_check_value(key, alg="sha1"):
     # HMAC(K, "keyfob-kcv"), first 3 bytes, each nibble written as a letter
     # a..p: 6 letters. It proves the seed landed intact, and being letters it
     # can never be mistaken for (or equal to) a decimal code of any counter.
-    d = Hotp(key, alg).hmac(KCV_LABEL)
+    h = Hotp(key, alg)
+    d = h.hmac(KCV_LABEL)
+    h.wipe()  # no padded copy of the key left in the heap
     s = ""
     for i in range(3):
         s += chr(0x61 + (d[i] >> 4)) + chr(0x61 + (d[i] & 0xF))

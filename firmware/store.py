@@ -58,6 +58,11 @@ _SERIAL_MAX = const(16)
 _FMT = '<IIQqiHBBBBBB64s16s'
 _OFF_SEQ = const(4)
 _OFF_COUNTER = const(8)
+_OFF_SMALL = const(28)  # period, digits, mode, algorithm, flags, seed and serial lengths
+_SMALL = '<HBBBBBB'
+_OFF_SEED = const(36)
+_OFF_SERIAL = const(100)
+_COUNTER_LAST = 0xFFFFFFFFFFFFFFFF  # 2**64 - 1: the last counter that may still be stored
 _BODY = const(116)  # bytes covered by the CRC
 _OFF_CRC = const(116)
 REC_SIZE = const(120)
@@ -121,8 +126,11 @@ class Store:
         self.provisioned = False
         self.seq = 0  # seq of the newest good record (0 = none)
         self._slot = 1  # file holding that record; the next save goes to the other
+        # Both buffers: after a wipe no copy of the old record (seed and all)
+        # may stay in RAM, where a reopened REPL could read it.
         for i in range(REC_SIZE):
             self._buf[i] = 0
+            self._tmp[i] = 0
 
     # --- loading ----------------------------------------------------------
 
@@ -140,11 +148,12 @@ class Store:
         crc = struct.unpack_from('<I', t, _OFF_CRC)[0]
         if magic != _MAGIC or crc != binascii.crc32(memoryview(t)[:_BODY]):
             return -1
-        f = struct.unpack_from(_FMT, t, 0)
-        mode, algo, seed_len, serial_len = f[7], f[8], f[10], f[11]
+        # The small fields only: unpacking the whole record would leave a copy
+        # of the seed behind in the heap.
+        period, digits, mode, algo, _, seed_len, serial_len = struct.unpack_from(_SMALL, t, _OFF_SMALL)
         if mode >= len(MODES) or algo >= len(ALGORITHMS):
             return -1
-        if seed_len > _SEED_MAX or serial_len > _SERIAL_MAX or f[5] == 0 or not 6 <= f[6] <= 8:
+        if seed_len > _SEED_MAX or serial_len > _SERIAL_MAX or period == 0 or not 6 <= digits <= 8:
             return -1
         return seq
 
@@ -160,7 +169,7 @@ class Store:
         for slot in (0, 1):
             try:
                 seq = self._read(self._paths[slot])
-            except Exception:  # noqa: anything odd in a file is a bad record
+            except (OSError, ValueError):  # a file that is not a record
                 seq = -1
             if seq > best_seq:
                 best_seq = seq
@@ -168,22 +177,19 @@ class Store:
                 self._buf[:] = self._tmp
         if best_seq < 0:
             return False
-        f = struct.unpack_from(_FMT, self._buf, 0)
-        self.seq = f[1]
-        self.counter = f[2]
-        self.synced_at = f[3]
-        self.drift_ppb = f[4]
-        self.period = f[5]
-        self.digits = f[6]
-        self.mode = MODES[f[7]]
-        self.algorithm = ALGORITHMS[f[8]]
-        flags = f[9]
+        self._have_dir = True  # a record was read: its directory exists
+        self.seq, self.counter, self.synced_at, self.drift_ppb = struct.unpack_from('<IQqi', self._buf, _OFF_SEQ)
+        period, digits, mode, algo, flags, seed_len, serial_len = struct.unpack_from(_SMALL, self._buf, _OFF_SMALL)
+        self.period = period
+        self.digits = digits
+        self.mode = MODES[mode]
+        self.algorithm = ALGORITHMS[algo]
         self.provisioned = bool(flags & _F_PROVISIONED)
         self.locked = bool(flags & _F_LOCKED)
-        self.seed = f[12][:f[10]]
+        self.seed = bytes(self._mv[_OFF_SEED:_OFF_SEED + seed_len])  # the one copy in RAM
         try:
-            self.serial = f[13][:f[11]].decode()
-        except Exception:  # noqa: a serial that is not text is shown as none
+            self.serial = str(self._mv[_OFF_SERIAL:_OFF_SERIAL + serial_len], 'ascii')
+        except ValueError:  # a serial that is not text is shown as none
             self.serial = ''
         self._slot = best_slot
         return True
@@ -234,6 +240,10 @@ class Store:
         if not self.provisioned:
             raise ValueError('not provisioned')
         c = self.counter
+        if c >= _COUNTER_LAST:
+            # counter + 1 would not fit the 8-byte field (RFC 4226) and wrap to
+            # 0, showing old codes again: the token's counter space is used up.
+            raise OSError(34)  # ERANGE
         # Move on in memory first: after a failed write the value may or may
         # not be on the flash, so it must never be handed out again.
         self.counter = c + 1
@@ -265,8 +275,8 @@ class Store:
         if len(seed) < 16:
             raise ValueError('seed too short (RFC 4226: at least 128 bits)')
         self._check(seed, serial, mode, algorithm, digits, period)
-        if counter < 0:
-            raise ValueError('counter must not be negative')
+        if not 0 <= counter < _COUNTER_LAST:
+            raise ValueError('counter out of range')
         self.seed = seed
         self.serial = serial
         self.mode = mode

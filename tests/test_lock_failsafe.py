@@ -15,6 +15,7 @@ import time
 import pyotp
 import pytest
 import serial
+from keyfob.device.client import ProtocolError
 from test_lock_security import REPL_SIGNS
 from test_usb_provisioning import b32, mpremote, new_record, open_client, tap
 
@@ -40,6 +41,9 @@ def test_crash_of_a_locked_token_does_not_open_the_repl(make_token):
         tok.request("unplug 0x3c")  # the OLED falls off the bus: the next press raises OSError
         tok.press()
         tok.wait_idle()  # the firmware is down, the board sits closed in fail()
+        with open_client(tok, timeout=2.0) as client:  # fail() was reached: nothing answers USB
+            with pytest.raises(ProtocolError):
+                client.info()
         done = mpremote(tok.port, "exec", "print(12345)", timeout=4.0)
         assert done is None or "12345" not in done.stdout
         with serial.Serial(tok.port, 115200, timeout=0.2) as ser:

@@ -56,8 +56,9 @@ SHOW_THEN_RESERVE = """\
 
 
 def test_fifty_cuts_during_presses(make_token):
-    summary = run_cuts(make_token, secrets.token_bytes(20), 50, random.Random(secrets.randbits(32)))
-    assert summary["ok"], summary["violations"]
+    rng_seed = secrets.randbits(32)  # reported on failure, so a failing run can be replayed
+    summary = run_cuts(make_token, secrets.token_bytes(20), 50, random.Random(rng_seed))
+    assert summary["ok"], (rng_seed, summary["violations"])
     assert summary["cuts"] == 50
     assert summary["kill_cuts"] > 0 and summary["flash_cuts"] > 0  # both kinds of cut happened
     assert summary["not_provisioned"] == 0
@@ -93,7 +94,8 @@ def test_a_firmware_showing_the_code_before_the_counter_is_durable_is_caught(tmp
         return tok
 
     try:
-        summary = run_cuts(make_token, secrets.token_bytes(20), 30, random.Random(secrets.randbits(32)))
+        rng_seed = secrets.randbits(32)
+        summary = run_cuts(make_token, secrets.token_bytes(20), 30, random.Random(rng_seed))
     finally:
         for tok in made:
             tok.close()

@@ -484,3 +484,45 @@ def test_power_cut_during_wipe_leaves_old_token_or_empty_one(tmp_path, fs):
     rc, out = mpy_run(WIPE_WORKER % dict(script, n=1000))
     assert out.splitlines()[0] == "LOADED 0 0 0"  # the completed wipe left nothing behind
     assert 1 in outcomes and 0 in outcomes  # cuts before and after the first empty record
+
+
+WIPE_AND_TOP = """\
+import flash, store
+from binascii import unhexlify
+bd = flash.mount(DATA['img'], '/flash', block_count=DATA['blocks'])
+seed = unhexlify(DATA['seed'])
+s = store.Store('/flash')
+s.provision(seed, 'KF000123459', counter=DATA['top'] - 1)
+out = {'last': s.reserve_next_counter()}
+try:
+    s.reserve_next_counter()
+    out['past_top'] = 'handed out'
+except OSError as e:
+    out['past_top'] = e.errno
+t = store.Store('/flash')  # the record on the flash: the counter did not wrap to 0
+out['reloaded'] = t.counter
+try:
+    t.provision(seed, 'KF000123459', counter=DATA['top'])
+    out['provision_top'] = 'accepted'
+except ValueError:
+    out['provision_top'] = 'refused'
+t.wipe()
+t.load()
+# No copy of the old record may stay in the store's buffers once wiped.
+out['buffers_hold_seed'] = seed in bytes(t._buf) or seed in bytes(t._tmp)
+out['seed'] = t.seed == b''
+emit(out)
+"""
+
+
+def test_counter_never_wraps_and_a_wipe_leaves_no_copy_in_the_buffers(tmp_path):
+    top = 2**64 - 1
+    out = mpy_json(
+        WIPE_AND_TOP,
+        {"img": str(tmp_path / "top.img"), "blocks": BLOCK_COUNT, "seed": secrets.token_bytes(20).hex(), "top": top},
+    )
+    assert out["last"] == top - 1  # the last counter whose successor still fits 8 bytes
+    assert out["past_top"] == 34  # ERANGE: no code rather than counter 0's code again
+    assert out["reloaded"] == top
+    assert out["provision_top"] == "refused"
+    assert out["buffers_hold_seed"] is False and out["seed"] is True

@@ -38,6 +38,12 @@ class McuBoard:
         self._usb = select.poll()
         self._usb.register(sys.stdin, select.POLLIN)
 
+    def _usb_ready(self):
+        # ipoll, not poll: no list allocated every 10 ms of idle.
+        for _ in self._usb.ipoll(0):
+            return True
+        return False
+
     def ticks_ms(self):
         return time.ticks_ms()
 
@@ -54,7 +60,7 @@ class McuBoard:
         while True:
             if self.button.value() == 0:
                 return 'button'
-            if self._usb.poll(0):
+            if self._usb_ready():
                 return 'usb'
             left = ms - time.ticks_diff(time.ticks_ms(), start)
             if left <= 0:
@@ -71,7 +77,7 @@ class McuBoard:
     def usb_read(self, n):
         # read(n) blocks until n bytes came, so take what is there one by one.
         out = bytearray()
-        while len(out) < n and self._usb.poll(0):
+        while len(out) < n and self._usb_ready():
             out += sys.stdin.buffer.read(1)
         return bytes(out)
 
