@@ -113,6 +113,9 @@ BAD_LINES = {
     "sha512 column": ("{serial},{hex},hotp,6,0,sha512", "algorithm (sixth field)"),
     "sha512 by length": ("{serial},{hex64},hotp,6,0", "SHA-512"),
     "empty serial": (",{hex},hotp,6,0", "serial is empty"),
+    # serial and seed columns swapped: the seed lands where the serial belongs
+    "seed in serial column (hex)": ("{hex},{serial},hotp,6,0", "at least 16 bytes"),
+    "seed in serial column (base32)": ("{b32},{serial},hotp,6,0", "at least 16 bytes"),
 }
 
 
@@ -122,7 +125,8 @@ def test_one_bad_line_fails_the_file_with_its_number(tmp_path, case):
     text = format_csv(good)  # header + 5 lines
     template, message = BAD_LINES[case]
     seed = secrets.token_bytes(20)
-    bad = template.format(serial="BAD-1", hex=seed.hex(), hex64=secrets.token_bytes(64).hex())
+    b32 = base64.b32encode(seed).decode("ascii")
+    bad = template.format(serial="BAD-1", hex=seed.hex(), b32=b32, hex64=secrets.token_bytes(64).hex())
     lines = text.splitlines()
     lines.insert(4, bad)  # becomes line 5 of the file
     path = write(tmp_path, "bad.csv", "\n".join(lines) + "\n")
@@ -134,6 +138,7 @@ def test_one_bad_line_fails_the_file_with_its_number(tmp_path, case):
     for record in good:
         assert record.secret.hex() not in text_of_error
     assert seed.hex() not in text_of_error
+    assert b32.rstrip("=") not in text_of_error
     assert "0bad5e" not in text_of_error
 
 

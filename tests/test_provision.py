@@ -28,6 +28,7 @@ from conftest import dev_provision
 from keyfob import deploy as fwdeploy
 from keyfob import provision as prov
 from keyfob.cli import main
+from keyfob.device import frames
 from keyfob.device.client import TokenClient
 from keyfob.formats import read_seed_file
 from keyfob.serials import is_valid_serial, make_serial
@@ -456,3 +457,51 @@ def test_records_serials_and_key_files(tmp_path):
     err = one_line_error(cli("provision", "--count", 1, "--plain", "--key-file", kf, "--out", tmp_path / "o2"))
     assert "only one of" in err
     assert not (tmp_path / "o2" / "sims").exists()
+
+
+class WrongKcvTransport:
+    """A token that answers INFO (fresh, unprovisioned) and acknowledges PROVISION with a key check
+    value made from another seed: the seed did not land intact."""
+
+    def __init__(self, wrong_kcv: str):
+        self.wrong_kcv = wrong_kcv
+        self.sent: list[int] = []
+        self.pending = b""
+
+    def write(self, data):
+        for frame in frames.Decoder().feed(data):
+            self.sent.append(frame.type)
+            if frame.type == frames.INFO:
+                fields = {
+                    "proto": 1, "fw": "1.0", "board": "sim", "serial": "", "mode": "hotp",
+                    "algorithm": "sha1", "digits": 6, "period": 30, "counter": 0, "provisioned": False,
+                    "locked": False, "time": None, "drift_ppb": 0, "synced_at": 0,
+                }  # fmt: skip
+            else:
+                fields = {"kcv": self.wrong_kcv}
+            self.pending += frames.encode_json(frames.OK, {"re": frame.type, **fields})
+
+    def read(self, max_bytes):
+        out, self.pending = self.pending[:max_bytes], self.pending[max_bytes:]
+        return out
+
+    def reset_input_buffer(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_wrong_key_check_value_fails_the_token_with_the_seed_on_it():
+    rec = prov.new_record(make_serial(31))
+    wrong = kcv_here(secrets.token_bytes(20), "sha1")
+    assert wrong != kcv_here(rec.secret, "sha1")
+    transport = WrongKcvTransport(wrong)
+    with pytest.raises(prov.TokenFailed) as exc:
+        prov.provision_token(TokenClient(transport, timeout=2), rec, port="/dev/fake")
+    assert exc.value.stage == "provision"
+    assert exc.value.seed_on_token is True  # the token holds some seed now: factory-reset it
+    assert "key check value" in str(exc.value)
+    assert transport.sent == [frames.INFO, frames.PROVISION]  # stopped there: no SETTIME, no LOCK
+    assert_no_seed(str(exc.value), rec.secret)
+    assert wrong not in str(exc.value) and kcv_here(rec.secret, "sha1") not in str(exc.value)

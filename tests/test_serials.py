@@ -173,14 +173,23 @@ def _message(text):
     return str(exc.value)
 
 
-def test_the_verifier_uses_the_same_rule():
-    from keyfob.verifier import BadInput
+def test_the_verifier_uses_the_same_rule(tmp_path):
+    from keyfob.records import TokenRecord
+    from keyfob.verifier import BadInput, Policy, Verifier
     from keyfob.verifier import accept_serial as exported
-    from keyfob.verifier.service import canonical_serial
 
     assert exported is accept_serial
     s = make_serial(99)
-    assert canonical_serial(" " + s.lower() + " ") == s
-    assert canonical_serial("FT:C200/0001") == "FT:C200/0001"
-    with pytest.raises(BadInput, match="check digit"):
-        canonical_serial(s[:-1] + str((int(s[-1]) + 5) % 10))
+    v = Verifier.init(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"))
+    try:
+        recs = [
+            TokenRecord(" " + s.lower() + " ", "hotp", "sha1", 6, secrets.token_bytes(20)),
+            TokenRecord("FT:C200/0001", "hotp", "sha1", 6, secrets.token_bytes(20)),
+        ]
+        assert v.import_records(recs) == [s, "FT:C200/0001"]
+        assert v.token(" " + s.lower() + " ").serial == s
+        assert v.token("FT:C200/0001").serial == "FT:C200/0001"
+        with pytest.raises(BadInput, match="check digit"):
+            v.token(s[:-1] + str((int(s[-1]) + 5) % 10))
+    finally:
+        v.close()

@@ -81,6 +81,7 @@ def test_full_flow(env):
     assert stat.S_IMODE((env / "keys" / "v.key").stat().st_mode) == 0o600
     assert run("user", "add", "alice", "--password-stdin", input=PW + "\n").exit_code == 0
     (env / "psk.hex").write_text(PSK.hex())
+    (env / "psk.hex").chmod(0o600)  # key files readable by others are refused
     pskc_file(env / "seeds.pskc", [(s1, "hotp", SEED, 6, "sha1"), (s2, "totp", SEED_B, 8, "sha256")], psk=PSK)
     r = run("token", "import", env / "seeds.pskc", "--psk-file", env / "psk.hex", "--json")
     assert r.exit_code == 0, r.output
@@ -158,6 +159,7 @@ def test_bad_input_one_line_nonzero_nothing_written(env):
     (env / "truncated.pskc").write_bytes(data[: len(data) // 2])
     (env / "garbage.bin").write_bytes(b"\x00\x01\x02 not a seed file \xff")
     (env / "wrong.hex").write_text(bytes(range(16, 32)).hex())
+    (env / "wrong.hex").chmod(0o600)
     (env / "other.key").write_text("A" * 43 + "=\n")
     (env / "other.key").chmod(0o600)
     (env / "huge.csv").write_text(f"{make_serial(23)},{SEED.hex()},hotp,6,{2**63}\n")

@@ -1,9 +1,9 @@
 """HOTP (RFC 4226) and TOTP (RFC 6238) on the host, over the standard library's HMAC (RFC 2104).
 
-This is the arithmetic the verifier runs, so it is written for speed: :func:`hotp` is one
-``hmac.digest`` call (OpenSSL's one-shot HMAC) plus dynamic truncation, and :class:`HotpKey`
-keeps the inner and outer hash states of one key so a look-ahead window costs two state copies
-per counter instead of a full HMAC set-up.
+:class:`HotpKey` is what the verifier runs: it keeps the inner and outer hash states of one key
+so a look-ahead window costs two state copies per counter instead of a full HMAC set-up.
+:func:`hotp` and :func:`totp` compute one code from a seed, plainly (a reference for tools and tests);
+:func:`key_check_value` is what provisioning compares with the token's answer.
 
 Codes are strings (leading zeros matter); compare them with :func:`hmac.compare_digest`.
 The firmware's ``otp.py`` implements the same definitions in MicroPython (codes as ints there).
@@ -15,11 +15,6 @@ import hashlib
 import hmac
 import struct
 
-try:  # the one-shot OpenSSL HMAC that hmac.digest() calls, without its dispatch
-    from _hashlib import hmac_digest as _hmac_digest
-except ImportError:  # pragma: no cover - CPython built without OpenSSL
-    _hmac_digest = hmac.digest
-
 ALGORITHMS = ("sha1", "sha256")
 DIGITS = (6, 7, 8)
 
@@ -30,7 +25,6 @@ _COUNTER = struct.Struct(">Q").pack
 _WORD = struct.Struct(">I").unpack_from
 _MOD = {6: 10**6, 7: 10**7, 8: 10**8}
 _FMT = {6: "%06d", 7: "%07d", 8: "%08d"}
-_DIGITS = {d: (_FMT[d], _MOD[d]) for d in _MOD}
 _BLOCK = 64  # SHA-1 and SHA-256 block size (RFC 2104 "B")
 _TRANS_IPAD = bytes(x ^ 0x36 for x in range(256))
 _TRANS_OPAD = bytes(x ^ 0x5C for x in range(256))
@@ -47,8 +41,17 @@ def _check(digits: int, algorithm: str) -> None:
         raise OtpError(f"algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
 
 
+def _counter(counter: int) -> bytes:
+    """C as 8 bytes big-endian (RFC 4226 section 5.2)."""
+    try:
+        return _COUNTER(counter)
+    except struct.error:
+        raise OtpError("counter must be in 0 .. 2**64 - 1") from None
+
+
 def _truncate(mac: bytes, digits: int) -> str:
-    # RFC 4226 section 5.4: the low nibble of the last byte is an offset; take 31 bits there.
+    """Dynamic truncation (RFC 4226 section 5.3): the low nibble of the last byte is an offset;
+    the 31 bits there, mod 10^digits, written with leading zeros."""
     return _FMT[digits] % ((_WORD(mac, mac[-1] & 0x0F)[0] & 0x7FFFFFFF) % _MOD[digits])
 
 
@@ -58,18 +61,8 @@ def hotp(secret: bytes, counter: int, digits: int = 6, algorithm: str = "sha1") 
     ``counter`` is packed as 8 bytes big-endian. ``algorithm`` is ``sha1`` (RFC 4226) or ``sha256``
     (allowed for TOTP by RFC 6238 and used the same way here for HOTP).
     """
-    # The verifier's hot path: one OpenSSL HMAC call, truncation inlined, checks only on failure.
-    if algorithm not in ALGORITHMS:
-        _check(digits, algorithm)
-    try:
-        fmt, mod = _DIGITS[digits]
-        mac = _hmac_digest(secret, _COUNTER(counter), algorithm)
-    except KeyError:
-        _check(digits, algorithm)
-        raise
-    except struct.error:
-        raise OtpError("counter must be in 0 .. 2**64 - 1") from None
-    return fmt % ((_WORD(mac, mac[-1] & 0x0F)[0] & 0x7FFFFFFF) % mod)
+    _check(digits, algorithm)
+    return _truncate(hmac.digest(secret, _counter(counter), algorithm), digits)
 
 
 def totp_step(unix_time: float, period: int = 30) -> int:
@@ -134,22 +127,20 @@ class HotpKey:
 
     def code(self, counter: int) -> str:
         """HOTP value at ``counter``."""
-        return _truncate(self.mac(_COUNTER(counter)), self.digits)
+        return _truncate(self.mac(_counter(counter)), self.digits)
 
     def codes(self, start: int, count: int) -> list[str]:
         """HOTP values for counters ``start`` .. ``start + count - 1`` (a verifier's look-ahead window)."""
         if start < 0 or count < 0 or start + count > 2**64:
             raise OtpError("counter must be in 0 .. 2**64 - 1")
         inner0, outer0, digits = self._inner, self._outer, self.digits
-        fmt, mod = _FMT[digits], _MOD[digits]
         out = []
         for c in range(start, start + count):
             inner = inner0.copy()
             inner.update(_COUNTER(c))
             outer = outer0.copy()
             outer.update(inner.digest())
-            mac = outer.digest()
-            out.append(fmt % ((_WORD(mac, mac[-1] & 0x0F)[0] & 0x7FFFFFFF) % mod))
+            out.append(_truncate(outer.digest(), digits))
         return out
 
     def find(self, code: str, start: int, count: int) -> int | None:

@@ -31,12 +31,10 @@ passphrase).
 from __future__ import annotations
 
 import csv
-import hmac
 import io
 import json
 import os
 import secrets
-import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,8 +44,7 @@ from pathlib import Path
 
 from keyfob.device.client import DeviceError, KcvMismatch, Refused, TimeSync, TokenClient, TokenInfo
 from keyfob.formats import FormatError, write_pskc
-from keyfob.formats._common import write_private
-from keyfob.otp import key_check_value
+from keyfob.formats._common import read_key_file, write_private
 from keyfob.records import SEED_LENGTHS, RecordError, TokenRecord
 from keyfob.serials import BODY_DIGITS, PREFIX, SerialError, make_serial, normalize_serial
 
@@ -198,11 +195,11 @@ def load_key_file(path: str | os.PathLike[str], create: bool = True) -> tuple[by
     """The pre-shared AES key in ``path`` (hex text), and whether it was created just now.
 
     A missing file is created (when ``create``) with a new random AES-128 key, mode 0600, never
-    replacing an existing file (O_EXCL). An existing file must be a regular file that only its
-    owner can read and must hold 16, 24 or 32 bytes in hex.
+    replacing an existing file (O_EXCL). An existing file is read by
+    :func:`keyfob.formats._common.read_key_file`: a regular file that only its owner can read,
+    holding 16, 24 or 32 bytes in hex.
     """
     p = Path(path)
-    created = False
     if not p.exists() and create:
         try:
             p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -219,23 +216,9 @@ def load_key_file(path: str | os.PathLike[str], create: bool = True) -> tuple[by
                 os.fsync(fh.fileno())
             return key, True
     try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise OutputError(f"the key file {p} does not exist") from None
-    except OSError as exc:
-        raise OutputError(f"cannot read the key file {p}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise OutputError(f"the key file {p} is not a regular file")
-    if os.name == "posix" and st.st_mode & 0o077:
-        raise OutputError(f"the key file {p} can be read by others: chmod 600 it (or use a new one)")
-    try:
-        text = p.read_text("ascii").strip()
-        key = bytes.fromhex(text)
-    except (OSError, UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) not in (16, 24, 32):
-        raise OutputError(f"the key file {p} does not hold a 128/192/256-bit AES key in hex")
-    return key, created
+        return read_key_file(p), False
+    except FormatError as exc:
+        raise OutputError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- one token
@@ -313,12 +296,7 @@ def provision_token(
             )
         stage = "provision"
         say(stage)
-        # TokenClient.provision already compares the key check value and raises KcvMismatch; it is
-        # compared here again (constant time) so this function does not rest on the transport's.
-        kcv = client.provision(record)
-        want = key_check_value(bytes(record.secret), record.algorithm)
-        if not hmac.compare_digest(str(kcv).encode("ascii", "replace"), want.encode("ascii")):
-            raise KcvMismatch("key check value mismatch")
+        kcv = client.provision(record)  # checks the key check value (constant time): KcvMismatch
         stage = "settime"
         say(stage)
         t = round(time.time() if now is None else now)

@@ -34,20 +34,20 @@ class TokenRecord:
     model: str = "keyfob-1"
 
     def __post_init__(self) -> None:
+        # Messages name neither the serial nor the offending value: a file with shifted columns can
+        # put a seed in any field. Callers say which file, line or key package was wrong.
         if self.mode not in MODES:
-            raise RecordError(f"token {self.serial}: mode must be one of {MODES}, not {self.mode!r}")
+            raise RecordError(f"mode must be one of {', '.join(MODES)}")
         if self.algorithm not in ALGORITHMS:
-            raise RecordError(
-                f"token {self.serial}: algorithm must be one of {ALGORITHMS}, not {self.algorithm!r}"
-            )
+            raise RecordError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
         if self.digits not in DIGITS:
-            raise RecordError(f"token {self.serial}: digits must be 6 or 8, not {self.digits!r}")
+            raise RecordError("digits must be 6 or 8")
         if self.mode == "totp" and self.period not in PERIODS:
-            raise RecordError(f"token {self.serial}: period must be 30 or 60 s, not {self.period!r}")
+            raise RecordError("period must be 30 or 60 s")
         if isinstance(self.counter, bool) or not isinstance(self.counter, int) or not 0 <= self.counter < 2**63:
             raise RecordError(
-                f"token {self.serial}: counter must be in 0 .. 2**63-1 (RFC 4226 allows 2**64-1;"
+                "counter must be in 0 .. 2**63-1 (RFC 4226 allows 2**64-1;"
                 " a signed 64-bit database column holds one bit less)"
             )
         if not isinstance(self.secret, bytes | bytearray) or len(self.secret) < 16:
-            raise RecordError(f"token {self.serial}: seed must be at least 16 bytes (128 bits, RFC 4226)")
+            raise RecordError("seed must be at least 16 bytes (128 bits, RFC 4226)")

@@ -8,14 +8,7 @@ import click
 
 from keyfob.device import flashing, ports
 
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    c = Console(highlight=False, stderr=stderr)
-    if not c.is_terminal:  # piped: do not squeeze tables into 80 columns
-        c.width = 200
-    return c
+from ._common import console
 
 
 @click.command("devices")
@@ -57,7 +50,7 @@ def devices(as_json: bool, no_sims: bool, no_info: bool) -> None:
             state = ("locked" if info.locked else "open") if info.provisioned else "not provisioned"
             firmware = f"{info.firmware} ({info.board})"
         table.add_row(d.port, d.kind, d.usb_id, desc, token, mode, state, firmware)
-    _console().print(table)
+    console().print(table)
 
 
 _STAGE_LABELS = {
@@ -119,7 +112,7 @@ def flash(board: str, image: str | None, port: str | None, drives: tuple[str, ..
             raise flashing.FlashError("--drive is for RP2040 boards; an ESP32 is flashed through --port")
         path = image if image is not None else flashing.find_image(board)
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
-        with Progress(*columns, console=_console(stderr=True), transient=True) as progress:
+        with Progress(*columns, console=console(stderr=True), transient=True) as progress:
             bar = _Bar(progress)
             if board == "esp32":
                 result = flashing.flash_esp32(port, path, progress=bar)

@@ -6,9 +6,7 @@ Errors are one line on stderr and a non-zero exit. Seeds are printed only with `
 
 from __future__ import annotations
 
-import base64
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -16,8 +14,11 @@ import click
 from keyfob import deploy as fwdeploy
 from keyfob import provision as prov
 from keyfob.device.client import DeviceError, Refused, TokenClient
+from keyfob.formats._common import encode_base32
 from keyfob.serials import make_serial
 from keyfob.sim import SimError
+
+from ._common import console, read_secret
 
 #: Default pre-shared key file for seed files (override with $KEYFOB_TRANSPORT_KEY_FILE or --key-file).
 KEY_FILE_ENV = "KEYFOB_TRANSPORT_KEY_FILE"
@@ -50,15 +51,6 @@ def default_key_file() -> Path:
     return Path(base) / "keyfob" / "transport.key"
 
 
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    c = Console(highlight=False, stderr=stderr)
-    if not c.is_terminal:
-        c.width = 200
-    return c
-
-
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -66,7 +58,7 @@ def _progress():
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        console=_console(stderr=True),
+        console=console(stderr=True),
         transient=True,
     )
 
@@ -149,15 +141,8 @@ def _protection(key_file: str | None, passphrase_stdin: bool, plain: bool) -> pr
     if plain:
         return prov.Protection.plain()
     if passphrase_stdin:
-        line = sys.stdin.readline()
-        if not line:
-            raise _fail("expected the passphrase on one line of standard input")
-        return prov.Protection.from_passphrase(line.rstrip("\r\n"))
+        return prov.Protection.from_passphrase(read_secret("Passphrase", from_stdin=True))
     return prov.Protection.from_key_file(key_file or default_key_file())
-
-
-def _b32(secret: bytes) -> str:
-    return base64.b32encode(secret).decode("ascii").rstrip("=")
 
 
 @click.command("provision")
@@ -325,7 +310,7 @@ def _report(result: prov.BatchResult, protection: prov.Protection, show_secret: 
         click.echo(f"Virtual tokens (flash images): {sims_dir}")
     if show_secret:
         for p in result.done:
-            click.echo(f"secret {p.record.serial} {_b32(p.record.secret)}")
+            click.echo(f"secret {p.record.serial} {encode_base32(p.record.secret)}")
     for _port, serial, err in result.failed:
         advice = ""
         if err.seed_on_token:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import getpass
-import json
-import sys
 from datetime import UTC, datetime
 
 import click
@@ -22,8 +20,8 @@ from keyfob.verifier.db import ENV_DB, default_db, display, driver_message
 from keyfob.verifier.passwords import profile_from_env
 from keyfob.verifier.rules import SHARED, parse_setting
 
-EXIT_REFUSED = 1
-EXIT_ERROR = 2
+from ._common import console, emit_json, fail
+from ._common import read_secret as read_secret  # re-exported: user.py takes it from here
 
 
 def db_options(fn):
@@ -69,14 +67,6 @@ def actor() -> str:
         return "cli"
 
 
-def fail(message: str, code: int = EXIT_ERROR, *, as_json: bool = False):
-    """One line on stderr (and ``{"error": ...}`` on stdout for ``--json``), then exit ``code``."""
-    if as_json:
-        emit_json({"error": message})
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
 def handle_errors(fn):
     """Turn a :class:`VerifierError` (or a database driver's error) into one line on stderr and exit
     code 2; with ``--json`` also into ``{"error": "..."}`` on stdout."""
@@ -95,33 +85,10 @@ def handle_errors(fn):
     return wrapper
 
 
-def emit_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
-
-
-def console():
-    from rich.console import Console
-
-    c = Console(highlight=False)
-    if not c.is_terminal:  # piped: do not squeeze tables into 80 columns
-        c.width = 200
-    return c
-
-
 def when(ts: float | None) -> str:
     if ts is None:
         return ""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def read_secret(prompt: str, *, from_stdin: bool, confirm: bool = False) -> str:
-    """A password from one stdin line (for scripts) or a hidden prompt; never from the command line."""
-    if from_stdin or not sys.stdin.isatty():
-        line = sys.stdin.readline()
-        if not line:
-            fail("expected a line on standard input")
-        return line.rstrip("\r\n")
-    return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
 
 
 @click.group("server")

@@ -7,19 +7,10 @@ from pathlib import Path
 
 import click
 
-from keyfob.verifier import BadInput, SeedFileError, TokenStateError, accept_serial
+from keyfob.verifier import BadInput, SeedFileError, TokenStateError
 
-from .server import (
-    EXIT_REFUSED,
-    actor,
-    console,
-    db_options,
-    emit_json,
-    handle_errors,
-    json_option,
-    open_verifier,
-    read_secret,
-)
+from ._common import EXIT_REFUSED, console, emit_json, read_secret
+from .server import actor, db_options, handle_errors, json_option, open_verifier
 
 
 @click.group("token")
@@ -31,18 +22,13 @@ def token() -> None:
 def _read_psk(path: str | None) -> bytes | None:
     if path is None:
         return None
+    from keyfob.formats import FormatError
+    from keyfob.formats._common import read_key_file
+
     try:
-        with open(path, "rb") as fh:
-            text = fh.read().strip()
-    except OSError as exc:
-        raise SeedFileError(f"cannot read the pre-shared key file {path}: {exc.strerror}") from None
-    try:
-        key = bytes.fromhex(text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) not in (16, 24, 32):
-        raise SeedFileError(f"{path} does not hold a 128/192/256-bit pre-shared key in hex")
-    return key
+        return read_key_file(path)
+    except FormatError as exc:
+        raise SeedFileError(str(exc)) from None
 
 
 def _hex_key(text: str | None) -> bytes | None:
@@ -473,12 +459,12 @@ def lost(serial, db, key_file, as_json) -> None:
     """Mark SERIAL lost (its codes are refused at once) and print backup codes for its owner."""
     with open_verifier(db, key_file) as v:
         codes = v.mark_lost(serial, actor=actor())
-        owner = v.token(serial).user
+        info = v.token(serial)
     if as_json:
-        emit_json({"serial": accept_serial(serial), "user": owner, "backup_codes": codes})
+        emit_json({"serial": info.serial, "user": info.user, "backup_codes": codes})
         return
     click.echo(
-        f"token {accept_serial(serial)} marked lost. Backup codes for {owner} (each works once; "
+        f"token {info.serial} marked lost. Backup codes for {info.user} (each works once; "
         "shown only now):"
     )
     for c in codes:

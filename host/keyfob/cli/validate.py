@@ -7,18 +7,8 @@ from __future__ import annotations
 
 import click
 
-from .server import (
-    EXIT_REFUSED,
-    actor,
-    console,
-    db_options,
-    emit_json,
-    handle_errors,
-    json_option,
-    open_verifier,
-    read_secret,
-    when,
-)
+from ._common import EXIT_REFUSED, console, emit_json, read_secret
+from .server import actor, db_options, handle_errors, json_option, open_verifier, when
 
 
 @click.command("validate")

@@ -1,4 +1,4 @@
-"""Pieces shared by the seed file formats: the error type, hash names, seed text, private files."""
+"""Pieces shared by the seed file formats: the error type, hash names, seed text, key files, private files."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import base64
 import binascii
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -97,12 +98,33 @@ def read_limited(path: str | os.PathLike[str]) -> bytes:
     return data
 
 
-def read_text(path: str | os.PathLike[str]) -> str:
-    """A text seed file (CSV, URIs): UTF-8, a byte-order mark forgiven."""
+AES_KEY_LENGTHS = (16, 24, 32)
+
+
+def read_key_file(path: str | os.PathLike[str]) -> bytes:
+    """The pre-shared AES key (RFC 6030 section 6.1) in the file at ``path``: 16, 24 or 32 bytes in hex.
+
+    The key unlocks seed files, so the file must be a regular file that only its owner can read
+    or write (mode 0600 or stricter on POSIX). Messages never show the file's content.
+    """
+    p = Path(path)
     try:
-        return read_limited(path).decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise FormatError(f"{os.fspath(path)}: not UTF-8 text") from None
+        st = p.stat()
+    except FileNotFoundError:
+        raise FormatError(f"the key file {p} does not exist") from None
+    except OSError as exc:
+        raise FormatError(f"cannot read the key file {p}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FormatError(f"the key file {p} is not a regular file")
+    if os.name == "posix" and st.st_mode & 0o077:
+        raise FormatError(f"the key file {p} can be read by others: chmod 600 it (or use a new one)")
+    try:
+        key = bytes.fromhex(p.read_text("ascii").strip())
+    except (OSError, UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) not in AES_KEY_LENGTHS:
+        raise FormatError(f"the key file {p} does not hold a 128/192/256-bit AES key in hex")
+    return key
 
 
 def write_private(path: str | os.PathLike[str], data: bytes) -> None:

@@ -25,7 +25,6 @@ from keyfob.formats._common import (
     decode_seed_text,
     hash_from_name,
     hash_from_seed_length,
-    read_text,
     write_private,
 )
 from keyfob.records import MODES, RecordError, TokenRecord
@@ -111,11 +110,6 @@ def parse_csv(text: str, where: str) -> list[TokenRecord]:
     if not records:
         raise FormatError(f"{where}: contains no tokens")
     return records
-
-
-def read_csv(path: str | os.PathLike[str]) -> list[TokenRecord]:
-    """The tokens in the OATH CSV file at ``path``."""
-    return parse_csv(read_text(path), os.fspath(path))
 
 
 def format_csv(records: Iterable[TokenRecord], where: str = "CSV") -> str:

@@ -26,7 +26,6 @@ from keyfob.formats._common import (
     decode_base32,
     encode_base32,
     hash_from_name,
-    read_text,
     write_private,
 )
 from keyfob.records import MODES, RecordError, TokenRecord
@@ -154,11 +153,6 @@ def parse_uris(text: str, where: str) -> list[TokenRecord]:
     if not records:
         raise FormatError(f"{where}: contains no tokens")
     return records
-
-
-def read_uris(path: str | os.PathLike[str]) -> list[TokenRecord]:
-    """The tokens in a file of otpauth URIs."""
-    return parse_uris(read_text(path), os.fspath(path))
 
 
 def format_uris(records: Iterable[TokenRecord], issuer: str = DEFAULT_ISSUER, where: str = "URIs") -> str:

@@ -16,7 +16,8 @@ Reading accepts what vendors ship: the RFC 6030 examples, Feitian, Yubico
 (OATH-HOTP) and multiOTP style files. Untrusted XML is parsed by defusedxml
 with document type declarations forbidden, so entity expansion and external
 entities (XXE) fail before python-pskc sees the file. Any problem with any
-token fails the whole file: nothing is returned.
+token fails the whole file: nothing is returned. Messages quote no text from the file but a
+key package's serial number.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from keyfob.formats._common import (
     check_records,
     hash_from_name,
     hash_from_seed_length,
-    read_limited,
     write_private,
 )
 from keyfob.records import RecordError, TokenRecord
@@ -134,7 +134,7 @@ def _unlock(container: pskc.PSKC, key: bytes | str | None, passphrase: str | Non
 def _profile(pskc_key: pskc.key.Key, what: str) -> str:
     match = _PROFILE_RE.search((pskc_key.algorithm or "").strip())
     if not match:
-        raise FormatError(f"{what}: algorithm {pskc_key.algorithm!r} is neither HOTP nor TOTP")
+        raise FormatError(f"{what}: the key's algorithm is neither HOTP nor TOTP")
     return match.group(1).lower()
 
 
@@ -162,7 +162,7 @@ def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
     if pskc_key.algorithm_suite:
         algorithm = hash_from_name(pskc_key.algorithm_suite)
         if algorithm is None:
-            raise FormatError(f"{what}: hash suite {pskc_key.algorithm_suite!r} is not supported")
+            raise FormatError(f"{what}: the hash suite is not supported (only HMAC-SHA1 and HMAC-SHA256)")
     else:
         algorithm = hash_from_seed_length(len(secret))
         if algorithm is None:
@@ -225,13 +225,6 @@ def parse_pskc(
         except (ValueError, TypeError) as exc:
             raise FormatError(f"{what}: malformed value ({type(exc).__name__})") from None
     return records
-
-
-def read_pskc(
-    path: str | os.PathLike[str], key: bytes | str | None = None, passphrase: str | None = None
-) -> list[TokenRecord]:
-    """The tokens in the PSKC file at ``path``; FormatError for any problem, nothing returned then."""
-    return parse_pskc(read_limited(path), os.fspath(path), key=key, passphrase=passphrase)
 
 
 # --------------------------------------------------------------------------- writing

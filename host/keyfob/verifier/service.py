@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Self
@@ -129,7 +130,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-def canonical_serial(text: str) -> str:
+def _serial(text: str) -> str:
     """:func:`keyfob.serials.accept_serial` with the verifier's :class:`BadInput`: keyfob serials
     must pass their Damm check digit, other vendors' serials are kept as given (1 to 64 printable
     characters, no whitespace)."""
@@ -137,9 +138,6 @@ def canonical_serial(text: str) -> str:
         return accept_serial(text)
     except SerialError as exc:
         raise BadInput(str(exc)) from None
-
-
-_serial = canonical_serial
 
 
 # The hot path (load, compare-and-set, audit) uses plain portable SQL: building SQLAlchemy Core
@@ -653,7 +651,7 @@ class Verifier:
                 serials.append(_serial(r.serial))
             except BadInput as exc:
                 raise BadInput(f"{source or 'import'}: token {n}: {exc}") from None
-        dup = {s for s in serials if serials.count(s) > 1}
+        dup = {s for s, n in Counter(serials).items() if n > 1}
         if dup:
             raise BadInput(f"the seed file lists token {min(dup)} more than once")
         now = self._clock()
