@@ -104,9 +104,14 @@ class _NoPanel:
 
 
 class App:
-    def __init__(self, board, off_after_ms=15000):
+    def __init__(self, board, off_after_ms=15000, sleep_after_ms=30000):
         self.board = board
         self.off_after_ms = off_after_ms  # display off after this long (saves the panel)
+        # Deep sleep this long after the last press or USB request, on boards
+        # that can (0: never). Only a locked token sleeps: an open one is on a
+        # laptop being set up, and a sleeping chip does not answer USB.
+        self.sleep_after_ms = sleep_after_ms
+        self._active_at = board.ticks_ms()
         _remove(_SCRUB_NAME)  # left over by a power cut during scrub()
         self.store = store.Store()
         found = board.found
@@ -215,8 +220,6 @@ class App:
         self.store.wipe()
         self.notify('reset')
 
-    # -- main loop -------------------------------------------------------------
-
     # -- USB provisioning (proto calls back into these) ---------------------------
 
     def usb(self):
@@ -280,26 +283,63 @@ class App:
             if event == 'usb':
                 b.usb_read(64)  # one request at a time: bytes sent meanwhile are dropped
 
+    # -- deep sleep -----------------------------------------------------------------
+
+    def _sleep_in(self):
+        # ms until the token may deep-sleep, or -1 when it must stay awake.
+        s = self.store
+        if not self.sleep_after_ms or not s.provisioned or not s.locked or self.ui.is_on:
+            return -1
+        if self.link.busy() or getattr(self.board, 'deep_sleep', None) is None:
+            return -1
+        return max(0, self.sleep_after_ms - time.ticks_diff(self.board.ticks_ms(), self._active_at))
+
+    def sleep(self):
+        # A board that resets on wake-up never returns from deep_sleep() (the
+        # next start sees woke_by_button()); the sim returns at the wake-up.
+        self.ui.off()
+        self.step_shown = -1
+        self.board.deep_sleep()
+        self.on_button(woke=True)
+
+    def on_button(self, woke=False):
+        # The press that woke the chip counts even if it is already over.
+        self._active_at = self.board.ticks_ms()
+        self.ui.off_after_ms = self.off_after_ms
+        if woke or self.button.pressed():
+            self.press()
+            if self.button.wait_release() == 'long':
+                self.long_press()
+                self.button.wait_up()
+
+    # -- main loop -----------------------------------------------------------------
+
     def run(self):
         b = self.board
         print('keyfob', VERSION, 'on', b.name, 'found:', b.found)
-        if not self.boot_reset_offer():
+        woke = getattr(b, 'woke_by_button', None)
+        if woke is not None and woke():
+            self.on_button(woke=True)
+        elif not self.boot_reset_offer():
             self.ui.show_boot_report(b.found)
             self.ui.off_after_ms = _BOOT_REPORT_MS
         while True:
             if self.link.busy():
                 wait = _FRAME_POLL_MS
+            elif self.ui.is_on:
+                wait = _TICK_MS
             else:
-                wait = _TICK_MS if self.ui.is_on else _FOREVER_MS
+                wait = self._sleep_in()
+                if wait == 0:
+                    self.sleep()
+                    continue
+                if wait < 0 or wait > _FOREVER_MS:
+                    wait = _FOREVER_MS
             event = b.idle(wait)
             if event == 'button':
-                self.ui.off_after_ms = self.off_after_ms
-                if self.button.pressed():
-                    self.press()
-                    if self.button.wait_release() == 'long':
-                        self.long_press()
-                        self.button.wait_up()
+                self.on_button()
             elif event == 'usb':
+                self._active_at = b.ticks_ms()
                 self.usb()
             else:
                 self.usb_expire()

@@ -29,6 +29,12 @@ class Board(McuBoard):
         # The chip restarts from main.py on the button; state lives in flash.
         machine.deepsleep()
 
+    def woke_by_button(self):
+        # This start is the button waking the chip from deep sleep (ext0): the
+        # press counts, even if the finger is already up by now.
+        return (machine.reset_cause() == machine.DEEPSLEEP_RESET
+                and machine.wake_reason() == getattr(machine, 'EXT0_WAKE', 2))
+
 
 def make():
     return Board()

@@ -420,6 +420,7 @@ class Silicon:
 
     def deep_sleep(self):
         # Asleep: no USB reader, only the button (and a Ctrl-C, so mpremote gets in) wake it.
+        # What the host sent meanwhile is lost, as on a chip whose UART was off.
         listen = self.listen
         self.listen = False
         try:
@@ -427,6 +428,8 @@ class Silicon:
                 pass
         finally:
             self.listen = listen
+        while self._stdin_ready():
+            self._read_byte()
 
 
 _silicon = None
