@@ -7,13 +7,13 @@ freshly flashed token out of the box.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
 from keyfob import build
 from keyfob.sim import VirtualToken
 from keyfob.sim.devtools import dev_provision  # noqa: F401  (re-exported for the tests)
+from oracles import b32  # noqa: F401  (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,3 @@ def make_token(tmp_path, golden_flash):
     yield make
     for tok in made:
         tok.close()
-
-
-def b32(seed: bytes) -> str:
-    return base64.b32encode(seed).decode()

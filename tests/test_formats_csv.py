@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import secrets
 import stat
 from pathlib import Path
 
-import pyotp
 import pytest
 from keyfob.formats import FormatError, read_seed_file, write_csv
 from keyfob.formats.csvfile import format_csv, parse_csv
 from keyfob.records import TokenRecord
 from keyfob.serials import make_serial
-
-
-def hotp(secret: bytes, counter: int, digits: int, algorithm: str) -> str:
-    """RFC 4226 section 5.3, independent of the code under test and of pyotp."""
-    mac = hmac.new(secret, counter.to_bytes(8, "big"), algorithm).digest()
-    offset = mac[-1] & 0x0F
-    code = int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFFFFFF
-    return str(code % 10**digits).zfill(digits)
-
-
-def pyotp_code(record: TokenRecord, moment: int) -> str:
-    digest = getattr(hashlib, record.algorithm)
-    key = base64.b32encode(record.secret).decode()
-    if record.mode == "hotp":
-        return pyotp.HOTP(key, digits=record.digits, digest=digest).at(moment)
-    return pyotp.TOTP(key, digits=record.digits, digest=digest, interval=record.period).at(moment)
+from oracles import hotp, pyotp_code
 
 
 def five_records() -> list[TokenRecord]:

@@ -13,14 +13,7 @@ import pytest
 from keyfob.formats import FormatError, build_uri, parse_uri, read_seed_file, write_uris
 from keyfob.records import TokenRecord
 from keyfob.serials import make_serial
-
-
-def hotp(secret: bytes, counter: int, digits: int, algorithm: str) -> str:
-    """RFC 4226 section 5.3, independent of the code under test and of pyotp."""
-    mac = hmac.new(secret, counter.to_bytes(8, "big"), algorithm).digest()
-    offset = mac[-1] & 0x0F
-    code = int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFFFFFF
-    return str(code % 10**digits).zfill(digits)
+from oracles import hotp
 
 
 def five_records() -> list[TokenRecord]:

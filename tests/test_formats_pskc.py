@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import hmac
 import io
 import os
@@ -15,31 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyotp
 import pytest
 from keyfob.formats import FormatError, read_seed_file, write_pskc
 from keyfob.formats.pskc import PBKDF2_ITERATIONS, build_pskc
 from keyfob.records import TokenRecord
 from keyfob.serials import make_serial
+from oracles import hotp, pyotp_code
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def hotp(secret: bytes, counter: int, digits: int, algorithm: str) -> str:
-    """RFC 4226 section 5.3, written out here so the tests do not trust one implementation."""
-    mac = hmac.new(secret, counter.to_bytes(8, "big"), algorithm).digest()
-    offset = mac[-1] & 0x0F
-    code = int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFFFFFF
-    return str(code % 10**digits).zfill(digits)
-
-
-def pyotp_code(record: TokenRecord, moment: int) -> str:
-    """pyotp's code for ``record``: at counter ``moment`` (HOTP) or Unix time ``moment`` (TOTP)."""
-    digest = getattr(hashlib, record.algorithm)
-    key = base64.b32encode(record.secret).decode()
-    if record.mode == "hotp":
-        return pyotp.HOTP(key, digits=record.digits, digest=digest).at(moment)
-    return pyotp.TOTP(key, digits=record.digits, digest=digest, interval=record.period).at(moment)
 
 
 def own_code(record: TokenRecord, moment: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 import secrets
 import stat
@@ -15,6 +14,7 @@ import zxingcpp
 from keyfob.formats import FormatError, build_uri, terminal_qr, write_qr
 from keyfob.records import TokenRecord
 from keyfob.serials import make_serial
+from oracles import hotp
 from PIL import Image
 
 # A QR decoder that knows nothing of segno: what a phone camera app would do.
@@ -80,14 +80,6 @@ def terminal_to_modules(text: str) -> list[list[bool]]:
 def twin_uri() -> tuple[TokenRecord, str]:
     record = TokenRecord(make_serial(31), "totp", "sha256", 8, secrets.token_bytes(32), period=30)
     return record, build_uri(record, issuer="keyfob", account=record.serial)
-
-
-def hotp(secret: bytes, counter: int, digits: int, algorithm: str) -> str:
-    """RFC 4226 section 5.3, independent of the code under test and of pyotp."""
-    mac = hmac.new(secret, counter.to_bytes(8, "big"), algorithm).digest()
-    offset = mac[-1] & 0x0F
-    code = int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFFFFFF
-    return str(code % 10**digits).zfill(digits)
 
 
 def assert_same_codes(uri: str, record: TokenRecord) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 import os
 import re
@@ -34,6 +33,8 @@ from keyfob.formats import read_seed_file
 from keyfob.serials import is_valid_serial, make_serial
 from keyfob.sim import VirtualToken
 from keyfob.sim.textread import text_lines
+from oracles import b32
+from oracles import kcv as kcv_here
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -50,16 +51,6 @@ def _env(monkeypatch, tmp_path):
 
 def cli(*args, input=None):
     return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
-
-
-def b32(seed: bytes) -> str:
-    return base64.b32encode(seed).decode()
-
-
-def kcv_here(seed: bytes, algorithm: str) -> str:
-    """docs/protocol.md: first 3 bytes of HMAC(seed, b'keyfob-kcv'), nibbles as letters a..p."""
-    mac = hmac.new(seed, b"keyfob-kcv", getattr(hashlib, algorithm)).digest()[:3]
-    return "".join("abcdefghijklmnop"[b >> 4] + "abcdefghijklmnop"[b & 15] for b in mac)
 
 
 def spellings(seed: bytes) -> list[str]:

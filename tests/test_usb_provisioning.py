@@ -30,6 +30,8 @@ from keyfob.device.client import Refused, TokenClient
 from keyfob.records import TokenRecord
 from keyfob.serials import make_serial
 from keyfob.sim.textread import text_lines
+from oracles import b32
+from oracles import kcv as kcv_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,16 +48,6 @@ def new_record(mode: str = "hotp", algorithm: str = "sha1", digits: int = 6, per
     seed = secrets.token_bytes(32 if algorithm == "sha256" else 20)
     return TokenRecord(serial=make_serial(secrets.randbelow(10**8)), mode=mode, algorithm=algorithm,
                        digits=digits, secret=seed, counter=counter, period=period)
-
-
-def b32(seed: bytes) -> str:
-    return base64.b32encode(seed).decode()
-
-
-def kcv_of(seed: bytes, algorithm: str) -> str:
-    """docs/protocol.md: the first 3 bytes of HMAC(seed, b"keyfob-kcv"), each nibble as a letter a..p."""
-    mac = hmac.new(seed, b"keyfob-kcv", getattr(hashlib, algorithm)).digest()[:3]
-    return "".join(chr(0x61 + (b >> 4)) + chr(0x61 + (b & 15)) for b in mac)
 
 
 def tap(tok) -> bytearray:
