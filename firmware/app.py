@@ -195,7 +195,7 @@ class App:
         if not s.provisioned:
             self.ui.show_not_provisioned()
         else:
-            self.ui.show_message(('Serial', s.serial, 'USB locked' if s.locked else 'USB open'))
+            self.ui.show_serial(s.serial, s.locked)
         self.step_shown = -1
 
     # -- factory reset at power-up ---------------------------------------------

@@ -2,8 +2,8 @@
 #
 # MicroPython has no hmac module and its hash objects have no copy(), so an
 # Hotp object keeps the two padded key blocks (K xor ipad, K xor opad) and
-# a press costs two hash objects and two digests. Codes are ints; format_code
-# writes one zero-padded into a display buffer without making a string.
+# a press costs two hash objects and two digests. Codes are ints: the display
+# draws their digits without making a string.
 #
 # Big ints: on 32-bit ports small ints are < 2**30. A Unix time (~1.8e9) is a
 # big int there, a step number (time // 30) and a counter of a real token are
@@ -93,16 +93,6 @@ def hotp(key, counter, digits=6, alg="sha1"):
 
 def totp(key, unix_time, period=30, digits=6, alg="sha1"):
     return Hotp(key, alg).code(unix_time // period, digits)
-
-
-def format_code(code, digits, buf):
-    # Write code as `digits` ASCII digits, zero-padded, into buf[0:digits].
-    i = digits - 1
-    while i >= 0:
-        buf[i] = 0x30 + code % 10
-        code //= 10
-        i -= 1
-    return digits
 
 
 def key_check_value(key, alg="sha1"):

@@ -100,8 +100,8 @@ class Ui:
         self._bar = -1
         self._present()
 
-    def show_serial(self, serial):
-        self.show_message(("Serial", serial))
+    def show_serial(self, serial, locked):
+        self.show_message(("Serial", serial, "USB locked" if locked else "USB open"))
 
     def show_not_provisioned(self):
         self.show_message(NOT_PROVISIONED)

@@ -170,7 +170,7 @@ screens = [
     ('clock_lost', u.show_clock_lost, ()),
     ('locked', u.show_locked, ()),
     ('hold', u.show_hold_to_reset, ()),
-    ('serial', u.show_serial, ('KF000123454',)),
+    ('serial', u.show_serial, ('KF000123454', True)),
     ('boot', u.show_boot_report, ({'oled': True, 'ds3231': False},)),
     ('digits_text', u.show_message, (('123456', '87654321'),)),
 ]
