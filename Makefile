@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The Pico tier's emulator (rp2040js, pinned in the lockfile).
+PICO   := boards/sim/pico
+NPM_STAMP := $(PICO)/node_modules/.installed
 
 .PHONY: demo test bench soak sim lint clean
 
@@ -13,19 +16,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(NPM_STAMP): $(PICO)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(PICO) --no-audit --no-fund --silent && touch $@; \
+	else echo "npm not found: the Pico tier cannot run here"; fi
+
+demo: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m keyfob.demo
 
-test: $(STAMP)
+test: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m pytest -n 2 tests
 
-bench: $(STAMP)
+bench: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m bench
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak
 
-sim: $(STAMP)
+sim: $(STAMP) $(NPM_STAMP)
 	$(BIN)/keyfob sim run
 
 lint: $(STAMP)
@@ -33,4 +41,4 @@ lint: $(STAMP)
 	$(BIN)/python -m keyfob.build --check
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) build .pytest_cache $(PICO)/node_modules

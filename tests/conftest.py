@@ -3,6 +3,12 @@
 The firmware is compiled once per test process and deployed once, with mpremote, onto a
 "golden" virtual flash; each test then gets its own copy of that flash, as if it took a
 freshly flashed token out of the box.
+
+Two tiers (docs/internals.md, "Two tiers"): ``unix`` (the MicroPython unix port with the sim
+board) and ``pico`` (the real rp2 port in an emulated RP2040, boards/rp2040 deployed unchanged).
+A test module that holds on both says ``pytestmark = on_both_tiers``; its ``make_token`` then
+makes the tier's token. The Pico tier is skipped, with one line saying why, only where its
+inputs (the UF2, the boot ROM, rp2040js) are missing.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from keyfob import build
-from keyfob.sim import VirtualToken
+from keyfob.sim import SimError, VirtualToken
 from keyfob.sim.devtools import dev_provision  # noqa: F401  (re-exported for the tests)
 from oracles import b32  # noqa: F401  (re-exported for the tests)
 
@@ -33,14 +39,69 @@ def golden_flash(tmp_path_factory, firmware_files) -> Path:
     return wd / "flash.img"
 
 
-@pytest.fixture
-def make_token(tmp_path, golden_flash):
-    """Factory: make_token(name='tok', **kw) -> a VirtualToken on a copy of the golden flash
-    (not powered on yet). All are shut down at the end of the test."""
-    made: list[VirtualToken] = []
+TIERS = ("unix", "pico")
+on_both_tiers = pytest.mark.parametrize("tier", TIERS, indirect=True)
 
-    def make(name: str = "tok", **kw) -> VirtualToken:
-        tok = VirtualToken(tmp_path / name, image=golden_flash, **kw)
+
+def pico_missing() -> str | None:
+    """Why the Pico tier cannot run here (None: it can)."""
+    from keyfob.sim import pico
+
+    try:
+        pico.find_inputs()
+        pico.check_runner()
+    except SimError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture
+def tier(request) -> str:
+    """The tier a test runs on: 'unix' unless the module or test parametrizes it."""
+    name = getattr(request, "param", "unix")
+    if name == "pico":
+        why = pico_missing()
+        if why:
+            pytest.skip(f"Pico tier skipped: {why}")
+    return name
+
+
+@pytest.fixture(scope="session")
+def pico_firmware_files(tmp_path_factory) -> list[tuple[Path, str]]:
+    return build.build("rp2040", tmp_path_factory.mktemp("build-rp2040"))
+
+
+@pytest.fixture(scope="session")
+def pico_golden_flash(tmp_path_factory, pico_firmware_files) -> Path:
+    """An emulated Pico's flash: the MicroPython UF2, then the firmware deployed by mpremote
+    (boards/rp2040 as a user deploys it)."""
+    from keyfob.sim.pico import PicoToken
+
+    wd = tmp_path_factory.mktemp("golden-pico")
+    with PicoToken(wd) as tok:
+        tok.power_on()
+        tok.deploy(pico_firmware_files)
+        tok.wait_idle()
+        tok.power_off()
+    return wd / "flash.bin"
+
+
+@pytest.fixture
+def make_token(request, tier, tmp_path):
+    """Factory: make_token(name='tok', **kw) -> the tier's token on a copy of its golden flash
+    (not powered on yet). All are shut down at the end of the test."""
+    made: list = []
+    if tier == "pico":
+        from keyfob.sim.pico import PicoToken
+
+        image = request.getfixturevalue("pico_golden_flash")
+        cls = PicoToken
+    else:
+        image = request.getfixturevalue("golden_flash")
+        cls = VirtualToken
+
+    def make(name: str = "tok", **kw):
+        tok = cls(tmp_path / name, image=image, **kw)
         made.append(tok)
         return tok
 

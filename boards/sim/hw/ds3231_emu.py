@@ -303,9 +303,20 @@ class DS3231Emu:
 
     def readinto(self, buf):
         """One I2C read transaction from the register pointer (auto-increment, wraps)."""
-        r = self.registers()  # the chip latches the time at the START condition
-        p = self._ptr
+        r = self.peek()
         for i in range(len(buf)):
-            buf[i] = r[p]
-            p = (p + 1) % NREGS
-        self._ptr = p
+            buf[i] = r[i % NREGS]
+        self.skip(len(buf))
+
+    def peek(self):
+        """The bytes a read transaction starting now returns, from the register pointer on
+        (all NREGS, wrapping), without moving the pointer: the chip latches the time at the
+        START condition. For a bus that learns a read's length only at its STOP (the
+        emulated Pico): peek() at the start, skip(n) at the end."""
+        r = self.registers()
+        p = self._ptr
+        return bytes(r[(p + i) % NREGS] for i in range(NREGS))
+
+    def skip(self, n):
+        """A read transaction took n bytes: the pointer moves past them."""
+        self._ptr = (self._ptr + n) % NREGS

@@ -136,12 +136,25 @@ def micropython_exe() -> str:
     return found
 
 
+_hw_modules: dict[tuple[str, str], object] = {}
+
+
+def load_hw(hw: Path, name: str):
+    """An emulated part's module from boards/sim/hw (written in the subset MicroPython and
+    CPython share), loaded in this process: the Pico tier's parts and the clock of a token
+    that is off."""
+    key = (str(hw), name)
+    if key not in _hw_modules:
+        spec = importlib.util.spec_from_file_location(f"_keyfob_{name}", Path(hw) / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _hw_modules[key] = mod
+    return _hw_modules[key]
+
+
 def _load_ds3231_emu(hw: Path):
-    spec = importlib.util.spec_from_file_location("_keyfob_ds3231_emu", hw / "ds3231_emu.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_hw(hw, "ds3231_emu")
 
 
 class VirtualToken:
