@@ -1,5 +1,6 @@
 """The token end to end on the virtual token: the real firmware files, deployed with mpremote,
-running under the real MicroPython unix port; codes read back from the emulated OLED pixels.
+running under the real MicroPython unix port and under the real rp2 port in an emulated RP2040;
+codes read back from the emulated OLED pixels.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ import time
 
 import pyotp
 import pytest
-from conftest import b32, dev_provision
+from conftest import b32, dev_provision, on_both_tiers
 from keyfob.sim.textread import text_lines
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), on_both_tiers]
 
 RFC4226_SEED = b"12345678901234567890"
 # RFC 6238 appendix B seeds: the SHA1 key is 20 bytes, the SHA256 key 32 bytes.
