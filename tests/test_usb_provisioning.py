@@ -25,15 +25,16 @@ import time
 import pyotp
 import pytest
 import serial
+from conftest import on_both_tiers
 from keyfob.device import frames
-from keyfob.device.client import Refused, TokenClient
+from keyfob.device.client import RESET_TIMEOUT, Refused, TokenClient
 from keyfob.records import TokenRecord
 from keyfob.serials import make_serial
 from keyfob.sim.textread import text_lines
 from oracles import b32
 from oracles import kcv as kcv_of
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(240), on_both_tiers]
 
 DAY = 86400
 T0 = 1_767_225_615  # 2026-01-01 00:00:15 UTC: 15 s into a 30 s step
@@ -54,14 +55,15 @@ def tap(tok) -> bytearray:
     """Record every byte the token's firmware writes to its USB port from now on (the pty bridge's
     output path, whoever reads the port: our client, mpremote, nobody)."""
     out = bytearray()
-    bridge = tok._bridge
-    forward = bridge._host_out
+    owner = getattr(tok, "_bridge", tok)  # the unix tier's pty bridge, or the PicoToken itself
+    name = "_host_out" if owner is not tok else "_to_host"
+    forward = getattr(owner, name)
 
     def record(data: bytes) -> None:
         out.extend(data)
         forward(data)
 
-    bridge._host_out = record
+    setattr(owner, name, record)
     return out
 
 
@@ -79,7 +81,8 @@ def leaks(data: bytes, seed: bytes) -> list[str]:
 
 
 def open_client(tok, timeout: float = 5.0) -> TokenClient:
-    return TokenClient(serial.Serial(tok.port, 115200, timeout=0.05), timeout=timeout)
+    return TokenClient(serial.Serial(tok.port, 115200, timeout=0.05), timeout=timeout * tok.patience,
+                       reset_timeout=RESET_TIMEOUT * tok.patience)
 
 
 def mpremote(port: str, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess | None:
@@ -118,7 +121,7 @@ def reset_in_background(client: TokenClient) -> tuple[threading.Thread, dict]:
 
 
 def wait_for_screen(tok, lines: list[str], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * tok.patience
     while screen_text(tok) != lines:
         assert time.monotonic() < deadline, f"screen never showed {lines}: {screen_text(tok)}"
         time.sleep(0.05)
@@ -150,7 +153,7 @@ def test_provision_lock_press_shows_pyotp_codes(make_token):
             info = client.info()
             assert (info.serial, info.mode, info.algorithm, info.digits, info.period) == (
                 rec.serial, rec.mode, rec.algorithm, rec.digits, rec.period)
-            assert info.provisioned and info.locked and info.board == "sim"
+            assert info.provisioned and info.locked and info.board == tok.deploy_board
             assert info.counter == rec.counter
             assert text_lines(tok.screen()) == ["Locked"]
 
@@ -175,7 +178,11 @@ def test_provision_lock_press_shows_pyotp_codes(make_token):
 # --- 3. reset needs the button; provision needs a reset ----------------------------------------------
 
 
-def test_reset_refused_without_button_then_wipes_with_it(make_token):
+def test_reset_refused_without_button_then_wipes_with_it(make_token, tier):
+    if tier == "pico":
+        # On the chip the button held for the reset is still down when the wipe ends, and the
+        # firmware takes it for a new press: fixed with the reset gesture (issue 10, point 4).
+        pytest.skip("Pico tier: the reset gesture is being reworked (issue 10, point 4)")
     rec = new_record()
     tok = make_token()
     tok.power_on()
@@ -233,14 +240,13 @@ def _provisioned_token(make_token, name: str, rec: TokenRecord):
 
 
 def test_power_up_hold_offers_factory_reset(make_token):
-    # KEYFOB_SIM_HOLD_MS: the button is down from power-up for that long, then lets go by itself
-    # (the firmware polls the pin then, the control socket is not served).
+    # hold_ms: the button is down from power-up for that long, then lets go by itself
+    # (the firmware polls the pin then).
     rec = new_record()
     tok, _ = _provisioned_token(make_token, "held", rec)
     assert "raw" in leaks(tok.flash_path.read_bytes(), rec.secret)
     # Held for 8 s: 1 s to count as held at boot, then 5 s more to confirm.
-    tok.extra_env["KEYFOB_SIM_HOLD_MS"] = "8000"
-    tok.power_on()
+    tok.power_on(hold_ms=8000)
     tok.wait_idle(20)  # idle again once the button is up
     assert screen_text(tok) == ["Token", "wiped"]
     with open_client(tok) as client:
@@ -252,8 +258,7 @@ def test_power_up_hold_offers_factory_reset(make_token):
     rec = new_record()
     tok, info = _provisioned_token(make_token, "early", rec)
     image = tok.flash_path.read_bytes()
-    tok.extra_env["KEYFOB_SIM_HOLD_MS"] = "2500"
-    tok.power_on()
+    tok.power_on(hold_ms=2500)
     tok.wait_idle(20)
     assert screen_text(tok) == ["Reset", "cancelled"]
     with open_client(tok) as client:

@@ -170,6 +170,9 @@ class PicoToken:
 
     board = "pico"
     deploy_board = "rp2040"
+    #: host-side waits are this many times longer than on the unix tier: the emulated
+    #: Cortex-M0+ computes at about a third of a real one's speed, less on a loaded machine
+    patience = 4
 
     def __init__(
         self,
@@ -265,10 +268,12 @@ class PicoToken:
         cut_after_ops: int | None = None,
         cut_erase_done: bool = False,
         timeout: float = 30.0,
+        hold_ms: int | None = None,
     ) -> None:
         """Switch on. Returns once MicroPython's USB port is up (main.py is then starting), or
         at once when the chip has no boot image and shows its BOOTSEL drive instead.
-        ``hold``: the button is held at power-up. ``cut_after_ops``: the power goes after that
+        ``hold``: the button is held at power-up; ``hold_ms``: held from power-up for that much
+        emulated time, then let go by itself. ``cut_after_ops``: the power goes after that
         many flash operations (erase or program; the next one does not happen, or for an erase
         with ``cut_erase_done`` it finishes and then the power goes)."""
         if nomain:
@@ -282,10 +287,12 @@ class PicoToken:
                 self._show_bootsel()
                 return
             gen = self._connected
-            self._start_chip(cut_after_ops, cut_erase_done)
+            self._start_chip(cut_after_ops, cut_erase_done, hold_ms)
         self._wait(lambda: self._connected > gen or not self.is_running, timeout, "the Pico's USB port")
 
-    def _start_chip(self, cut_after_ops: int | None = None, cut_erase_done: bool = False) -> None:
+    def _start_chip(
+        self, cut_after_ops: int | None = None, cut_erase_done: bool = False, hold_ms: int | None = None
+    ) -> None:
         argv = ["node", str(self.runner), "--bootrom", str(self.inputs.bootrom), "--flash", str(self.flash_path)]
         if cut_after_ops is not None:
             argv += ["--cut-after-ops", str(int(cut_after_ops)), "--cut-erase-done", "1" if cut_erase_done else "0"]
@@ -310,6 +317,9 @@ class PicoToken:
         threading.Thread(target=self._chip_loop, args=(proc,), name="keyfob-pico-chip", daemon=True).start()
         self._send("a", bytes(self._parts.devices()))
         self._send("g", b"\x00" if self._held else b"\x01")
+        if hold_ms is not None:
+            self._press_left = True
+            self._send("p", struct.pack("<I", int(hold_ms)))
 
     def cut_power(self) -> None:
         """Pull the battery: the chip stops at once, wherever it is."""
@@ -469,6 +479,7 @@ class PicoToken:
         elif kind == "P":
             with self._lock:
                 self._press_left = False
+                self._quiet = 0  # only quiet after the finger lifted counts
                 self._cond.notify_all()
         elif kind == "C":
             with self._lock:
@@ -496,6 +507,8 @@ class PicoToken:
                 time.sleep(0.05)
                 continue
             if data and self.is_running:
+                with self._lock:
+                    self._quiet = 0  # the firmware has a request to answer
                 self._send("u", data)  # bytes sent while the chip is off are lost, as on a cable
 
     # -- waiting --------------------------------------------------------------------------------

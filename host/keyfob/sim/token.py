@@ -161,6 +161,10 @@ class VirtualToken:
     """One virtual token. Use as a context manager (or call :meth:`close`): it owns a child
     process, a pty and threads."""
 
+    board = "unix"  #: the tier (keyfob.sim.pico.PicoToken is "pico")
+    deploy_board = "sim"  #: the board layer keyfob deploy puts on it
+    patience = 1  #: factor for host-side waits (the Pico tier computes slower)
+
     def __init__(
         self,
         workdir: str | os.PathLike,
@@ -245,14 +249,18 @@ class VirtualToken:
         nomain: bool = False,
         cut_after_writes: int | None = None,
         timeout: float = 10.0,
+        hold_ms: int | None = None,
     ) -> None:
         """Switch on; returns once the sim has mounted its flash and brought up its parts
         (main.py is then starting). ``hold``: the button is held at power-up (release it with
-        :meth:`release`). ``cut_after_writes``: the flash dies after that many block writes."""
+        :meth:`release`); ``hold_ms``: held from power-up for that long, then let go by itself.
+        ``cut_after_writes``: the flash dies after that many block writes."""
         if self.is_running:
             raise SimError("already on")
         self._held = hold
         self._boot = {}
+        if hold_ms is not None:
+            self._boot["KEYFOB_SIM_HOLD_MS"] = str(int(hold_ms))
         if cut_after_writes is not None:
             self._boot["KEYFOB_SIM_CUT_AFTER_WRITES"] = str(int(cut_after_writes))
         gen = self._ctrl.generation
