@@ -609,6 +609,12 @@ class PicoToken:
         """Emulated time since this power-on, in ms (the chip's ticks_ms, roughly)."""
         return self._emu_ms
 
+    def run_for(self, ms: int, timeout: float = 60.0) -> None:
+        """Return once the chip has run ``ms`` more of emulated time (or went off)."""
+        self._require_on()
+        until = self._emu_ms + ms
+        self._wait(lambda: self._emu_ms >= until or not self.is_running, timeout, f"{ms} ms of emulated time")
+
     # -- the frame log ---------------------------------------------------------------------------
 
     def enable_frame_log(self, path: str | os.PathLike | None = None) -> Path:
