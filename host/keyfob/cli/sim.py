@@ -1,4 +1,6 @@
-"""``keyfob sim``: run a virtual token (the firmware under the MicroPython unix port)."""
+"""``keyfob sim``: run a virtual token, on the unix tier (the firmware under the MicroPython unix
+port) or the Pico tier (the real rp2 port in an emulated RP2040): a keyboard console (``run``), or
+a token in the background driven command by command (``start``, ``press``, ``screen``, ...)."""
 
 from __future__ import annotations
 
@@ -14,11 +16,11 @@ def _default_workdir() -> Path:
     return Path(state) / "keyfob" / "sim"
 
 
-def _firmware(workdir: Path):
-    """(local, device name) pairs of the sim board's image, built by keyfob.build."""
+def _firmware(workdir: Path, board: str = "sim"):
+    """(local, device name) pairs of the board's image, built by keyfob.build."""
     from keyfob import build
 
-    return build.build("sim", workdir / "build")
+    return build.build(board, workdir / "build")
 
 
 @click.group("sim")
@@ -97,14 +99,23 @@ def _step(tok, words: list[str]) -> bool:
     return True
 
 
+BOARD_OPTION = click.option(
+    "--board", type=click.Choice(["unix", "pico"]), default="unix", show_default=True,
+    help="unix: the firmware under the MicroPython unix port; pico: the real Pico port in an emulated RP2040.")
+WORKDIR_OPTION = click.option(
+    "--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Where the token keeps its flash image and clock (default: ~/.local/state/keyfob/sim).")
+
+
 @sim.command("run")
+@BOARD_OPTION
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the token keeps its flash image and clock (default: ~/.local/state/keyfob/sim).")
 @click.option("--deploy/--no-deploy", default=None,
               help="Copy the current firmware onto the flash first (default: yes, unless the token is locked).")
 @click.option("--heapsize", default=None, help="MicroPython heap, e.g. 160K (a small chip plus the emulated parts).")
 @click.option("--hold", is_flag=True, help="Power on with the button held.")
-def run(workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: bool) -> None:
+def run(board: str, workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: bool) -> None:
     """Start a virtual token and drive it from the keyboard (type ? for the commands).
 
     Its USB port is printed: use it with mpremote, pyserial or the keyfob commands
@@ -113,8 +124,16 @@ def run(workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: b
     from keyfob.deploy import LockedTokenError
     from keyfob.sim import SimError, VirtualToken
 
-    workdir = (workdir or _default_workdir()).resolve()
-    with VirtualToken(workdir, heapsize=heapsize, register=True) as tok:
+    workdir = (workdir or _board_workdir(board)).resolve()
+    if board == "pico":
+        from keyfob.sim.pico import PicoToken
+
+        if heapsize:
+            raise click.UsageError("--heapsize is the unix tier's: the Pico has its chip's heap")
+        token = PicoToken(workdir, register=True)
+    else:
+        token = VirtualToken(workdir, heapsize=heapsize, register=True)
+    with token as tok:
         if not tok.state_path.exists():
             tok.set_clock(time.time())
         tok.power_on(hold=hold)
@@ -122,7 +141,7 @@ def run(workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: b
             # The current firmware, so a `git pull` shows at the next start; a locked token
             # keeps what it has (its USB console is closed: factory-reset it to update).
             try:
-                tok.deploy(_firmware(workdir))
+                tok.deploy(_firmware(workdir, tok.deploy_board))
             except LockedTokenError:
                 if deploy:
                     raise click.ClickException("the virtual token is locked: factory-reset it to deploy") from None
@@ -145,6 +164,174 @@ def run(workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: b
                 click.echo(f"the token is off (exit status {tok.exit_code}); 'on' powers it on again")
         if tok.is_running:
             tok.power_off()
+
+
+# -- a token in the background, one command at a time ----------------------------------------
+
+
+def _board_workdir(board: str) -> Path:
+    return _default_workdir() if board == "unix" else _default_workdir() / board
+
+
+def _workdir(workdir: Path | None, board: str | None = None) -> Path:
+    """The workdir given, else the default one of ``board``, else the default one that has a
+    token running (the unix tier's first)."""
+    if workdir is not None:
+        return workdir.resolve()
+    if board is not None:
+        return _board_workdir(board).resolve()
+    from keyfob.sim.daemon import read_state
+
+    for name in ("unix", "pico"):
+        if read_state(_board_workdir(name)) is not None:
+            return _board_workdir(name).resolve()
+    return _default_workdir().resolve()
+
+
+def _ask(workdir: Path | None, cmd: str, **args) -> dict:
+    from keyfob.cli._common import fail
+    from keyfob.sim.control import SimError
+    from keyfob.sim.daemon import request
+
+    try:
+        return request(_workdir(workdir), cmd, **args)
+    except SimError as exc:
+        fail(str(exc))
+
+
+def _print_screen(reply: dict) -> None:
+    click.echo(reply["art"])
+    if reply["code"] is not None:
+        click.echo(f"code: {reply['code']}")
+    elif not reply["on"] or reply["kind"] == "off":
+        click.echo("(display off)")
+    elif reply["text"]:
+        click.echo("text: " + " / ".join(reply["text"]))
+
+
+@sim.command("start")
+@BOARD_OPTION
+@WORKDIR_OPTION
+@click.option("--bare", is_flag=True, help="A Pico with no MicroPython yet: it shows its BOOTSEL drive.")
+@click.option("--oled-addr", type=click.Choice(["0x3c", "0x3d"], case_sensitive=False), default="0x3c",
+              show_default=True, help="Where the emulated panel answers (Pico tier).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"board", "port", "drive", "workdir"}.')
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the token to come up.")
+def start(board: str, workdir: Path | None, bare: bool, oled_addr: str, as_json: bool, timeout: float) -> None:
+    """Start a virtual token in the background; returns once it is up and prints its USB port.
+
+    The port stays the same for the token's whole life in WORKDIR (flashing, power cycles).
+    Drive it with keyfob sim press|hold|release|screen|power and stop it with keyfob sim stop.
+    """
+    import subprocess
+    import sys
+
+    from keyfob.cli._common import emit_json, fail
+    from keyfob.sim.daemon import read_state, state_path
+
+    wd = _workdir(workdir, board)
+    if bare and board != "pico":
+        fail("--bare is a Pico with no MicroPython yet: use it with --board pico", as_json=as_json)
+    if read_state(wd) is not None:
+        fail(f"a virtual token is already running in {wd} (keyfob sim stop --workdir {wd})", as_json=as_json)
+    wd.mkdir(parents=True, exist_ok=True)
+    state_path(wd).unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "keyfob.sim.daemon", "--board", board, "--workdir", str(wd),
+            "--oled-addr", oled_addr]
+    if bare:
+        argv.append("--bare")
+    with open(wd / "sim.log", "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        state = read_state(wd)
+        if state is not None or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    if state is None:
+        if proc.poll() is None:
+            proc.kill()
+        lines = (wd / "sim.log").read_text(errors="replace").strip().splitlines()
+        why = lines[-1] if lines else f"it did not come up within {timeout:g} s"
+        fail(f"the virtual token did not start: {why.removeprefix('error: ')}", as_json=as_json)
+    shown = {k: state[k] for k in ("board", "port", "drive", "workdir")}
+    if as_json:
+        emit_json(shown)
+        return
+    click.echo(f"virtual token ({board}) on {state['port']}  (workdir {wd})")
+    if state["drive"]:
+        click.echo(f"BOOTSEL drive: {state['drive']}  (keyfob flash --board rp2040 --drive {state['drive']})")
+
+
+@sim.command("press")
+@click.option("--ms", default=80, show_default=True, help="How long the button is held.")
+@WORKDIR_OPTION
+def press(ms: int, workdir: Path | None) -> None:
+    """Press the button; prints the screen once the token is idle again."""
+    _print_screen(_ask(workdir, "press", ms=ms))
+
+
+@sim.command("hold")
+@WORKDIR_OPTION
+def hold_cmd(workdir: Path | None) -> None:
+    """Press the button and keep it down (keyfob sim release lets go)."""
+    _ask(workdir, "hold")
+
+
+@sim.command("release")
+@WORKDIR_OPTION
+def release_cmd(workdir: Path | None) -> None:
+    """Let go of the button; prints the screen once the token is idle again."""
+    _print_screen(_ask(workdir, "release"))
+
+
+@sim.command("screen")
+@WORKDIR_OPTION
+@click.option("--code", "what", flag_value="code", help="Only the code shown (exit 1 if none).")
+@click.option("--text", "what", flag_value="text", help="Only the text lines shown.")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the screen as a PNG.")
+def screen_cmd(workdir: Path | None, what: str | None, png: Path | None) -> None:
+    """What the token's OLED shows now."""
+    from keyfob.cli._common import EXIT_REFUSED, fail
+
+    reply = _ask(workdir, "screen")
+    if png is not None:
+        from keyfob.sim.screen import Screen
+
+        Screen(bytes.fromhex(reply["pixels"]), on=reply["on"]).save_png(png)
+        click.echo(f"saved {png}")
+    elif what == "code":
+        if reply["code"] is None:
+            fail("the screen shows no code", EXIT_REFUSED)
+        click.echo(reply["code"])
+    elif what == "text":
+        for line in reply["text"]:
+            click.echo(line)
+    else:
+        _print_screen(reply)
+
+
+@sim.command("power")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--hold", is_flag=True, help="Power on with the button held (the factory-reset offer).")
+@WORKDIR_OPTION
+def power_cmd(state: str, hold: bool, workdir: Path | None) -> None:
+    """Switch the token off (once idle) or on again, with the same flash and clock."""
+    _ask(workdir, "power", on=state == "on", hold=hold)
+
+
+@sim.command("stop")
+@WORKDIR_OPTION
+def stop_cmd(workdir: Path | None) -> None:
+    """Switch the background token off and end it (its flash and clock stay in WORKDIR)."""
+    from keyfob.sim.daemon import read_state
+
+    wd = _workdir(workdir)
+    _ask(wd, "stop")
+    deadline = time.monotonic() + 30
+    while read_state(wd) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def register(main: click.Group) -> None:
