@@ -122,6 +122,9 @@ class App:
         self.ui = ui.Ui(oled, off_after_ms, ticks_ms=board.ticks_ms)
         rtc_chip = ds3231.DS3231(board.i2c) if found.get('ds3231') else None
         self.clock = clock.Clock(board.rtc, rtc_chip)
+        # How far the time source may drift (SETTIME bound, drift learning); a
+        # chip clock the board calls unfit (None) refuses time mode.
+        self.clock.max_ppm = clock.DS3231_PPM if rtc_chip else getattr(board, 'rtc_ppm', None)
         self.button = button.Button(board.button, board.ticks_ms, board.sleep_ms)
         self.key = None
         self.step_shown = -1  # TOTP step of the code on screen, -1 = none

@@ -40,8 +40,9 @@ RESET_WAIT_MS = const(10000)
 # SETTIME limits and drift learning (docs/protocol.md section 5).
 T_MIN = 1704067200  # 2024-01-01
 T_MAX = 4102444800  # 2100-01-01
-LEARN_MIN_S = const(86400)
-DRIFT_MAX_PPB = const(500000)
+LEARN_MIN_S = const(604800)  # 7 days: 1 s of offset is 1.7 ppm
+ALLOW_S = const(5)  # what a host's clock may be off, granted over a day (no creeping)
+_DAY = const(86400)
 
 _SCAN = const(0)
 _MAGIC = const(1)
@@ -321,6 +322,7 @@ def _info(req, ctx):
         'digits': s.digits, 'period': s.period, 'counter': s.counter,
         'provisioned': s.provisioned, 'locked': s.locked,
         'time': _clock_now(ctx.clock), 'drift_ppb': s.drift_ppb, 'synced_at': s.synced_at,
+        'jumps': s.jumps, 'faults': list(getattr(ctx, 'faults', ())),
     })
 
 
@@ -330,6 +332,8 @@ def _provision(req, ctx):
     if s.provisioned:
         raise _Refuse('provisioned', 'token already provisioned: factory reset first')
     mode = _choice(obj, 'mode', ('hotp', 'totp'))
+    if mode == 'totp' and ctx.clock.max_ppm is None:
+        raise _Refuse('rtc', 'time mode needs a DS3231 on this board: its own clock drifts too much')
     alg = _choice(obj, 'algorithm', ('sha1', 'sha256'))
     digits = obj['digits']
     if type(digits) is not int or (digits != 6 and digits != 8):
@@ -356,30 +360,62 @@ def _provision(req, ctx):
     return _ok(PROVISION, {'kcv': kcv})
 
 
+def jump_limit(elapsed, max_ppm):
+    # The most a locked token's clock may be corrected at a sync `elapsed`
+    # seconds after the last one (docs/protocol.md 5): what its oscillator can
+    # drift, rounded up, plus ALLOW_S for the host's own error granted over a
+    # day, so that many quick syncs cannot add up allowances.
+    if elapsed < 0:
+        elapsed = 0
+    allow = ALLOW_S * min(elapsed, _DAY) // _DAY
+    return allow + (elapsed * max_ppm + 999999) // 1000000
+
+
 def _settime(req, ctx):
     obj = _fields(req, ('t',))
     t = _int(obj, 't', T_MIN, T_MAX - 1)
     s, clock = ctx.store, ctx.clock
     apply_drift(s, clock)
-    now = _clock_now(clock)
-    offset = None if now is None else now - t
+    raw = None
+    try:
+        if not clock.lost():
+            raw, now = clock.raw_and_unix()
+    except Exception:  # noqa: a clock that cannot be read is treated as lost
+        raw = None
+    offset = None if raw is None else now - t
     drift = s.drift_ppb
     elapsed = t - s.synced_at if s.synced_at else None
+    ppm = clock.max_ppm
+    jump = False
+    if s.locked:
+        if offset is None or elapsed is None or ppm is None:
+            jump = True  # nothing to hold the host's time against: allowed, counted
+        elif -1 <= offset <= 1:
+            # In sync to the second the protocol resolves: nothing is set, so
+            # repeated one-second nudges move nothing.
+            return _ok(SETTIME, {'offset': offset, 'elapsed': elapsed, 'drift_ppb': drift,
+                                 'learned': False, 'set': False, 'jump': False, 'jumps': s.jumps})
+        else:
+            limit = jump_limit(elapsed, ppm)
+            if raw - t > limit or t - raw > limit:
+                raise _Refuse('jump', 'clock jump refused: %d s off, at most %d s may be corrected now'
+                              % (raw - t, limit))
     learned = False
-    if offset is not None and elapsed is not None and elapsed >= LEARN_MIN_S:
+    if offset is not None and elapsed is not None and ppm is not None and elapsed >= LEARN_MIN_S:
         # round(offset * 1e9 / elapsed) in integers
         q = (2 * offset * 1000000000 + elapsed) // (2 * elapsed)
-        if -DRIFT_MAX_PPB <= drift + q <= DRIFT_MAX_PPB:
+        if -ppm * 1000 <= drift + q <= ppm * 1000:
             drift += q
             learned = True
     try:
         clock.set_unix(t)
     except Exception:  # noqa: the I2C or RTC write failed
         raise _Refuse('clock', 'the clock could not be set')
-    s.set_drift(drift, t)
+    s.set_drift(drift, t, 1 if jump else 0)
     apply_drift(s, clock)
     ctx.notify('time')
-    return _ok(SETTIME, {'offset': offset, 'elapsed': elapsed, 'drift_ppb': drift, 'learned': learned})
+    return _ok(SETTIME, {'offset': offset, 'elapsed': elapsed, 'drift_ppb': drift, 'learned': learned,
+                         'set': True, 'jump': jump, 'jumps': s.jumps})
 
 
 def _lock(req, ctx):

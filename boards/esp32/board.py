@@ -18,6 +18,10 @@ I2C_FREQ = const(400000)
 
 class Board(McuBoard):
     name = 'esp32'
+    # The chip's own clock in deep sleep runs from the ~150 kHz RC oscillator,
+    # thousands of ppm off and temperature-dependent: unfit for time mode, which
+    # then needs a DS3231 (PROVISION of a TOTP token is refused without one).
+    rtc_ppm = None
 
     def __init__(self):
         i2c = machine.I2C(0, sda=machine.Pin(PIN_SDA), scl=machine.Pin(PIN_SCL), freq=I2C_FREQ)

@@ -18,6 +18,9 @@ I2C_FREQ = const(400000)
 
 class Board(McuBoard):
     name = 'rp2040'
+    # The RTC counts the 12 MHz crystal (some tens of ppm); it stops at every
+    # power-off anyway, so without a DS3231 each sync finds the clock lost.
+    rtc_ppm = 50
 
     def __init__(self):
         i2c = machine.I2C(0, sda=machine.Pin(PIN_SDA), scl=machine.Pin(PIN_SCL), freq=I2C_FREQ)

@@ -43,6 +43,7 @@ _rtc = None
 
 class Board:
     name = 'sim'
+    rtc_ppm = None  # the chip RTC stands for an ESP32's: unfit for time mode without a DS3231
 
     def __init__(self):
         global _rtc

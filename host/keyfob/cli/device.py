@@ -17,8 +17,8 @@ from ._common import console
 @click.option("--no-info", is_flag=True, help="Do not ask the devices for INFO (USB ids only).")
 def devices(as_json: bool, no_sims: bool, no_info: bool) -> None:
     """List connected boards (by USB id) and running virtual tokens, and what each token says
-    about itself (INFO: serial, mode, provisioned, locked, firmware); "-" is a board that does
-    not answer (no keyfob firmware yet, or busy)."""
+    about itself (INFO: serial, mode, provisioned, locked, clock jumps, failed parts, firmware);
+    "-" is a board that does not answer (no keyfob firmware yet, or busy)."""
     from keyfob.device import survey
 
     found = ports.list_devices(include_sims=not no_sims)
@@ -37,19 +37,21 @@ def devices(as_json: bool, no_sims: bool, no_info: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table("Port", "Kind", "USB id", "Description", "Token", "Mode", "State", "Firmware")
+    table = Table("Port", "Kind", "USB id", "Description", "Token", "Mode", "State", "Jumps", "Firmware")
     for d, info in rows:
         desc = d.description
         if d.is_virtual:
             desc = "%s (pid %d)" % (desc, d.process_id)
         if info is None:
-            token = mode = state = firmware = "-"
+            token = mode = state = jumps = firmware = "-"
         else:
+            # Clock jumps a locked token took because its clock was lost: each one is worth a look.
+            jumps = str(info.jumps)
             token = info.serial or "(none)"
             mode = f"{info.mode}/{info.algorithm}/{info.digits}" if info.provisioned else "-"
             state = ("locked" if info.locked else "open") if info.provisioned else "not provisioned"
             firmware = f"{info.firmware} ({info.board})"
-        table.add_row(d.port, d.kind, d.usb_id, desc, token, mode, state, firmware)
+        table.add_row(d.port, d.kind, d.usb_id, desc, token, mode, state, jumps, firmware)
     console().print(table)
 
 
