@@ -115,10 +115,14 @@ class App:
         _remove(_SCRUB_NAME)  # left over by a power cut during scrub()
         self.store = store.Store()
         found = board.found
+        self._faults = []  # parts that failed after the boot scan found them (INFO 'faults')
+        self.oled_addr = getattr(board, 'oled_addr', 0x3C)
+        oled = _NoPanel()
         if found.get('oled'):
-            oled = ssd1306.SSD1306(board.i2c)
-        else:
-            oled = _NoPanel()
+            try:
+                oled = ssd1306.SSD1306(board.i2c, addr=self.oled_addr)
+            except OSError as e:  # came loose between the scan and the first command
+                self._fault('oled', e)
         self.ui = ui.Ui(oled, off_after_ms, ticks_ms=board.ticks_ms)
         rtc_chip = ds3231.DS3231(board.i2c) if found.get('ds3231') else None
         self.clock = clock.Clock(board.rtc, rtc_chip)
@@ -136,6 +140,39 @@ class App:
         if listen is not None:
             listen(True)
         self._apply_state()
+
+    # -- faults --------------------------------------------------------------
+
+    @property
+    def faults(self):
+        f = self._faults
+        if self.clock.failed and 'ds3231' not in f:
+            f.append('ds3231')
+        return f
+
+    def _fault(self, part, err):
+        # A part stopped answering: say so on the console and in INFO, and go on
+        # without it (a locked token that restarted instead would loop for ever).
+        if part not in self._faults:
+            self._faults.append(part)
+        print('keyfob: fault:', part, 'not answering on I2C (%r); still answering USB' % (err,))
+
+    def _i2c_error(self, err):
+        # An OSError out of an event: find the part that left the bus.
+        try:
+            present = self.board.i2c.scan()
+        except OSError:
+            present = ()
+        if not isinstance(self.ui.oled, _NoPanel) and self.oled_addr not in present:
+            self.ui.oled = _NoPanel()
+            self.ui.is_on = False
+            self.step_shown = -1
+            self._fault('oled', err)
+        elif self.clock.ds3231 is not None and self.clock.ds3231.addr not in present:
+            self.clock.failed = True
+            self._fault('ds3231', err)
+        else:
+            self._fault('i2c', err)
 
     # -- state ---------------------------------------------------------------
 
@@ -320,12 +357,19 @@ class App:
     def run(self):
         b = self.board
         print('keyfob', VERSION, 'on', b.name, 'found:', b.found)
+        if b.found.get('oled'):
+            # SH1106 (1.3-inch) modules answer at the same addresses and cannot be
+            # told apart reliably: say what is assumed (README, "Hardware").
+            print('keyfob: display: SSD1306 128x64 at 0x%02x (SH1106 not supported)' % self.oled_addr)
         woke = getattr(b, 'woke_by_button', None)
-        if woke is not None and woke():
-            self.on_button(woke=True)
-        elif not self.boot_reset_offer():
-            self.ui.show_boot_report(b.found)
-            self.ui.off_after_ms = _BOOT_REPORT_MS
+        try:
+            if woke is not None and woke():
+                self.on_button(woke=True)
+            elif not self.boot_reset_offer():
+                self.ui.show_boot_report(b.found)
+                self.ui.off_after_ms = _BOOT_REPORT_MS
+        except OSError as e:
+            self._i2c_error(e)
         while True:
             if self.link.busy():
                 wait = _FRAME_POLL_MS
@@ -339,14 +383,17 @@ class App:
                 if wait < 0 or wait > _FOREVER_MS:
                     wait = _FOREVER_MS
             event = b.idle(wait)
-            if event == 'button':
-                self.on_button()
-            elif event == 'usb':
-                self._active_at = b.ticks_ms()
-                self.usb()
-            else:
-                self.usb_expire()
-                self.tick()
+            try:
+                if event == 'button':
+                    self.on_button()
+                elif event == 'usb':
+                    self._active_at = b.ticks_ms()
+                    self.usb()
+                else:
+                    self.usb_expire()
+                    self.tick()
+            except OSError as e:
+                self._i2c_error(e)
 
 
 def run(board, **options):

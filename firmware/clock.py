@@ -61,6 +61,7 @@ class Clock:
         # Worst-case drift of the time source in ppm; None: not fit for time
         # mode (an RC oscillator in deep sleep). The app sets it from the board.
         self.max_ppm = DS3231_PPM
+        self.failed = False  # the DS3231 stopped answering: the time is lost
         self.drift_ppm = 0
         self.synced_at = None
         self._sync_key = None
@@ -77,7 +78,11 @@ class Clock:
         # True when the time cannot be trusted: the DS3231's oscillator stopped,
         # or (no DS3231) the chip RTC was never set since power-up.
         if self.ds3231 is not None:
-            return self.ds3231.lost()
+            try:
+                return self.ds3231.lost()
+            except OSError:  # off the bus: never show a code from a clock not read
+                self.failed = True
+                return True
         return self.rtc.datetime()[0] < 2024
 
     def days_sod(self):

@@ -1,7 +1,7 @@
 # Board layer for a Raspberry Pi Pico (RP2040). Deployed as board.py next to the
 # firmware; the firmware reaches hardware only through make()'s object.
 #
-# Wiring: SSD1306 128x64 on I2C0 (SDA GP4 = pin 6, SCL GP5 = pin 7) at 0x3C; a
+# Wiring: SSD1306 128x64 on I2C0 (SDA GP4 = pin 6, SCL GP5 = pin 7) at 0x3C or 0x3D; a
 # push button from GP15 (pin 20) to GND with the internal pull-up; a DS3231 at
 # 0x68 on the same bus is needed for time mode: the RP2040's own RTC has no
 # battery and forgets the time at every power-off.

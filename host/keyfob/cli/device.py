@@ -50,6 +50,8 @@ def devices(as_json: bool, no_sims: bool, no_info: bool) -> None:
             token = info.serial or "(none)"
             mode = f"{info.mode}/{info.algorithm}/{info.digits}" if info.provisioned else "-"
             state = ("locked" if info.locked else "open") if info.provisioned else "not provisioned"
+            if info.faults:
+                state += "; failed: " + ", ".join(info.faults)
             firmware = f"{info.firmware} ({info.board})"
         table.add_row(d.port, d.kind, d.usb_id, desc, token, mode, state, jumps, firmware)
     console().print(table)
