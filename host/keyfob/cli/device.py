@@ -101,7 +101,8 @@ def flash(board: str, image: str | None, port: str | None, drives: tuple[str, ..
 
     \b
     ESP32: plug the board in; esptool resets it into its bootloader (if not, hold BOOT
-    while pressing EN/RESET). The image is written at 0x1000 (ESP32, -S2) or 0x0 (-S3/-C3/-C6).
+    while pressing EN/RESET). The image is written at 0x1000. Only the classic ESP32 is supported:
+    S2/S3/C3/C6 images and chips are refused (other pins, no ext0 wake-up).
     RP2040: hold the BOOTSEL button while plugging in the USB cable, then let go; a drive
     named RPI-RP2 appears and the .uf2 is copied onto it.
     """
