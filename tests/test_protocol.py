@@ -938,6 +938,39 @@ def test_client_frame_rejected_and_no_answer():
         missing.info()
 
 
+
+def test_client_reads_jumps_faults_and_the_jump_refusal():
+    # New firmware: INFO with jumps and faults, SETTIME with set/jump/jumps; a refused jump is Refused.
+    replies = {
+        frames.INFO: ok(frames.INFO, **INFO_FIELDS, jumps=2, faults=["oled"]),
+        frames.SETTIME: ok(frames.SETTIME, offset=None, elapsed=DAY, drift_ppb=0, learned=False, set=True,
+                           jump=True, jumps=3),
+    }
+    client = TokenClient(FakeTransport(lambda f: replies[f.type]))
+    info = client.info()
+    assert info.jumps == 2 and info.faults == ("oled",)
+    assert client.settime(now=T0) == TimeSync(offset=None, elapsed=DAY, drift_ppb=0, learned=False, set=True,
+                                              jump=True, jumps=3)
+    refusal = err(frames.SETTIME, "jump", "clock jump refused: 86 s off, at most 6 s may be corrected now")
+    with pytest.raises(Refused) as exc:
+        TokenClient(FakeTransport(lambda f: refusal)).settime(now=T0)
+    assert exc.value.reason == "jump" and "jump" in frames.REASONS and "rtc" in frames.REASONS
+    # Older firmware: neither field in INFO, none of the three in SETTIME.
+    old = TokenClient(FakeTransport(lambda f: ok(frames.INFO, **INFO_FIELDS)))
+    assert old.info().jumps == 0 and old.info().faults == ()
+    old = TokenClient(FakeTransport(lambda f: ok(frames.SETTIME, offset=1, elapsed=5, drift_ppb=0, learned=False)))
+    assert old.settime(now=T0) == TimeSync(offset=1, elapsed=5, drift_ppb=0, learned=False)
+
+
+def test_protocol_md_states_the_bound_the_firmware_uses():
+    # docs/protocol.md section 5 is the one definition: its constants are the firmware's.
+    doc = (FIRMWARE.parent / "docs" / "protocol.md").read_text()
+    proto_src = (FIRMWARE / "proto.py").read_text()
+    clock_src = (FIRMWARE / "clock.py").read_text()
+    assert "**A = 5 s** (`proto.ALLOW_S`)" in doc and "ALLOW_S = const(5)" in proto_src
+    assert "**5 ppm** (`clock.DS3231_PPM`)" in doc and "DS3231_PPM = 5" in clock_src
+    assert "`elapsed ≥ 604,800 s`" in doc and "LEARN_MIN_S = const(604800)" in proto_src
+
 def test_client_settime_lock_reset():
     def answer(frame):
         if frame.type == frames.SETTIME:
