@@ -112,18 +112,19 @@ class App:
         # laptop being set up, and a sleeping chip does not answer USB.
         self.sleep_after_ms = sleep_after_ms
         self._active_at = board.ticks_ms()
-        _remove(_SCRUB_NAME)  # left over by a power cut during scrub()
-        self.store = store.Store()
         found = board.found
-        self._faults = []  # parts that failed after the boot scan found them (INFO 'faults')
+        self.faults = []  # parts that failed after the boot scan found them (INFO 'faults')
         self.oled_addr = getattr(board, 'oled_addr', 0x3C)
         oled = _NoPanel()
         if found.get('oled'):
+            # The 1 KB frame first, before file reads leave the heap in pieces.
             try:
                 oled = ssd1306.SSD1306(board.i2c, addr=self.oled_addr)
             except OSError as e:  # came loose between the scan and the first command
-                self._fault('oled', e)
+                self.fault('oled', e)
         self.ui = ui.Ui(oled, off_after_ms, ticks_ms=board.ticks_ms)
+        _remove(_SCRUB_NAME)  # left over by a power cut during scrub()
+        self.store = store.Store()
         rtc_chip = ds3231.DS3231(board.i2c) if found.get('ds3231') else None
         self.clock = clock.Clock(board.rtc, rtc_chip)
         # How far the time source may drift (SETTIME bound, drift learning); a
@@ -142,37 +143,17 @@ class App:
         self._apply_state()
 
     # -- faults --------------------------------------------------------------
+    # A part that stops answering is reported (console, INFO 'faults') and the
+    # token goes on without it: a locked token that restarted would loop for
+    # ever. The code lives in fault.py, loaded only when it is needed.
 
-    @property
-    def faults(self):
-        f = self._faults
-        if self.clock.failed and 'ds3231' not in f:
-            f.append('ds3231')
-        return f
-
-    def _fault(self, part, err):
-        # A part stopped answering: say so on the console and in INFO, and go on
-        # without it (a locked token that restarted instead would loop for ever).
-        if part not in self._faults:
-            self._faults.append(part)
-        print('keyfob: fault:', part, 'not answering on I2C (%r); still answering USB' % (err,))
+    def fault(self, part, err):
+        import fault
+        fault.report(self, part, err)
 
     def _i2c_error(self, err):
-        # An OSError out of an event: find the part that left the bus.
-        try:
-            present = self.board.i2c.scan()
-        except OSError:
-            present = ()
-        if not isinstance(self.ui.oled, _NoPanel) and self.oled_addr not in present:
-            self.ui.oled = _NoPanel()
-            self.ui.is_on = False
-            self.step_shown = -1
-            self._fault('oled', err)
-        elif self.clock.ds3231 is not None and self.clock.ds3231.addr not in present:
-            self.clock.failed = True
-            self._fault('ds3231', err)
-        else:
-            self._fault('i2c', err)
+        import fault
+        fault.i2c_error(self, err, _NoPanel)
 
     # -- state ---------------------------------------------------------------
 
@@ -359,7 +340,7 @@ class App:
         print('keyfob', VERSION, 'on', b.name, 'found:', b.found)
         if b.found.get('oled'):
             # SH1106 (1.3-inch) modules answer at the same addresses and cannot be
-            # told apart reliably: say what is assumed (README, "Hardware").
+            # told apart reliably: say what is driven (README, "Hardware").
             print('keyfob: display: SSD1306 128x64 at 0x%02x (SH1106 not supported)' % self.oled_addr)
         woke = getattr(b, 'woke_by_button', None)
         try:

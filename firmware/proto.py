@@ -322,8 +322,16 @@ def _info(req, ctx):
         'digits': s.digits, 'period': s.period, 'counter': s.counter,
         'provisioned': s.provisioned, 'locked': s.locked,
         'time': _clock_now(ctx.clock), 'drift_ppb': s.drift_ppb, 'synced_at': s.synced_at,
-        'jumps': s.jumps, 'faults': list(getattr(ctx, 'faults', ())),
+        'jumps': s.jumps, 'faults': _faults(ctx),
     })
+
+
+def _faults(ctx):
+    # The app's list, and a DS3231 that stopped answering while read.
+    f = list(getattr(ctx, 'faults', ()))
+    if getattr(ctx.clock, 'failed', False) and 'ds3231' not in f:
+        f.append('ds3231')
+    return f
 
 
 def _provision(req, ctx):
@@ -361,61 +369,54 @@ def _provision(req, ctx):
 
 
 def jump_limit(elapsed, max_ppm):
-    # The most a locked token's clock may be corrected at a sync `elapsed`
-    # seconds after the last one (docs/protocol.md 5): what its oscillator can
-    # drift, rounded up, plus ALLOW_S for the host's own error granted over a
-    # day, so that many quick syncs cannot add up allowances.
-    if elapsed < 0:
-        elapsed = 0
-    allow = ALLOW_S * min(elapsed, _DAY) // _DAY
-    return allow + (elapsed * max_ppm + 999999) // 1000000
+    # The most a locked token's clock may be corrected `elapsed` s after the
+    # last sync (docs/protocol.md 5): what its oscillator can drift, rounded
+    # up, plus ALLOW_S for the host's error granted over a day (so quick
+    # repeated syncs cannot add allowances up).
+    elapsed = max(elapsed, 0)
+    return ALLOW_S * min(elapsed, _DAY) // _DAY + (elapsed * max_ppm + 999999) // 1000000
 
 
 def _settime(req, ctx):
-    obj = _fields(req, ('t',))
-    t = _int(obj, 't', T_MIN, T_MAX - 1)
+    t = _int(_fields(req, ('t',)), 't', T_MIN, T_MAX - 1)
     s, clock = ctx.store, ctx.clock
     apply_drift(s, clock)
-    raw = None
+    raw = offset = None
     try:
         if not clock.lost():
-            raw, now = clock.raw_and_unix()
+            raw, offset = clock.raw_and_unix()
+            offset -= t
     except Exception:  # noqa: a clock that cannot be read is treated as lost
-        raw = None
-    offset = None if raw is None else now - t
+        raw = offset = None
     drift = s.drift_ppb
     elapsed = t - s.synced_at if s.synced_at else None
     ppm = clock.max_ppm
-    jump = False
-    if s.locked:
-        if offset is None or elapsed is None or ppm is None:
-            jump = True  # nothing to hold the host's time against: allowed, counted
-        elif -1 <= offset <= 1:
-            # In sync to the second the protocol resolves: nothing is set, so
-            # repeated one-second nudges move nothing.
-            return _ok(SETTIME, {'offset': offset, 'elapsed': elapsed, 'drift_ppb': drift,
-                                 'learned': False, 'set': False, 'jump': False, 'jumps': s.jumps})
-        else:
-            limit = jump_limit(elapsed, ppm)
-            if raw - t > limit or t - raw > limit:
-                raise _Refuse('jump', 'clock jump refused: %d s off, at most %d s may be corrected now'
-                              % (raw - t, limit))
+    known = offset is not None and elapsed is not None and ppm is not None
     learned = False
-    if offset is not None and elapsed is not None and ppm is not None and elapsed >= LEARN_MIN_S:
-        # round(offset * 1e9 / elapsed) in integers
-        q = (2 * offset * 1000000000 + elapsed) // (2 * elapsed)
-        if -ppm * 1000 <= drift + q <= ppm * 1000:
-            drift += q
-            learned = True
-    try:
-        clock.set_unix(t)
-    except Exception:  # noqa: the I2C or RTC write failed
-        raise _Refuse('clock', 'the clock could not be set')
-    s.set_drift(drift, t, 1 if jump else 0)
-    apply_drift(s, clock)
-    ctx.notify('time')
+    put = True  # the clock is set
+    if s.locked and known:
+        if -1 <= offset <= 1:
+            put = False  # in sync to the second: nothing moves, so 1 s nudges add up to nothing
+        elif abs(raw - t) > jump_limit(elapsed, ppm):
+            raise _Refuse('jump', 'clock jump refused: %d s off, at most %d s now'
+                          % (raw - t, jump_limit(elapsed, ppm)))
+    jump = s.locked and not known  # nothing to hold the time against: set, and counted
+    if put:
+        if known and elapsed >= LEARN_MIN_S:
+            # round(offset * 1e9 / elapsed) in integers, kept within the bound
+            q = (2 * offset * 1000000000 + elapsed) // (2 * elapsed)
+            if abs(drift + q) <= ppm * 1000:
+                drift += q
+                learned = True
+        try:
+            clock.set_unix(t)
+        except Exception:  # noqa: the I2C or RTC write failed
+            raise _Refuse('clock', 'the clock could not be set')
+        s.set_drift(drift, t, 1 if jump else 0)
+        apply_drift(s, clock)
+        ctx.notify('time')
     return _ok(SETTIME, {'offset': offset, 'elapsed': elapsed, 'drift_ppb': drift, 'learned': learned,
-                         'set': True, 'jump': jump, 'jumps': s.jumps})
+                         'set': put, 'jump': jump, 'jumps': s.jumps})
 
 
 def _lock(req, ctx):
