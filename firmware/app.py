@@ -112,16 +112,24 @@ class App:
         # laptop being set up, and a sleeping chip does not answer USB.
         self.sleep_after_ms = sleep_after_ms
         self._active_at = board.ticks_ms()
+        found = board.found
+        self.faults = []  # parts that failed after the boot scan found them (INFO 'faults')
+        self.oled_addr = getattr(board, 'oled_addr', 0x3C)
+        oled = _NoPanel()
+        if found.get('oled'):
+            # The 1 KB frame first, before file reads leave the heap in pieces.
+            try:
+                oled = ssd1306.SSD1306(board.i2c, addr=self.oled_addr)
+            except OSError as e:  # came loose between the scan and the first command
+                self.fault('oled', e)
+        self.ui = ui.Ui(oled, off_after_ms, ticks_ms=board.ticks_ms)
         _remove(_SCRUB_NAME)  # left over by a power cut during scrub()
         self.store = store.Store()
-        found = board.found
-        if found.get('oled'):
-            oled = ssd1306.SSD1306(board.i2c)
-        else:
-            oled = _NoPanel()
-        self.ui = ui.Ui(oled, off_after_ms, ticks_ms=board.ticks_ms)
         rtc_chip = ds3231.DS3231(board.i2c) if found.get('ds3231') else None
         self.clock = clock.Clock(board.rtc, rtc_chip)
+        # How far the time source may drift (SETTIME bound, drift learning); a
+        # chip clock the board calls unfit (None) refuses time mode.
+        self.clock.max_ppm = clock.DS3231_PPM if rtc_chip else getattr(board, 'rtc_ppm', None)
         self.button = button.Button(board.button, board.ticks_ms, board.sleep_ms)
         self.key = None
         self.step_shown = -1  # TOTP step of the code on screen, -1 = none
@@ -133,6 +141,19 @@ class App:
         if listen is not None:
             listen(True)
         self._apply_state()
+
+    # -- faults --------------------------------------------------------------
+    # A part that stops answering is reported (console, INFO 'faults') and the
+    # token goes on without it: a locked token that restarted would loop for
+    # ever. The code lives in fault.py, loaded only when it is needed.
+
+    def fault(self, part, err):
+        import fault
+        fault.report(self, part, err)
+
+    def _i2c_error(self, err):
+        import fault
+        fault.i2c_error(self, err, _NoPanel)
 
     # -- state ---------------------------------------------------------------
 
@@ -317,12 +338,19 @@ class App:
     def run(self):
         b = self.board
         print('keyfob', VERSION, 'on', b.name, 'found:', b.found)
+        if b.found.get('oled'):
+            # SH1106 (1.3-inch) modules answer at the same addresses and cannot be
+            # told apart reliably: say what is driven (README, "Hardware").
+            print('keyfob: display: SSD1306 128x64 at 0x%02x (SH1106 not supported)' % self.oled_addr)
         woke = getattr(b, 'woke_by_button', None)
-        if woke is not None and woke():
-            self.on_button(woke=True)
-        elif not self.boot_reset_offer():
-            self.ui.show_boot_report(b.found)
-            self.ui.off_after_ms = _BOOT_REPORT_MS
+        try:
+            if woke is not None and woke():
+                self.on_button(woke=True)
+            elif not self.boot_reset_offer():
+                self.ui.show_boot_report(b.found)
+                self.ui.off_after_ms = _BOOT_REPORT_MS
+        except OSError as e:
+            self._i2c_error(e)
         while True:
             if self.link.busy():
                 wait = _FRAME_POLL_MS
@@ -336,14 +364,17 @@ class App:
                 if wait < 0 or wait > _FOREVER_MS:
                     wait = _FOREVER_MS
             event = b.idle(wait)
-            if event == 'button':
-                self.on_button()
-            elif event == 'usb':
-                self._active_at = b.ticks_ms()
-                self.usb()
-            else:
-                self.usb_expire()
-                self.tick()
+            try:
+                if event == 'button':
+                    self.on_button()
+                elif event == 'usb':
+                    self._active_at = b.ticks_ms()
+                    self.usb()
+                else:
+                    self.usb_expire()
+                    self.tick()
+            except OSError as e:
+                self._i2c_error(e)
 
 
 def run(board, **options):

@@ -12,6 +12,11 @@
 
 _DAY = 86400
 
+# The oscillator bound of a DS3231 module in ppm: the DS3231SN is +-2 ppm
+# (0-40 C), the DS3231M many cheap modules carry +-5 ppm. SETTIME on a locked
+# token and drift learning trust no clock further (docs/protocol.md 5).
+DS3231_PPM = 5
+
 
 def days_from_civil(y, m, d):
     # Days since 1970-01-01 of the Gregorian date y-m-d (m 1-12, d 1-31).
@@ -53,6 +58,10 @@ class Clock:
     def __init__(self, rtc, ds3231=None):
         self.rtc = rtc
         self.ds3231 = ds3231
+        # Worst-case drift of the time source in ppm; None: not fit for time
+        # mode (an RC oscillator in deep sleep). The app sets it from the board.
+        self.max_ppm = DS3231_PPM
+        self.failed = False  # the DS3231 stopped answering: the time is lost
         self.drift_ppm = 0
         self.synced_at = None
         self._sync_key = None
@@ -69,7 +78,11 @@ class Clock:
         # True when the time cannot be trusted: the DS3231's oscillator stopped,
         # or (no DS3231) the chip RTC was never set since power-up.
         if self.ds3231 is not None:
-            return self.ds3231.lost()
+            try:
+                return self.ds3231.lost()
+            except OSError:  # off the bus: never show a code from a clock not read
+                self.failed = True
+                return True
         return self.rtc.datetime()[0] < 2024
 
     def days_sod(self):
@@ -98,6 +111,16 @@ class Clock:
     def unix(self):
         days, sod = self.days_sod()
         return days * _DAY + sod
+
+    def raw_and_unix(self):
+        # -> (the chip's own reading, the drift-corrected time), one read.
+        y, mo, d, h, mi, s = self.fields()
+        days = days_from_civil(y, mo, d)
+        sod = h * 3600 + mi * 60 + s
+        raw = days * _DAY + sod
+        if self.drift_ppm and self.synced_at is not None:
+            return raw, raw + self._correction(days, sod)
+        return raw, raw
 
     def step(self, period=30):
         # The TOTP step number floor(unix / period), a small int for periods

@@ -40,8 +40,9 @@ RESET_WAIT_MS = const(10000)
 # SETTIME limits and drift learning (docs/protocol.md section 5).
 T_MIN = 1704067200  # 2024-01-01
 T_MAX = 4102444800  # 2100-01-01
-LEARN_MIN_S = const(86400)
-DRIFT_MAX_PPB = const(500000)
+LEARN_MIN_S = const(604800)  # 7 days: 1 s of offset is 1.7 ppm
+ALLOW_S = const(5)  # what a host's clock may be off, granted over a day (no creeping)
+_DAY = const(86400)
 
 _SCAN = const(0)
 _MAGIC = const(1)
@@ -321,7 +322,16 @@ def _info(req, ctx):
         'digits': s.digits, 'period': s.period, 'counter': s.counter,
         'provisioned': s.provisioned, 'locked': s.locked,
         'time': _clock_now(ctx.clock), 'drift_ppb': s.drift_ppb, 'synced_at': s.synced_at,
+        'jumps': s.jumps, 'faults': _faults(ctx),
     })
+
+
+def _faults(ctx):
+    # The app's list, and a DS3231 that stopped answering while read.
+    f = list(getattr(ctx, 'faults', ()))
+    if getattr(ctx.clock, 'failed', False) and 'ds3231' not in f:
+        f.append('ds3231')
+    return f
 
 
 def _provision(req, ctx):
@@ -330,6 +340,8 @@ def _provision(req, ctx):
     if s.provisioned:
         raise _Refuse('provisioned', 'token already provisioned: factory reset first')
     mode = _choice(obj, 'mode', ('hotp', 'totp'))
+    if mode == 'totp' and ctx.clock.max_ppm is None:
+        raise _Refuse('rtc', 'time mode needs a DS3231 on this board: its own clock drifts too much')
     alg = _choice(obj, 'algorithm', ('sha1', 'sha256'))
     digits = obj['digits']
     if type(digits) is not int or (digits != 6 and digits != 8):
@@ -356,30 +368,55 @@ def _provision(req, ctx):
     return _ok(PROVISION, {'kcv': kcv})
 
 
+def jump_limit(elapsed, max_ppm):
+    # The most a locked token's clock may be corrected `elapsed` s after the
+    # last sync (docs/protocol.md 5): what its oscillator can drift, rounded
+    # up, plus ALLOW_S for the host's error granted over a day (so quick
+    # repeated syncs cannot add allowances up).
+    elapsed = max(elapsed, 0)
+    return ALLOW_S * min(elapsed, _DAY) // _DAY + (elapsed * max_ppm + 999999) // 1000000
+
+
 def _settime(req, ctx):
-    obj = _fields(req, ('t',))
-    t = _int(obj, 't', T_MIN, T_MAX - 1)
+    t = _int(_fields(req, ('t',)), 't', T_MIN, T_MAX - 1)
     s, clock = ctx.store, ctx.clock
     apply_drift(s, clock)
-    now = _clock_now(clock)
-    offset = None if now is None else now - t
+    raw = offset = None
+    try:
+        if not clock.lost():
+            raw, offset = clock.raw_and_unix()
+            offset -= t
+    except Exception:  # noqa: a clock that cannot be read is treated as lost
+        raw = offset = None
     drift = s.drift_ppb
     elapsed = t - s.synced_at if s.synced_at else None
+    ppm = clock.max_ppm
+    known = offset is not None and elapsed is not None and ppm is not None
     learned = False
-    if offset is not None and elapsed is not None and elapsed >= LEARN_MIN_S:
-        # round(offset * 1e9 / elapsed) in integers
-        q = (2 * offset * 1000000000 + elapsed) // (2 * elapsed)
-        if -DRIFT_MAX_PPB <= drift + q <= DRIFT_MAX_PPB:
-            drift += q
-            learned = True
-    try:
-        clock.set_unix(t)
-    except Exception:  # noqa: the I2C or RTC write failed
-        raise _Refuse('clock', 'the clock could not be set')
-    s.set_drift(drift, t)
-    apply_drift(s, clock)
-    ctx.notify('time')
-    return _ok(SETTIME, {'offset': offset, 'elapsed': elapsed, 'drift_ppb': drift, 'learned': learned})
+    put = True  # the clock is set
+    if s.locked and known:
+        if -1 <= offset <= 1:
+            put = False  # in sync to the second: nothing moves, so 1 s nudges add up to nothing
+        elif abs(raw - t) > jump_limit(elapsed, ppm):
+            raise _Refuse('jump', 'clock jump refused: %d s off, at most %d s now'
+                          % (raw - t, jump_limit(elapsed, ppm)))
+    jump = s.locked and not known  # nothing to hold the time against: set, and counted
+    if put:
+        if known and elapsed >= LEARN_MIN_S:
+            # round(offset * 1e9 / elapsed) in integers, kept within the bound
+            q = (2 * offset * 1000000000 + elapsed) // (2 * elapsed)
+            if abs(drift + q) <= ppm * 1000:
+                drift += q
+                learned = True
+        try:
+            clock.set_unix(t)
+        except Exception:  # noqa: the I2C or RTC write failed
+            raise _Refuse('clock', 'the clock could not be set')
+        s.set_drift(drift, t, 1 if jump else 0)
+        apply_drift(s, clock)
+        ctx.notify('time')
+    return _ok(SETTIME, {'offset': offset, 'elapsed': elapsed, 'drift_ppb': drift, 'learned': learned,
+                         'set': put, 'jump': jump, 'jumps': s.jumps})
 
 
 def _lock(req, ctx):

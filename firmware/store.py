@@ -3,8 +3,10 @@
 # Layout on the filesystem: two record files, A and B, written in turn.
 # Every save writes the *other* file than the one holding the newest good
 # record, with seq = newest seq + 1, so the newest good record is never the
-# one being written. Each record is one fixed 120-byte struct ending in a
-# CRC32 over everything before it. Loading reads both files and keeps the
+# one being written. Each record is one fixed 124-byte struct ending in a
+# CRC32 over everything before it (format 2; a format 1 record, 120 bytes
+# without the clock-jump count, still loads, as 0 jumps, and the next save
+# writes format 2). Loading reads both files and keeps the
 # good record (magic, CRC, sane fields) with the highest seq.
 #
 # Why this and not only LittleFS: LittleFS v2 (ESP32, RP2040, the virtual
@@ -49,13 +51,13 @@ import struct
 
 from micropython import const
 
-_MAGIC = const(0x3153464B)  # b'KFS1' read as a little-endian u32: format version 1
+_MAGIC = const(0x3253464B)  # b'KFS2' read as a little-endian u32: format version 2
 _SEED_MAX = const(64)
 _SERIAL_MAX = const(16)
 
 # Little-endian, no padding. Offsets are fixed: the press path patches seq,
 # counter and CRC in place.
-_FMT = '<IIQqiHBBBBBB64s16s'
+_FMT = '<IIQqiHBBBBBB64s16sI'
 _OFF_SEQ = const(4)
 _OFF_COUNTER = const(8)
 _OFF_SMALL = const(28)  # period, digits, mode, algorithm, flags, seed and serial lengths
@@ -63,9 +65,10 @@ _SMALL = '<HBBBBBB'
 _OFF_SEED = const(36)
 _OFF_SERIAL = const(100)
 _COUNTER_LAST = 0xFFFFFFFFFFFFFFFF  # 2**64 - 1: the last counter that may still be stored
-_BODY = const(116)  # bytes covered by the CRC
-_OFF_CRC = const(116)
-REC_SIZE = const(120)
+_BODY = const(120)  # bytes covered by the CRC
+_OFF_CRC = const(120)
+REC_SIZE = const(124)
+# Format 1 (b'KFS1', 0x3153464B): 120 bytes, the same up to the serial, then its CRC.
 
 _F_PROVISIONED = const(1)
 _F_LOCKED = const(2)
@@ -84,6 +87,7 @@ def _sync():
 
 
 class Store:
+    # jumps: clock jumps a locked token accepted (its clock was lost), for INFO.
     """The token's state, loaded on construction.
 
     Fields (plain attributes): mode, algorithm, digits, period, counter (the
@@ -120,6 +124,7 @@ class Store:
         self.counter = 0  # the next HOTP counter to use
         self.drift_ppb = 0  # clock drift in parts per billion (+ = token clock fast)
         self.synced_at = 0  # Unix time of the last clock sync (0 = never)
+        self.jumps = 0  # clock jumps accepted on the locked token (docs/protocol.md 5)
         self.seed = b''
         self.serial = ''
         self.locked = False
@@ -141,12 +146,12 @@ class Store:
                 n = f.readinto(self._tmp)
         except OSError:
             return -1
-        if n != REC_SIZE:
-            return -1
         t = self._tmp
         magic, seq = struct.unpack_from('<II', t, 0)
-        crc = struct.unpack_from('<I', t, _OFF_CRC)[0]
-        if magic != _MAGIC or crc != binascii.crc32(memoryview(t)[:_BODY]):
+        # Format 2, or format 1 (120 bytes, CRC at 116); the CRC ends the record.
+        if magic != (_MAGIC if n == REC_SIZE else 0x3153464B if n == 120 else -1):
+            return -1
+        if struct.unpack_from('<I', t, n - 4)[0] != binascii.crc32(memoryview(t)[:n - 4]):
             return -1
         # The small fields only: unpacking the whole record would leave a copy
         # of the seed behind in the heap.
@@ -175,6 +180,9 @@ class Store:
                 best_seq = seq
                 best_slot = slot
                 self._buf[:] = self._tmp
+        if self._buf[3] == 0x31:  # format 1 ('KFS1') -> 2 in RAM: no jumps; saves write format 2
+            self._buf[3] = 0x32
+            self._buf[116:] = bytes(8)  # jumps and CRC (made at the next save)
         if best_seq < 0:
             return False
         self._have_dir = True  # a record was read: its directory exists
@@ -186,6 +194,7 @@ class Store:
         self.algorithm = ALGORITHMS[algo]
         self.provisioned = bool(flags & _F_PROVISIONED)
         self.locked = bool(flags & _F_LOCKED)
+        self.jumps = struct.unpack_from('<I', self._buf, 116)[0]
         self.seed = bytes(self._mv[_OFF_SEED:_OFF_SEED + seed_len])  # the one copy in RAM
         try:
             self.serial = str(self._mv[_OFF_SERIAL:_OFF_SERIAL + serial_len], 'ascii')
@@ -202,7 +211,7 @@ class Store:
             _FMT, self._buf, 0,
             _MAGIC, self.seq, self.counter, self.synced_at, self.drift_ppb,
             self.period, self.digits, MODES.index(self.mode), ALGORITHMS.index(self.algorithm),
-            flags, len(self.seed), len(self.serial), self.seed, self.serial.encode())
+            flags, len(self.seed), len(self.serial), self.seed, self.serial.encode(), self.jumps)
 
     def _commit(self):
         # Write self._buf (all fields but seq and CRC set) as the next record.
@@ -286,11 +295,13 @@ class Store:
         self.counter = counter
         self.drift_ppb = 0
         self.synced_at = 0
+        self.jumps = 0
         self.locked = False
         self.provisioned = True
         self.save()
 
-    def set_drift(self, drift_ppb, synced_at):
+    def set_drift(self, drift_ppb, synced_at, jumps=0):
+        # jumps: clock jumps to count in the same write (docs/protocol.md 5).
         """Store the clock drift (int, parts per billion; a float is taken as ppm) and the sync time."""
         if isinstance(drift_ppb, float):
             drift_ppb = int(round(drift_ppb * 1000))
@@ -298,6 +309,7 @@ class Store:
             raise ValueError('drift out of range')
         self.drift_ppb = drift_ppb
         self.synced_at = int(synced_at)
+        self.jumps = min(self.jumps + jumps, 0xFFFFFFFF)
         self.save()
 
     def lock(self):

@@ -1,4 +1,4 @@
-"""A locked token stays closed when things go wrong: a crash of the firmware (a loose OLED wire)
+"""A locked token stays closed when things go wrong: a crash of the firmware (an unexpected error)
 and Ctrl-C / raw-REPL bytes arriving from the very first instant of power-up.
 
 The sim checks for Ctrl-C at every I2C transaction while the firmware is busy, as a real port
@@ -38,7 +38,8 @@ def test_crash_of_a_locked_token_does_not_open_the_repl(make_token):
     tok, rec = _locked_token(make_token, "crash")
     with tok:
         out = tap(tok)
-        tok.request("unplug 0x3c")  # the OLED falls off the bus: the next press raises OSError
+        # A bug met while drawing (a loose OLED is no crash any more: test_boards_as_bought.py).
+        tok.request("break 0x3c")
         tok.press()
         tok.wait_idle()  # the firmware is down, the board sits closed in fail()
         with open_client(tok, timeout=2.0) as client:  # fail() was reached: nothing answers USB

@@ -7,7 +7,7 @@ frames made by the host codec (keyfob.device.frames), and the host client (keyfo
     micropython process: it never raises, never changes state, and agrees with the host decoder;
 (c) TokenClient against a fake transport, and end to end over a pipe to micropython running the
     idle-loop recipe the app uses;
-(d) drift learning: two SETTIMEs a month apart on a +40 ppm clock.
+(d) drift learning: SETTIMEs three months apart on a +4.5 ppm clock; the bounds of a locked token.
 """
 
 from __future__ import annotations
@@ -293,13 +293,17 @@ def test_session_info_provision_settime_lock_reset():
         "time",
         "drift_ppb",
         "synced_at",
+        "jumps",
+        "faults",
     }
+    assert info1["jumps"] == 0 and info1["faults"] == []
 
     assert_error(res[3], "provisioned")
     assert res[3]["files"] == res[2]["files"] and res[3]["mem"] == res[2]["mem"]
 
     _, sync1 = one_reply(res[4])
-    assert sync1 == {"re": frames.SETTIME, "offset": -7, "elapsed": None, "drift_ppb": 0, "learned": False}
+    assert sync1 == {"re": frames.SETTIME, "offset": -7, "elapsed": None, "drift_ppb": 0, "learned": False,
+                     "set": True, "jump": False, "jumps": 0}
     assert res[4]["time"] == T0 and res[4]["mem"][9] == T0
     assert res[4]["code"] == int(host_otp.totp(seed, T0))
 
@@ -494,41 +498,130 @@ def test_garbage_between_frames_and_any_chunking():
 # (d) drift learning
 
 
-def test_drift_learned_from_two_syncs_and_codes_stay_right_a_month_later():
+def test_drift_learned_from_two_syncs_and_codes_stay_right_months_later():
+    # 4.5 ppm: inside the DS3231M's +-5 ppm, and over three months (35 s) more than the 15 s
+    # that T0 has left in its step, so an uncorrected clock shows the wrong code.
     seed = SEED20
-    month = 30 * DAY
+    span = 90 * DAY
     prov = frames.encode_json(frames.PROVISION, provision_fields(seed))
     steps = [
         step(prov),  # 0
         step(frames.encode_json(frames.SETTIME, {"t": T0}), true=T0),  # 1: first sync
-        step(true=T0 + month),  # 2: a month on, uncorrected
-        step(frames.encode_json(frames.SETTIME, {"t": T0 + month}), true=T0 + month),  # 3: learns
-        step(info_req(), true=T0 + 2 * month, reboot=True),  # 4: another month, after a power cycle
-        step(frames.encode_json(frames.SETTIME, {"t": T0 + 2 * month}), true=T0 + 2 * month),  # 5: refines
-        step(frames.encode_json(frames.SETTIME, {"t": T0 + 2 * month + 3600}), true=T0 + 2 * month + 3600),
+        step(true=T0 + span),  # 2: three months on, uncorrected
+        step(frames.encode_json(frames.SETTIME, {"t": T0 + span}), true=T0 + span),  # 3: learns
+        step(info_req(), true=T0 + 2 * span, reboot=True),  # 4: three months more, after a power cycle
+        step(frames.encode_json(frames.SETTIME, {"t": T0 + 2 * span}), true=T0 + 2 * span),  # 5: refines
+        step(frames.encode_json(frames.SETTIME, {"t": T0 + 2 * span + 3 * DAY}), true=T0 + 2 * span + 3 * DAY),
     ]
-    res = run_device(steps, ppb=40_000, dev=T0 + 5)
+    res = run_device(steps, ppb=4_500, dev=T0 + 5)
     _, s1 = one_reply(res[1])
     assert s1["offset"] == 5 and not s1["learned"]
-    raw_off = res[2]["time"] - (T0 + month)
-    assert 100 <= raw_off <= 106  # 40 ppm of a month is 103.7 s
-    assert res[2]["code"] != int(host_otp.totp(seed, T0 + month))  # uncorrected: the code is wrong
+    raw_off = res[2]["time"] - (T0 + span)
+    assert 34 <= raw_off <= 36  # 4.5 ppm of 90 days is 35 s
+    assert res[2]["code"] != int(host_otp.totp(seed, T0 + span))  # uncorrected: the code is wrong
 
     _, s2 = one_reply(res[3])
-    assert s2["learned"] and s2["elapsed"] == month and s2["offset"] == raw_off
-    assert abs(s2["drift_ppb"] - 40_000) <= 2_000
-    assert res[3]["mem"][8] == s2["drift_ppb"] and res[3]["mem"][9] == T0 + month
+    assert s2["learned"] and s2["elapsed"] == span and s2["offset"] == raw_off
+    assert abs(s2["drift_ppb"] - 4_500) <= 200
+    assert res[3]["mem"][8] == s2["drift_ppb"] and res[3]["mem"][9] == T0 + span
 
-    # A month without a sync, and a reboot in between: corrected time and code still right.
+    # Three months without a sync, and a reboot in between: corrected time and code still right.
     _, info = one_reply(res[4])
-    assert abs(info["time"] - (T0 + 2 * month)) <= 2 and info["drift_ppb"] == s2["drift_ppb"]
-    assert abs(res[4]["raw"] - (T0 + 2 * month)) >= 100
-    assert res[4]["code"] == int(host_otp.totp(seed, T0 + 2 * month))
+    assert abs(info["time"] - (T0 + 2 * span)) <= 2 and info["drift_ppb"] == s2["drift_ppb"]
+    assert abs(res[4]["raw"] - (T0 + 2 * span)) >= 30
+    assert res[4]["code"] == int(host_otp.totp(seed, T0 + 2 * span))
 
     _, s3 = one_reply(res[5])  # the residual offset refines the estimate
-    assert s3["learned"] and abs(s3["offset"]) <= 2 and abs(s3["drift_ppb"] - 40_000) <= 2_000
-    _, s4 = one_reply(res[6])  # an hour is too short to learn from
-    assert not s4["learned"] and s4["drift_ppb"] == s3["drift_ppb"] and s4["elapsed"] == 3600
+    assert s3["learned"] and abs(s3["offset"]) <= 2 and abs(s3["drift_ppb"] - 4_500) <= 200
+    _, s4 = one_reply(res[6])  # three days are too short to learn from (1 s would be 3.9 ppm)
+    assert not s4["learned"] and s4["drift_ppb"] == s3["drift_ppb"] and s4["elapsed"] == 3 * DAY
+
+
+def test_drift_beyond_the_oscillator_bound_is_not_learned():
+    # 40 ppm is no DS3231: a sync that says so is taken (unlocked token) but teaches nothing.
+    span = 30 * DAY
+    steps = [
+        step(frames.encode_json(frames.PROVISION, provision_fields())),
+        step(frames.encode_json(frames.SETTIME, {"t": T0}), true=T0),
+        step(frames.encode_json(frames.SETTIME, {"t": T0 + span}), true=T0 + span),
+    ]
+    res = run_device(steps, ppb=40_000, dev=T0)
+    _, s = one_reply(res[2])
+    assert s["offset"] >= 100 and s["set"] and not s["learned"] and s["drift_ppb"] == 0
+
+
+LOCK_AFTER_SYNC = [
+    step(frames.encode_json(frames.PROVISION, provision_fields())),
+    step(frames.encode_json(frames.SETTIME, {"t": T0}), true=T0),
+    step(frames.encode_json(frames.LOCK)),
+]
+
+
+def jump_limit(elapsed: int) -> int:
+    """docs/protocol.md section 5, written out: ALLOW_S * min(elapsed, 1 day) / 1 day + ceil(elapsed * 5 ppm)."""
+    elapsed = max(elapsed, 0)
+    return 5 * min(elapsed, DAY) // DAY + -(-elapsed * 5 // 1_000_000)
+
+
+@pytest.mark.parametrize("elapsed", [3600, DAY // 2, DAY, 7 * DAY, 30 * DAY, 365 * DAY])
+def test_locked_token_takes_corrections_up_to_the_limit_and_refuses_one_more(elapsed):
+    # The token's own clock is exact here, so a host `off` seconds behind it makes raw - t = off,
+    # at elapsed = t - synced_at = elapsed - off by the host's clock.
+    def ok(off):
+        return abs(off) <= jump_limit(elapsed - off)
+
+    hi = max(o for o in range(0, 200) if ok(o))
+    lo = min(o for o in range(-200, 1) if ok(o))
+    cases = [(hi, True), (hi + 1, False), (lo, True), (lo - 1, False)]
+    for off, accepted in cases:
+        assert ok(off) is accepted
+        r = run_device(LOCK_AFTER_SYNC + [step(frames.encode_json(frames.SETTIME, {"t": T0 + elapsed - off}),
+                                               true=T0 + elapsed, reboot=True)])
+        last = r[-1]
+        if accepted:
+            ftype, obj = one_reply(last)
+            assert ftype == frames.OK, (elapsed, off, obj)
+            assert obj["offset"] == off and obj["set"] is (abs(off) > 1)
+            assert not obj["jump"] and obj["jumps"] == 0
+        else:
+            obj = assert_error(last, "jump")
+            assert last["mem"] == r[-2]["mem"] and last["files"] == r[-2]["files"]  # nothing changed
+
+
+def test_locked_token_counts_a_jump_only_when_its_clock_was_lost_or_never_synced():
+    steps = [
+        step(frames.encode_json(frames.PROVISION, provision_fields())),
+        step(frames.encode_json(frames.LOCK)),  # locked before any sync
+        step(frames.encode_json(frames.SETTIME, {"t": T0 + 3600})),  # nothing to hold it against
+        step(info_req()),
+        step(frames.encode_json(frames.SETTIME, {"t": T0 + 7200})),  # now it has: refused
+        step(info_req(), reboot=True),
+    ]
+    res = run_device(steps, dev=T0)
+    _, sync = one_reply(res[2])
+    assert sync["set"] and sync["jump"] and sync["jumps"] == 1 and sync["offset"] == -3600
+    assert one_reply(res[3])[1]["jumps"] == 1
+    assert_error(res[4], "jump")
+    assert one_reply(res[5])[1]["jumps"] == 1  # durable
+
+
+def test_time_mode_is_refused_on_a_clock_unfit_for_it():
+    # A board whose own clock is an RC oscillator (ESP32 in deep sleep) and no DS3231.
+    code = HARNESS + r"""
+ctx = Ctx('', FakeRTC(DATA['t'], 0, DATA['t']))
+ctx.clock.max_ppm = None
+out = []
+for wire in DATA['wires']:
+    out.append(binascii.hexlify(run_wire(proto.Decoder(), ctx, binascii.unhexlify(wire), 0, 0)[0]).decode())
+out.append(ctx.store.provisioned)
+emit(out)
+"""
+    wires = [frames.encode_json(frames.PROVISION, provision_fields()).hex(),
+             frames.encode_json(frames.PROVISION, provision_fields(mode="hotp")).hex()]
+    out = run_mpy_json(code, {"t": T0, "wires": wires}, paths=[FIRMWARE])
+    refused = assert_error({"replies": [out[0]]}, "rtc")
+    assert "DS3231" in refused["text"]
+    assert one_reply({"replies": [out[1]]})[0] == frames.OK and out[2] is True  # event mode needs no clock
 
 
 def test_settime_on_a_lost_clock_reports_no_offset_and_learns_nothing():
@@ -844,6 +937,39 @@ def test_client_frame_rejected_and_no_answer():
     with pytest.raises(ProtocolError, match="missing fields"):
         missing.info()
 
+
+
+def test_client_reads_jumps_faults_and_the_jump_refusal():
+    # New firmware: INFO with jumps and faults, SETTIME with set/jump/jumps; a refused jump is Refused.
+    replies = {
+        frames.INFO: ok(frames.INFO, **INFO_FIELDS, jumps=2, faults=["oled"]),
+        frames.SETTIME: ok(frames.SETTIME, offset=None, elapsed=DAY, drift_ppb=0, learned=False, set=True,
+                           jump=True, jumps=3),
+    }
+    client = TokenClient(FakeTransport(lambda f: replies[f.type]))
+    info = client.info()
+    assert info.jumps == 2 and info.faults == ("oled",)
+    assert client.settime(now=T0) == TimeSync(offset=None, elapsed=DAY, drift_ppb=0, learned=False, set=True,
+                                              jump=True, jumps=3)
+    refusal = err(frames.SETTIME, "jump", "clock jump refused: 86 s off, at most 6 s may be corrected now")
+    with pytest.raises(Refused) as exc:
+        TokenClient(FakeTransport(lambda f: refusal)).settime(now=T0)
+    assert exc.value.reason == "jump" and "jump" in frames.REASONS and "rtc" in frames.REASONS
+    # Older firmware: neither field in INFO, none of the three in SETTIME.
+    old = TokenClient(FakeTransport(lambda f: ok(frames.INFO, **INFO_FIELDS)))
+    assert old.info().jumps == 0 and old.info().faults == ()
+    old = TokenClient(FakeTransport(lambda f: ok(frames.SETTIME, offset=1, elapsed=5, drift_ppb=0, learned=False)))
+    assert old.settime(now=T0) == TimeSync(offset=1, elapsed=5, drift_ppb=0, learned=False)
+
+
+def test_protocol_md_states_the_bound_the_firmware_uses():
+    # docs/protocol.md section 5 is the one definition: its constants are the firmware's.
+    doc = (FIRMWARE.parent / "docs" / "protocol.md").read_text()
+    proto_src = (FIRMWARE / "proto.py").read_text()
+    clock_src = (FIRMWARE / "clock.py").read_text()
+    assert "**A = 5 s** (`proto.ALLOW_S`)" in doc and "ALLOW_S = const(5)" in proto_src
+    assert "**5 ppm** (`clock.DS3231_PPM`)" in doc and "DS3231_PPM = 5" in clock_src
+    assert "`elapsed ≥ 604,800 s`" in doc and "LEARN_MIN_S = const(604800)" in proto_src
 
 def test_client_settime_lock_reset():
     def answer(frame):

@@ -153,12 +153,18 @@ def test_deploy_provision_lock_press_sync_reset(tmp_path, firmware_files):
         err = one_line_error(cli("deploy", "--port", tok.port))
         assert "locked" in err and "factory-reset" in err
 
-        # time-sync on a locked token: the offset found is reported, the clock is right after
+        # time-sync on a locked token: a clock 2 minutes off minutes after the last sync is more
+        # than its oscillator can drift: refused, in one line, and left as it was
         tok.set_clock(time.time() + 120)
         res = cli("time-sync", "--port", tok.port)
+        assert res.exit_code == 1
+        assert "clock jump refused" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        assert 117 <= info(tok.port).time - time.time() <= 123
+        # within a second of the host: in sync, reported, nothing moved
+        tok.set_clock(time.time())
+        res = cli("time-sync", "--port", tok.port)
         assert res.exit_code == 0, res.output
-        offset = int(re.search(r"clock was ([+-]\d+) s off", res.output).group(1))
-        assert 117 <= offset <= 123  # the emulated DS3231 ticks while the command runs
+        assert re.search(r"clock was [+-]?\d s off: in sync", res.output), res.output
         assert abs(info(tok.port).time - time.time()) <= 3
 
         # reset: the screen asks for the button; held, the token is wiped and its REPL open again

@@ -9,6 +9,7 @@ import micropython
 from micropython import const
 
 ADDR_OLED = const(0x3C)
+ADDR_OLED_ALT = const(0x3D)  # modules with the address jumper (SA0) moved
 ADDR_DS3231 = const(0x68)
 _IDLE_POLL_MS = const(10)
 
@@ -34,7 +35,8 @@ class McuBoard:
         self.button = button
         self.rtc = rtc
         found = i2c.scan()
-        self.found = {'oled': ADDR_OLED in found, 'ds3231': ADDR_DS3231 in found}
+        self.oled_addr = ADDR_OLED if ADDR_OLED in found else ADDR_OLED_ALT if ADDR_OLED_ALT in found else None
+        self.found = {'oled': self.oled_addr is not None, 'ds3231': ADDR_DS3231 in found}
         self._usb = select.poll()
         self._usb.register(sys.stdin, select.POLLIN)
 

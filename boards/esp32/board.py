@@ -1,7 +1,10 @@
 # Board layer for an ESP32 DevKit (ESP32-WROOM-32). Deployed as board.py next to
 # the firmware; the firmware reaches hardware only through make()'s object.
 #
-# Wiring: SSD1306 128x64 on I2C0 (SDA GPIO21, SCL GPIO22) at 0x3C; a push button
+# Classic ESP32 only (GPIO21/22/27, ext0 wake-up): `keyfob flash` refuses the
+# S2/S3/C3/C6, whose pins and wake-up sources differ.
+#
+# Wiring: SSD1306 128x64 on I2C0 (SDA GPIO21, SCL GPIO22) at 0x3C or 0x3D; a push button
 # from GPIO27 to GND (internal pull-up; GPIO27 is RTC-capable, so it can wake the
 # chip from deep sleep); optional DS3231 at 0x68 on the same bus.
 import machine
@@ -18,6 +21,10 @@ I2C_FREQ = const(400000)
 
 class Board(McuBoard):
     name = 'esp32'
+    # The chip's own clock in deep sleep runs from the ~150 kHz RC oscillator,
+    # thousands of ppm off and temperature-dependent: unfit for time mode, which
+    # then needs a DS3231 (PROVISION of a TOTP token is refused without one).
+    rtc_ppm = None
 
     def __init__(self):
         i2c = machine.I2C(0, sda=machine.Pin(PIN_SDA), scl=machine.Pin(PIN_SCL), freq=I2C_FREQ)

@@ -43,6 +43,7 @@ _rtc = None
 
 class Board:
     name = 'sim'
+    rtc_ppm = None  # the chip RTC stands for an ESP32's: unfit for time mode without a DS3231
 
     def __init__(self):
         global _rtc
@@ -54,7 +55,13 @@ class Board:
             _rtc = RTC()  # one chip RTC per power-on, whatever make() is called
         self.rtc = _rtc
         addrs = self.i2c.scan()
-        self.found = {'oled': bus.ADDR_OLED in addrs, 'ds3231': bus.ADDR_DS3231 in addrs}
+        # The panel at either address a module can be strapped to, as boards/common/mcu.py.
+        self.oled_addr = None
+        for a in bus.OLED_ADDRS:
+            if a in addrs:
+                self.oled_addr = a
+                break
+        self.found = {'oled': self.oled_addr is not None, 'ds3231': bus.ADDR_DS3231 in addrs}
 
     def idle(self, ms):
         return self._hw.idle(ms)

@@ -12,6 +12,8 @@
 #   screen?                           -> ok <on> <contrast> <inverted> <hex of 1024 bytes>
 #   clock <unix> <ppm> <osf>          -> ok   (the DS3231, battery-backed)
 #   clock?                            -> ok <unix> <ppm> <osf>
+#   unplug <addr> | plug <addr>       -> ok   (a part off / back on the bus: a loose wire, I2C errors)
+#   break <addr>                      -> ok   (the next transaction to it raises RuntimeError: a bug)
 #   stats?                            -> ok <i2c bytes> <i2c transactions> <oled bytes>
 #                                        <ticks_ms now> <ticks_ms of the last press request>
 #                                        <ticks_ms of the last write to the OLED>  (for the bench)
@@ -51,6 +53,7 @@ except ImportError:  # CPython
 
 
 ADDR_OLED = const(0x3C)
+OLED_ADDRS = (0x3C, 0x3D)  # SA0 low / high
 ADDR_DS3231 = const(0x68)
 _CTRL_C = const(3)
 _AF_UNIX = const(1)
@@ -68,6 +71,8 @@ class SimI2C:
         self.oled_at = 0  # ticks_ms() of the last transaction to the OLED (the bench's "on screen")
         self._cat = bytearray(64)  # writevto joins its buffers here (grown once)
         self.unplugged = {}  # devices pulled off the bus by the host (`unplug <addr>`)
+        self.broken = set()  # addresses whose next transaction fails oddly (`break <addr>`)
+        self.oled_addr = ADDR_OLED
         # Called at every transaction: where a real port would notice a Ctrl-C
         # arriving while the firmware is busy (it raises KeyboardInterrupt at once).
         self.on_transaction = None
@@ -77,8 +82,12 @@ class SimI2C:
             self.on_transaction()
         self.transactions += 1
         self.bytes += 1
-        if addr == ADDR_OLED:
+        if addr == self.oled_addr:
             self.oled_at = ticks_ms()
+        if addr in self.broken:
+            # Not an I2C error: stands for a firmware bug met while talking to the part.
+            self.broken.discard(addr)
+            raise RuntimeError('sim: broken part at 0x%02x' % addr)
         d = self.devices.get(addr)
         if d is None:
             raise OSError(self.nack_errno)  # address not acknowledged
@@ -248,7 +257,14 @@ class Silicon:
         # (ssd1306_emu.py, "Frame log"), so a host sees codes shown just before a power cut.
         self.oled.log_frames(os.getenv('KEYFOB_SIM_FRAMELOG'), ticks_ms)
         self.ds3231 = ds3231_emu.DS3231Emu(os.getenv('KEYFOB_SIM_STATE') or None)
-        self.i2c = SimI2C({ADDR_OLED: self.oled, ADDR_DS3231: self.ds3231})
+        # KEYFOB_SIM_OLED_ADDR=0x3d: a module with its address jumper moved;
+        # KEYFOB_SIM_ABSENT=0x68,...: parts not fitted on this board.
+        oled_addr = int(os.getenv('KEYFOB_SIM_OLED_ADDR') or '0x3c', 0)
+        self.i2c = SimI2C({oled_addr: self.oled, ADDR_DS3231: self.ds3231})
+        self.i2c.oled_addr = oled_addr
+        for a in (os.getenv('KEYFOB_SIM_ABSENT') or '').split(','):
+            if a.strip():
+                self.i2c.devices.pop(int(a, 0), None)
         self.i2c.on_transaction = self._busy_interrupt
         self.button = SimPin(held=os.getenv('KEYFOB_SIM_HOLD') == '1')
         hold_ms = os.getenv('KEYFOB_SIM_HOLD_MS')
@@ -402,6 +418,8 @@ class Silicon:
             elif cmd == 'unplug':  # pull a part off the I2C bus (a loose wire)
                 addr = int(parts[1], 0)
                 self.i2c.unplugged[addr] = self.i2c.devices.pop(addr)
+            elif cmd == 'break':  # the next transaction to the part raises a non-I2C error
+                self.i2c.broken.add(int(parts[1], 0))
             elif cmd == 'plug':
                 addr = int(parts[1], 0)
                 self.i2c.devices[addr] = self.i2c.unplugged.pop(addr)

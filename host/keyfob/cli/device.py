@@ -17,8 +17,8 @@ from ._common import console
 @click.option("--no-info", is_flag=True, help="Do not ask the devices for INFO (USB ids only).")
 def devices(as_json: bool, no_sims: bool, no_info: bool) -> None:
     """List connected boards (by USB id) and running virtual tokens, and what each token says
-    about itself (INFO: serial, mode, provisioned, locked, firmware); "-" is a board that does
-    not answer (no keyfob firmware yet, or busy)."""
+    about itself (INFO: serial, mode, provisioned, locked, clock jumps, failed parts, firmware);
+    "-" is a board that does not answer (no keyfob firmware yet, or busy)."""
     from keyfob.device import survey
 
     found = ports.list_devices(include_sims=not no_sims)
@@ -37,19 +37,23 @@ def devices(as_json: bool, no_sims: bool, no_info: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table("Port", "Kind", "USB id", "Description", "Token", "Mode", "State", "Firmware")
+    table = Table("Port", "Kind", "USB id", "Description", "Token", "Mode", "State", "Jumps", "Firmware")
     for d, info in rows:
         desc = d.description
         if d.is_virtual:
             desc = "%s (pid %d)" % (desc, d.process_id)
         if info is None:
-            token = mode = state = firmware = "-"
+            token = mode = state = jumps = firmware = "-"
         else:
+            # Clock jumps a locked token took because its clock was lost: each one is worth a look.
+            jumps = str(info.jumps)
             token = info.serial or "(none)"
             mode = f"{info.mode}/{info.algorithm}/{info.digits}" if info.provisioned else "-"
             state = ("locked" if info.locked else "open") if info.provisioned else "not provisioned"
+            if info.faults:
+                state += "; failed: " + ", ".join(info.faults)
             firmware = f"{info.firmware} ({info.board})"
-        table.add_row(d.port, d.kind, d.usb_id, desc, token, mode, state, firmware)
+        table.add_row(d.port, d.kind, d.usb_id, desc, token, mode, state, jumps, firmware)
     console().print(table)
 
 
@@ -97,7 +101,8 @@ def flash(board: str, image: str | None, port: str | None, drives: tuple[str, ..
 
     \b
     ESP32: plug the board in; esptool resets it into its bootloader (if not, hold BOOT
-    while pressing EN/RESET). The image is written at 0x1000 (ESP32, -S2) or 0x0 (-S3/-C3/-C6).
+    while pressing EN/RESET). The image is written at 0x1000. Only the classic ESP32 is supported:
+    S2/S3/C3/C6 images and chips are refused (other pins, no ext0 wake-up).
     RP2040: hold the BOOTSEL button while plugging in the USB cable, then let go; a drive
     named RPI-RP2 appears and the .uf2 is copied onto it.
     """

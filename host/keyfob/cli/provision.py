@@ -333,7 +333,8 @@ def _signed(n: int | float, unit: str) -> str:
 @click.option("--port", "ports", multiple=True, help="Token port (repeat for several; default: every connected token).")
 def time_sync_cmd(ports) -> None:
     """Set the tokens' clocks to this computer's UTC time; report the offset found and the drift the
-    token has learned (from two syncs at least a day apart)."""
+    token has learned (from two syncs at least a week apart). A locked token refuses a correction
+larger than its clock can drift since the last sync (docs/protocol.md section 5)."""
     targets = list(ports) or _all_ports()
     if not targets:
         raise _fail("no token found: connect one or give --port")
@@ -349,6 +350,10 @@ def time_sync_cmd(ports) -> None:
             continue
         if sync.offset is None:
             found = "clock was not running (lost); now set"
+            if sync.jump:
+                found += f" (clock jump {sync.jumps} of this locked token)"
+        elif not sync.set:
+            found = f"clock was {_signed(sync.offset, 's')} off: in sync, left as it was"
         else:
             ahead = "ahead" if sync.offset > 0 else "behind" if sync.offset < 0 else "exact"
             found = f"clock was {_signed(sync.offset, 's')} off ({ahead}); now set"
@@ -356,8 +361,8 @@ def time_sync_cmd(ports) -> None:
             drift = f"learned drift {_signed(sync.drift_ppm, 'ppm')} over {sync.elapsed / 86400:.1f} days"
         else:
             drift = f"drift in use {_signed(sync.drift_ppm, 'ppm')}"
-            if sync.elapsed is not None and sync.elapsed < 86400:
-                drift += " (syncs less than a day apart teach nothing)"
+            if sync.elapsed is not None and sync.elapsed < 7 * 86400:
+                drift += " (syncs less than a week apart teach nothing)"
         click.echo(f"{port} {info.serial or '(unprovisioned)'}: {found}; {drift}")
     if errors:
         raise SystemExit(1)

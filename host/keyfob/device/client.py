@@ -74,6 +74,10 @@ class TokenInfo:
     time: int | None
     drift_ppb: int
     synced_at: int
+    #: clock jumps the locked token accepted because its clock was lost (docs/protocol.md section 5)
+    jumps: int = 0
+    #: parts that stopped answering since boot, e.g. ``("oled",)``
+    faults: tuple[str, ...] = ()
 
     @property
     def drift_ppm(self) -> float:
@@ -98,6 +102,9 @@ class TokenInfo:
                 time=None if obj["time"] is None else int(obj["time"]),
                 drift_ppb=int(obj["drift_ppb"]),
                 synced_at=int(obj["synced_at"]),
+                # Firmware before clock-jump counting has neither field.
+                jumps=int(obj.get("jumps", 0)),
+                faults=tuple(str(f) for f in obj.get("faults", ())),
             )
         except (KeyError, TypeError, ValueError):
             raise ProtocolError("INFO reply is missing fields (firmware too old or too new?)") from None
@@ -107,12 +114,17 @@ class TokenInfo:
 class TimeSync:
     """The SETTIME reply: the offset found before setting (token minus host, seconds; None when the
     token's clock was lost), seconds since the previous sync (None on the first), the drift now in use
-    and whether this sync taught the token a new drift value."""
+    and whether this sync taught the token a new drift value. ``set``: False when a locked token found
+    itself within a second and changed nothing; ``jump``: a locked token's lost clock was set and the
+    jump counted (``jumps``: the count now)."""
 
     offset: int | None
     elapsed: int | None
     drift_ppb: int
     learned: bool
+    set: bool = True
+    jump: bool = False
+    jumps: int = 0
 
     @property
     def drift_ppm(self) -> float:
@@ -257,6 +269,9 @@ class TokenClient:
                 elapsed=None if obj["elapsed"] is None else int(obj["elapsed"]),
                 drift_ppb=int(obj["drift_ppb"]),
                 learned=bool(obj["learned"]),
+                set=bool(obj.get("set", True)),
+                jump=bool(obj.get("jump", False)),
+                jumps=int(obj.get("jumps", 0)),
             )
         except (KeyError, TypeError, ValueError):
             raise ProtocolError("SETTIME reply is missing fields") from None

@@ -3,6 +3,11 @@
 No network access: the user downloads the image from the MicroPython download page
 (``micropython.org/download/<BOARD>``) and points at it, or drops it in ``firmware-images/``.
 
+ESP32: only the classic ESP32 (ESP32-WROOM-32 DevKits) is supported: ``boards/esp32`` uses its
+pins (I2C on GPIO21/22, the button on GPIO27) and its ext0 wake-up from deep sleep, which the
+ESP32-S2/S3/C3/C6 lay out differently or lack. Their images and chips are recognised, and refused
+with that reason before anything is written.
+
 ESP32 family: the image from the download page starts with the second-stage bootloader and is
 written at the chip's bootloader offset (``0x1000`` for ESP32 and ESP32-S2, ``0x0`` for ESP32-S3,
 -C3 and -C6), after a full erase. The bootloader is an ESP image whose header starts with the
@@ -77,7 +82,8 @@ class Esp32Chip:
     board: str  # the MicroPython download page for the generic board
 
 
-#: The chips keyfob supports, with offsets as on MicroPython's download pages.
+#: The ESP32-family chips keyfob recognises, with offsets as on MicroPython's download pages;
+#: only those in SUPPORTED_ESP32 are flashed.
 ESP32_CHIPS: dict[str, Esp32Chip] = {
     c.name: c
     for c in (
@@ -88,6 +94,18 @@ ESP32_CHIPS: dict[str, Esp32Chip] = {
         Esp32Chip("ESP32-C6", 13, 0x0, "ESP32_GENERIC_C6"),
     )
 }
+
+#: The chips boards/esp32 is written for.
+SUPPORTED_ESP32 = ("ESP32",)
+
+
+def _variant_refused(chip: str) -> str:
+    return (
+        "keyfob's esp32 board layer is for the classic ESP32 (ESP32-WROOM-32: I2C on GPIO21/22, the "
+        "button on GPIO27 waking it through ext0); the %s has other pins and wake-up sources and is "
+        "not supported: use a classic ESP32 DevKit or a Raspberry Pi Pico" % chip
+    )
+
 
 #: Other ESP image chip ids, only to name them in an error.
 _OTHER_CHIP_IDS = {12: "ESP32-C2", 16: "ESP32-H2", 18: "ESP32-P4", 20: "ESP32-C61", 23: "ESP32-C5"}
@@ -134,9 +152,7 @@ class FlashResult:
 def _download_hint(board: str) -> str:
     if board == "rp2040":
         return "micropython.org/download/%s" % RP2040_BOARD_PAGE
-    return "micropython.org/download/%s (or _S2, _S3, _C3, _C6 for those chips)" % (
-        ESP32_CHIPS["ESP32"].board
-    )
+    return "micropython.org/download/%s" % ESP32_CHIPS["ESP32"].board
 
 
 def _where_to_put(board: str, folder: str | os.PathLike) -> str:
@@ -234,9 +250,11 @@ def check_esp32_image(image: str | os.PathLike) -> Esp32Image:
     if chip is None:
         name = _OTHER_CHIP_IDS.get(chip_id, "chip id %d" % chip_id)
         raise WrongBoardError(
-            "%s is built for %s, which keyfob does not support (ESP32, -S2, -S3, -C3, -C6)"
+            "%s is built for %s, which keyfob does not support (the classic ESP32 only)"
             % (path.name, name)
         )
+    if chip.name not in SUPPORTED_ESP32:
+        raise WrongBoardError("%s is built for %s: %s" % (path.name, chip.name, _variant_refused(chip.name)))
     if full_flash and chip.offset != 0x1000:
         raise ImageTypeError(
             "%s has nothing at 0x0 but %s boots from 0x0: use the .bin from micropython.org/download/%s"
@@ -422,9 +440,11 @@ def flash_esp32(
             chip = ESP32_CHIPS.get(name)
             if chip is None:
                 raise WrongBoardError(
-                    "the board on %s is an %s, which keyfob does not support (ESP32, -S2, -S3, -C3, -C6)"
+                    "the board on %s is an %s, which keyfob does not support (the classic ESP32 only)"
                     % (port, name)
                 )
+            if chip.name not in SUPPORTED_ESP32:
+                raise WrongBoardError("the board on %s is an %s: %s" % (port, chip.name, _variant_refused(chip.name)))
             if chip is not img.chip:
                 raise WrongBoardError(
                     "the image is built for %s but the board on %s is an %s: use the .bin from "

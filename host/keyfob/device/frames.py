@@ -54,6 +54,8 @@ REASONS = FRAME_REASONS | {
     "presence",
     "storage",
     "clock",
+    "jump",
+    "rtc",
     "internal",
 }
 
