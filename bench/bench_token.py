@@ -105,9 +105,10 @@ gc.collect()
 print('HEAP', json.dumps([res, gc.mem_free() + gc.mem_alloc()]))
 """
 
-# The firmware alone in a 72K heap (about the least it boots in: ~66K), as on a small chip: the deployed .mpy modules, the store on the
-# port's own (C) filesystem, and null hardware (a board's machine.I2C and Pin are C code that
-# allocate nothing; the sim's emulated parts are Python and do not fit next to the firmware in 72K).
+# The firmware alone in a 72K heap (about the least it boots in: ~66K), as on a small chip:
+# the deployed .mpy modules, the store on the port's own (C) filesystem, and null hardware (a
+# board's machine.I2C and Pin are C code that allocate nothing; the sim's emulated parts are
+# Python and do not fit next to the firmware in 72K).
 HEAP_CHIP_SCRIPT = (
     """\
 import gc, json, time, store

@@ -51,7 +51,8 @@ def test_start_drive_and_stop_from_the_shell(tmp_path, tier):
             run("keyfob", "sim", "hold", "--workdir", wd)
             run("keyfob", "sim", "release", "--workdir", wd)  # a long press: the (empty) serial screen
         run("keyfob", "sim", "press", "--workdir", wd)
-        assert run("keyfob", "sim", "screen", "--text", "--workdir", wd).stdout.split("\n")[:2] == ["Not", "provisioned"]
+        text = run("keyfob", "sim", "screen", "--text", "--workdir", wd).stdout
+        assert text.split("\n")[:2] == ["Not", "provisioned"]
         assert run("keyfob", "sim", "screen", "--code", "--workdir", wd, ok=False).returncode == 1
         png = tmp_path / "screen.png"
         run("keyfob", "sim", "screen", "--png", str(png), "--workdir", wd)
