@@ -478,7 +478,19 @@ def run(log=None) -> list[Row]:
         finally:
             for tok in tokens:
                 tok.close()
-    return rows
+    unix = {"hotp_us": h_us, "press_ms": press_fw, "heap_free": heap["free"], "heap_alloc": heap["alloc"],
+            "boot_ms": boot_fw}
+    from keyfob.sim import SimError, pico
+
+    try:
+        pico.find_inputs()
+        pico.check_runner()
+    except SimError as exc:
+        say(f"pico: rows skipped: {exc}")
+        return rows
+    from bench import bench_pico
+
+    return rows + bench_pico.run(unix, log=log)
 
 
 def main() -> int:

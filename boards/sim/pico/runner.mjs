@@ -22,7 +22,7 @@
 // chip -> host: 'U' USB bytes to the host; 'W' [addr][ms u32][bytes] one I2C write
 //   transaction; 'R' [addr] a read transaction starts (the chip waits for 'b');
 //   'E' [addr][n] it ended after n bytes; 'Q' [ms u32][busy per mille u16][flash ops u32]
-//   every 20 ms of emulated time; 'P' a timed press let go; 'F' [ms u32][op][offset u32]
+//   every 20 ms of emulated time; 'D' [ms u32] a timed press went down; 'P' it let go; 'F' [ms u32][op][offset u32]
 //   [count u32] a flash op done; 'C' the host's USB stack has configured the CDC port; 'Z' the watchdog reset the chip; 'X' [op index] the power
 //   was cut at a flash op (--cut-after-ops).
 //
@@ -293,6 +293,7 @@ function onFrame(type, body) {
     case 'p':
       button.setInputValue(false);
       release.schedule(body.readUInt32LE(0) * 1e6);
+      send('D', u32(emuMs()));
       break;
     case 'a':
       present.clear();

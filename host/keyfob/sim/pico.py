@@ -230,6 +230,9 @@ class PicoToken:
         self._cut_at: int | None = None  # flash op index the last power cut happened at
         self.exit_code: int | None = None
         self.resets = 0
+        #: emulated ms (this power-on) when the last timed press went down / of the last OLED write
+        self.press_at_ms = 0
+        self.oled_at_ms = 0
         self._closed = False
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
@@ -450,6 +453,8 @@ class PicoToken:
             addr = body[0]
             self._emu_ms = struct.unpack_from("<I", body, 1)[0]
             data = body[5:]
+            if addr == parts.oled_addr:
+                self.oled_at_ms = self._emu_ms
             parts.transactions += 1
             parts.i2c_bytes += 1 + len(data)
             dev = parts.devices().get(addr)
@@ -476,6 +481,8 @@ class PicoToken:
                 self._quiet = self._quiet + 1 if quiet else 0
                 self._flash_ops = ops
                 self._cond.notify_all()
+        elif kind == "D":
+            self.press_at_ms = struct.unpack("<I", body)[0]
         elif kind == "P":
             with self._lock:
                 self._press_left = False
