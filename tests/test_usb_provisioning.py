@@ -95,8 +95,8 @@ def mpremote(port: str, *args: str, timeout: float = 20.0) -> subprocess.Complet
 
 
 def press_code(tok) -> str | None:
-    tok.press()
-    tok.wait_idle()
+    tok.press(timeout=10 * tok.patience)  # a token may still be chewing on what the host sent
+    tok.wait_idle(10 * tok.patience)
     return tok.screen().digits()
 
 

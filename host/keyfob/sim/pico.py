@@ -15,6 +15,7 @@ power cut keeps exactly the finished operations), ``rtc.json`` (the DS3231 and i
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import struct
 import subprocess
@@ -236,6 +237,7 @@ class PicoToken:
         self._closed = False
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
         self.port: str = os.ttyname(self._slave)
         self._pty_thread = threading.Thread(target=self._pty_loop, name="keyfob-pico-pty", daemon=True)
         self._pty_thread.start()
@@ -502,11 +504,16 @@ class PicoToken:
         try:
             os.write(self._master, data)
         except OSError:
-            pass  # nobody reads the port: a board drops USB output too
+            # Nobody reads the port (its buffer is full) or nobody has it open: the bytes are
+            # dropped, as a board's USB stack drops them, and the chip never stalls on a host.
+            pass
 
     def _pty_loop(self) -> None:
         while not self._closed:
             try:
+                ready, _, _ = select.select([self._master], [], [], 0.2)
+                if not ready:
+                    continue
                 data = os.read(self._master, 4096)
             except OSError:
                 if self._closed:
