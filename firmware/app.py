@@ -11,7 +11,6 @@
 from micropython import const
 
 import gc
-import os
 import time
 
 import button
@@ -29,49 +28,6 @@ _RESET_HOLD_MS = const(5000)
 _TICK_MS = const(1000)
 _FOREVER_MS = const(60000)
 _FRAME_POLL_MS = const(200)
-
-
-_ENOSPC = const(28)
-_SCRUB_NAME = 'kfscrub.bin'
-_SCRUB_CHUNK = const(512)
-_SCRUB_MAX = const(0x2000000)  # 32 MiB: larger is no microcontroller's flash (a PC)
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def scrub():
-    # After Store.wipe(), for a factory reset: make LittleFS's old copies of
-    # the records unreadable (notes in store.py). Removing the store's
-    # directory frees its metadata blocks (an append-only log holding every
-    # record ever written); a file of zeros over all free space then has
-    # every free block erased and programmed. -> bytes written.
-    try:
-        os.rmdir(store.DIR)
-    except OSError:
-        pass
-    st = os.statvfs('.')
-    if st[0] * st[2] > _SCRUB_MAX:
-        return 0
-    chunk = bytes(_SCRUB_CHUNK)
-    n = 0
-    try:
-        with open(_SCRUB_NAME, 'wb') as f:
-            while f.write(chunk) == _SCRUB_CHUNK:
-                n += _SCRUB_CHUNK
-    except OSError as e:
-        if e.errno != _ENOSPC:  # full is the goal; anything else left free space unwritten
-            _remove(_SCRUB_NAME)
-            raise
-    _remove(_SCRUB_NAME)
-    sync = getattr(os, 'sync', None)
-    if sync is not None:
-        sync()
-    return n
 
 
 def scrub_ram():
@@ -112,7 +68,6 @@ class App:
         # laptop being set up, and a sleeping chip does not answer USB.
         self.sleep_after_ms = sleep_after_ms
         self._active_at = board.ticks_ms()
-        _remove(_SCRUB_NAME)  # left over by a power cut during scrub()
         self.store = store.Store()
         found = board.found
         if found.get('oled'):
@@ -124,6 +79,11 @@ class App:
         self.clock = clock.Clock(board.rtc, rtc_chip)
         self.button = button.Button(board.button, board.ticks_ms, board.sleep_ms)
         self.key = None
+        if self.store.wiping:
+            # A reset was cut short (store.py, wipe): finish its scrub before
+            # anything else runs. Ctrl-C is still off (boot.py) and the store
+            # reads as locked until the scrub is complete.
+            self._wipe()
         self.step_shown = -1  # TOTP step of the code on screen, -1 = none
         # The provisioning link on the USB serial port (docs/protocol.md).
         self.link = proto.Decoder()
@@ -211,13 +171,20 @@ class App:
             self.ui.show_message(('Reset', 'cancelled'))
             self.button.wait_up()
             return True
-        self.factory_reset()
+        try:
+            self.factory_reset()
+        except OSError:
+            pass  # the screen says so; the next boot tries again
         self.button.wait_up()
         return True
 
-    def factory_reset(self):
-        # The same path as a RESET request: wipe durably, scrub, then reopen.
-        self.store.wipe()
+    def factory_reset(self, report=None):
+        # The same path as a RESET request: wipe and scrub the flash (durable
+        # intent first, store.py), then the RAM; only then reopen the REPL.
+        # report(step, done, total): progress for the host. Raises OSError when
+        # the flash failed (the token stays locked; a reset again finishes it).
+        if not self._wipe(report):
+            raise OSError(5)  # EIO
         self.notify('reset')
 
     # -- USB provisioning (proto calls back into these) ---------------------------
@@ -235,25 +202,36 @@ class App:
         if req is not None:
             self.board.usb_write(proto.handle(req, self))
 
-    def _scrub(self):
-        # After a wipe, before the REPL opens: overwrite the old records
-        # LittleFS still holds (store.py), then the old key and records in
-        # RAM. Slow: say so on the screen. -> True when all went well.
-        self.ui.show_message(('Wiping', 'keep power on'))
+    def _wipe(self, report=None):
+        # Store.wipe(): records, then zeros over all free flash. Slow: the
+        # screen says so, with the share done. -> True when it completed.
+        ui = self.ui
+        shown = [0]
+        ui.show_message(('Wiping 0%', 'keep power on'))
+
+        def progress(done, total):
+            pct = done * 100 // total if total else 0
+            if pct // 10 != shown[0]:
+                shown[0] = pct // 10
+                ui.show_message(('Wiping %d%%' % pct, 'keep power on'))
+            if report is not None:
+                report('scrub', done, total)
+
         try:
-            scrub()
-            ok = True
+            self.store.wipe(progress)
         except OSError:
-            ok = False  # the records are wiped; some free flash may still hold old ones
-        if self.key is not None:
-            self.key.wipe()
-            self.key = None
-        self.store.load()
-        scrub_ram()
-        return ok
+            ui.show_message(('Wipe failed', 'locked: reset', 'again'))
+            return False
+        return True
 
     def notify(self, event):
-        wiped = self._scrub() if event == 'reset' else True
+        if event == 'reset':
+            # The flash is wiped; now the old key and records in RAM.
+            if self.key is not None:
+                self.key.wipe()
+                self.key = None
+            self.store.load()
+            scrub_ram()
         if event in ('provisioned', 'locked', 'reset'):
             self._apply_state()
         if event == 'provisioned':
@@ -263,7 +241,7 @@ class App:
         elif event == 'reset-refused':
             self.ui.show_message(('Reset', 'refused'))
         elif event == 'reset':
-            self.ui.show_message(('Token', 'wiped') if wiped else ('Wiped, flash', 'not scrubbed'))
+            self.ui.show_message(('Token', 'wiped'))
         elif event == 'locked':
             self.ui.show_locked()
         self.step_shown = -1

@@ -399,10 +399,14 @@ def _reset(req, ctx):
     if not ctx.wait_button_held(RESET_WAIT_MS):
         ctx.notify('reset-refused')
         raise _Refuse('presence', 'button not held within 10 s: nothing changed')
-    # Wipe durably first; only then may the app reopen the REPL.
-    ctx.store.wipe()
+    # The app wipes and scrubs the flash (durable intent first: a cut from
+    # here on boots into finishing it, locked until done), then the RAM; only
+    # then does it reopen the REPL.
+    try:
+        ctx.factory_reset()
+    except OSError:
+        raise _Refuse('storage', 'flash failed during the wipe: the token stays locked, reset again')
     apply_drift(ctx.store, ctx.clock)
-    ctx.notify('reset')
     return _ok(RESET, {'reset': True})
 
 

@@ -101,6 +101,10 @@ class Ctx:
     def wait_button_held(self, ms):
         self.waits.append(ms)
         return self.button
+    def factory_reset(self, report=None):
+        # What the app does: the store's wipe (flash), then 'reset' (RAM, REPL).
+        self.store.wipe()
+        self.notify('reset')
     def notify(self, ev):
         # Record the event and whether any store file still exists at that moment.
         f = files_of(self.dir)
