@@ -237,29 +237,52 @@ class App:
         if event == 'provisioned':
             self.ui.show_message(('Provisioned', self.store.serial))
         elif event == 'reset-wait':
-            self.ui.show_message(('Hold button', 'to reset'))
+            self.ui.show_usb_reset()
         elif event == 'reset-refused':
             self.ui.show_message(('Reset', 'refused'))
+        elif event == 'reset-cancelled':
+            self.ui.show_message(('Reset', 'cancelled'))
         elif event == 'reset':
             self.ui.show_message(('Token', 'wiped'))
         elif event == 'locked':
             self.ui.show_locked()
         self.step_shown = -1
 
-    def wait_button_held(self, timeout_ms):
-        # Physical presence for RESET: waits through board.idle(), the only
-        # place where the virtual token takes button requests from the host.
+    def send(self, buf):
+        # A PROGRESS frame while a request is being handled (proto).
+        self.board.usb_write(buf)
+
+    def reset_gesture(self, wait_ms, hold_ms, report):
+        # Physical presence for RESET: the button goes down within wait_ms and
+        # stays down through a hold_ms countdown on the screen; letting go
+        # cancels at once. -> 'held', 'cancelled' or 'none'. Waits through
+        # board.idle(), the only place where the virtual token takes button
+        # requests from the host; report(step, done, total) once a second.
         b = self.board
+        btn = self.button
         start = b.ticks_ms()
+        sec = -1
         while True:
-            left = timeout_ms - time.ticks_diff(b.ticks_ms(), start)
-            if left <= 0:
-                return False
-            event = b.idle(left)
-            if event == 'button' and self.button.pressed():
-                return self.button.held(self.button.down_at, 1000)
+            el = time.ticks_diff(b.ticks_ms(), start)
+            if el >= wait_ms:
+                return 'none'
+            if el // 1000 != sec:
+                sec = el // 1000
+                report('wait', sec, wait_ms // 1000)
+            event = b.idle(min(wait_ms - el, 1000 - el % 1000))
+            if event == 'button' and btn.pressed():
+                break
             if event == 'usb':
                 b.usb_read(64)  # one request at a time: bytes sent meanwhile are dropped
+        down = btn.down_at
+        n = hold_ms // 1000
+        for s in range(n):
+            self.ui.show_reset_countdown(n - s)
+            report('hold', s, n)
+            if not btn.held(down, (s + 1) * 1000):
+                return 'cancelled'
+        report('hold', n, n)
+        return 'held'
 
     # -- deep sleep -----------------------------------------------------------------
 
