@@ -331,6 +331,9 @@ def _provision(req, ctx):
     s = ctx.store
     if s.provisioned:
         raise _Refuse('provisioned', 'token already provisioned: factory reset first')
+    if s.wiping:
+        # A wipe that failed midway: old records may still be on the flash.
+        raise _Refuse('storage', 'a factory reset did not complete: reset again first')
     mode = _choice(obj, 'mode', ('hotp', 'totp'))
     alg = _choice(obj, 'algorithm', ('sha1', 'sha256'))
     digits = obj['digits']

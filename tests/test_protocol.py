@@ -142,6 +142,9 @@ out = []
 for step in DATA['steps']:
     if 'true' in step:
         rtc.true = step['true']
+    if step.get('mark'):
+        with open('kfwipe', 'wb'):  # a wipe cut short (store.MARK): what a power cut leaves
+            pass
     if step.get('reboot'):
         ctx.boot()
         dec = proto.Decoder()
@@ -351,6 +354,24 @@ def test_session_info_provision_settime_lock_reset():
     for r in (res[12], res[13]):
         _, info4 = one_reply(r)
         assert info4["provisioned"] is False and info4["locked"] is False and info4["serial"] == ""
+
+
+def test_a_wipe_cut_short_reads_locked_refuses_provision_and_a_reset_finishes_it():
+    steps = [
+        step(frames.encode_json(frames.PROVISION, provision_fields())),
+        step(info_req(), mark=True, reboot=True),
+        step(frames.encode_json(frames.PROVISION, provision_fields())),
+        step(frames.encode_json(frames.RESET), button=True),
+        step(info_req(), reboot=True),
+    ]
+    res = run_device(steps)
+    _, info = one_reply(res[1])
+    assert info["locked"] is True and info["provisioned"] is False and info["serial"] == ""
+    assert res[1]["mem"][10] == ""  # no seed loaded
+    assert assert_error(res[2], "storage")["text"].startswith("a factory reset did not complete")
+    assert one_reply(res[3])[1] == {"re": frames.RESET, "reset": True, "scrubbed": True}
+    _, info = one_reply(res[4])
+    assert info["locked"] is False and info["provisioned"] is False
 
 
 def test_reset_let_go_before_the_countdown_ends_changes_nothing():
