@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pyotp
 import pytest
@@ -273,10 +272,16 @@ def test_owners_2_s_press_while_a_usb_reset_waits_does_not_wipe(make_token):
     assert run is None or run.returncode != 0 or run.stdout.split() != ["2"]  # still locked
 
 
-def _keyfob_reset(port: str) -> subprocess.Popen:
-    exe = Path(sys.executable).with_name("keyfob")
-    return subprocess.Popen([str(exe), "reset", "--port", port], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def _keyfob_reset(port: str) -> tuple[threading.Thread, dict]:
+    """`keyfob reset --port PORT` (the click command, in a thread); -> (thread, {"r": Result})."""
+    from click.testing import CliRunner
+    from keyfob.cli import main
+
+    done: dict = {}
+    th = threading.Thread(
+        target=lambda: done.setdefault("r", CliRunner().invoke(main, ["reset", "--port", port])), daemon=True)
+    th.start()
+    return th, done
 
 
 def test_keyfob_reset_follows_the_scrub_and_says_done_only_at_its_end(make_token):
@@ -289,12 +294,13 @@ def test_keyfob_reset_follows_the_scrub_and_says_done_only_at_its_end(make_token
         client.provision(rec)
         client.lock()
     wire = tap(tok)
-    cli = _keyfob_reset(tok.port)
+    th, done = _keyfob_reset(tok.port)
     prompt = wait_for_reset_prompt(tok)
     tok.hold()
-    out, err = cli.communicate(timeout=120)
+    th.join(120)
     tok.release()
-    assert cli.returncode == 0, err
+    out, err = done["r"].stdout, done["r"].stderr
+    assert done["r"].exit_code == 0, err
     assert prompt == USB_RESET_SCREEN
     assert "flash scrub complete" in out
     got = [f for f in frames.Decoder().feed(bytes(wire)) if f.error is None]
@@ -309,11 +315,12 @@ def test_keyfob_reset_follows_the_scrub_and_says_done_only_at_its_end(make_token
         client.provision(rec)
         client.lock()
         info = client.info()
-    cli = _keyfob_reset(tok.port)
+    th, done = _keyfob_reset(tok.port)
     wait_for_reset_prompt(tok)
     tok.press(2000)
-    out, err = cli.communicate(timeout=60)
-    assert cli.returncode != 0 and "wiped" not in out
+    th.join(60)
+    out, err = done["r"].stdout, done["r"].stderr
+    assert done["r"].exit_code != 0 and "wiped" not in out
     assert "let go before the countdown ended: nothing was reset" in err
     with open_client(tok) as client:
         assert client.info() == info
