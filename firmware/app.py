@@ -11,7 +11,6 @@
 from micropython import const
 
 import gc
-import os
 import time
 
 import button
@@ -29,49 +28,6 @@ _RESET_HOLD_MS = const(5000)
 _TICK_MS = const(1000)
 _FOREVER_MS = const(60000)
 _FRAME_POLL_MS = const(200)
-
-
-_ENOSPC = const(28)
-_SCRUB_NAME = 'kfscrub.bin'
-_SCRUB_CHUNK = const(512)
-_SCRUB_MAX = const(0x2000000)  # 32 MiB: larger is no microcontroller's flash (a PC)
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def scrub():
-    # After Store.wipe(), for a factory reset: make LittleFS's old copies of
-    # the records unreadable (notes in store.py). Removing the store's
-    # directory frees its metadata blocks (an append-only log holding every
-    # record ever written); a file of zeros over all free space then has
-    # every free block erased and programmed. -> bytes written.
-    try:
-        os.rmdir(store.DIR)
-    except OSError:
-        pass
-    st = os.statvfs('.')
-    if st[0] * st[2] > _SCRUB_MAX:
-        return 0
-    chunk = bytes(_SCRUB_CHUNK)
-    n = 0
-    try:
-        with open(_SCRUB_NAME, 'wb') as f:
-            while f.write(chunk) == _SCRUB_CHUNK:
-                n += _SCRUB_CHUNK
-    except OSError as e:
-        if e.errno != _ENOSPC:  # full is the goal; anything else left free space unwritten
-            _remove(_SCRUB_NAME)
-            raise
-    _remove(_SCRUB_NAME)
-    sync = getattr(os, 'sync', None)
-    if sync is not None:
-        sync()
-    return n
 
 
 def scrub_ram():
@@ -123,7 +79,6 @@ class App:
             except OSError as e:  # came loose between the scan and the first command
                 self.fault('oled', e)
         self.ui = ui.Ui(oled, off_after_ms, ticks_ms=board.ticks_ms)
-        _remove(_SCRUB_NAME)  # left over by a power cut during scrub()
         self.store = store.Store()
         rtc_chip = ds3231.DS3231(board.i2c) if found.get('ds3231') else None
         self.clock = clock.Clock(board.rtc, rtc_chip)
@@ -132,6 +87,11 @@ class App:
         self.clock.max_ppm = clock.DS3231_PPM if rtc_chip else getattr(board, 'rtc_ppm', None)
         self.button = button.Button(board.button, board.ticks_ms, board.sleep_ms)
         self.key = None
+        if self.store.wiping:
+            # A reset was cut short (store.py, wipe): finish its scrub before
+            # anything else runs. Ctrl-C is still off (boot.py) and the store
+            # reads as locked until the scrub is complete.
+            self._wipe()
         self.step_shown = -1  # TOTP step of the code on screen, -1 = none
         # The provisioning link on the USB serial port (docs/protocol.md).
         self.link = proto.Decoder()
@@ -232,13 +192,20 @@ class App:
             self.ui.show_message(('Reset', 'cancelled'))
             self.button.wait_up()
             return True
-        self.factory_reset()
+        try:
+            self.factory_reset()
+        except OSError:
+            pass  # the screen says so; the next boot tries again
         self.button.wait_up()
         return True
 
-    def factory_reset(self):
-        # The same path as a RESET request: wipe durably, scrub, then reopen.
-        self.store.wipe()
+    def factory_reset(self, report=None):
+        # The same path as a RESET request: wipe and scrub the flash (durable
+        # intent first, store.py), then the RAM; only then reopen the REPL.
+        # report(step, done, total): progress for the host. Raises OSError when
+        # the flash failed (the token stays locked; a reset again finishes it).
+        if not self._wipe(report):
+            raise OSError(5)  # EIO
         self.notify('reset')
 
     # -- USB provisioning (proto calls back into these) ---------------------------
@@ -256,53 +223,87 @@ class App:
         if req is not None:
             self.board.usb_write(proto.handle(req, self))
 
-    def _scrub(self):
-        # After a wipe, before the REPL opens: overwrite the old records
-        # LittleFS still holds (store.py), then the old key and records in
-        # RAM. Slow: say so on the screen. -> True when all went well.
-        self.ui.show_message(('Wiping', 'keep power on'))
+    def _wipe(self, report=None):
+        # Store.wipe(): records, then zeros over all free flash. Slow: the
+        # screen says so, with the share done. -> True when it completed.
+        ui = self.ui
+        shown = [0]
+        ui.show_message(('Wiping 0%', 'keep power on'))
+
+        def progress(done, total):
+            pct = done * 100 // total if total else 0
+            if pct // 10 != shown[0]:
+                shown[0] = pct // 10
+                ui.show_message(('Wiping %d%%' % pct, 'keep power on'))
+            if report is not None:
+                report('scrub', done, total)
+
         try:
-            scrub()
-            ok = True
+            self.store.wipe(progress)
         except OSError:
-            ok = False  # the records are wiped; some free flash may still hold old ones
-        if self.key is not None:
-            self.key.wipe()
-            self.key = None
-        self.store.load()
-        scrub_ram()
-        return ok
+            ui.show_message(('Wipe failed', 'locked: reset', 'again'))
+            return False
+        return True
 
     def notify(self, event):
-        wiped = self._scrub() if event == 'reset' else True
+        if event == 'reset':
+            # The flash is wiped; now the old key and records in RAM.
+            if self.key is not None:
+                self.key.wipe()
+                self.key = None
+            self.store.load()
+            scrub_ram()
         if event in ('provisioned', 'locked', 'reset'):
             self._apply_state()
         if event == 'provisioned':
             self.ui.show_message(('Provisioned', self.store.serial))
         elif event == 'reset-wait':
-            self.ui.show_message(('Hold button', 'to reset'))
+            self.ui.show_usb_reset()
         elif event == 'reset-refused':
             self.ui.show_message(('Reset', 'refused'))
+        elif event == 'reset-cancelled':
+            self.ui.show_message(('Reset', 'cancelled'))
         elif event == 'reset':
-            self.ui.show_message(('Token', 'wiped') if wiped else ('Wiped, flash', 'not scrubbed'))
+            self.ui.show_message(('Token', 'wiped'))
         elif event == 'locked':
             self.ui.show_locked()
         self.step_shown = -1
 
-    def wait_button_held(self, timeout_ms):
-        # Physical presence for RESET: waits through board.idle(), the only
-        # place where the virtual token takes button requests from the host.
+    def send(self, buf):
+        # A PROGRESS frame while a request is being handled (proto).
+        self.board.usb_write(buf)
+
+    def reset_gesture(self, wait_ms, hold_ms, report):
+        # Physical presence for RESET: the button goes down within wait_ms and
+        # stays down through a hold_ms countdown on the screen; letting go
+        # cancels at once. -> 'held', 'cancelled' or 'none'. Waits through
+        # board.idle(), the only place where the virtual token takes button
+        # requests from the host; report(step, done, total) once a second.
         b = self.board
+        btn = self.button
         start = b.ticks_ms()
+        sec = -1
         while True:
-            left = timeout_ms - time.ticks_diff(b.ticks_ms(), start)
-            if left <= 0:
-                return False
-            event = b.idle(left)
-            if event == 'button' and self.button.pressed():
-                return self.button.held(self.button.down_at, 1000)
+            el = time.ticks_diff(b.ticks_ms(), start)
+            if el >= wait_ms:
+                return 'none'
+            if el // 1000 != sec:
+                sec = el // 1000
+                report('wait', sec, wait_ms // 1000)
+            event = b.idle(min(wait_ms - el, 1000 - el % 1000))
+            if event == 'button' and btn.pressed():
+                break
             if event == 'usb':
                 b.usb_read(64)  # one request at a time: bytes sent meanwhile are dropped
+        down = btn.down_at
+        n = hold_ms // 1000
+        for s in range(n):
+            self.ui.show_reset_countdown(n - s)
+            report('hold', s, n)
+            if not btn.held(down, (s + 1) * 1000):
+                return 'cancelled'
+        report('hold', n, n)
+        return 'held'
 
     # -- deep sleep -----------------------------------------------------------------
 

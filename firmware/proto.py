@@ -27,6 +27,7 @@ LOCK = const(0x04)
 RESET = const(0x05)
 OK = const(0x80)
 ERROR = const(0x81)
+PROGRESS = const(0x82)
 
 MAGIC = b'\xfbKF'
 _M0 = const(0xFB)
@@ -36,6 +37,7 @@ MAX_FRAME = const(512)
 MAX_PAYLOAD = const(501)  # MAX_FRAME - header - CRC
 FRAME_TIMEOUT_MS = const(1000)
 RESET_WAIT_MS = const(10000)
+RESET_HOLD_MS = const(5000)
 
 # SETTIME limits and drift learning (docs/protocol.md section 5).
 T_MIN = 1704067200  # 2024-01-01
@@ -339,6 +341,9 @@ def _provision(req, ctx):
     s = ctx.store
     if s.provisioned:
         raise _Refuse('provisioned', 'token already provisioned: factory reset first')
+    if s.wiping:
+        # A wipe that failed midway: old records may still be on the flash.
+        raise _Refuse('storage', 'a factory reset did not complete: reset again first')
     mode = _choice(obj, 'mode', ('hotp', 'totp'))
     if mode == 'totp' and ctx.clock.max_ppm is None:
         raise _Refuse('rtc', 'time mode needs a DS3231 on this board: its own clock drifts too much')
@@ -432,15 +437,32 @@ def _lock(req, ctx):
 
 def _reset(req, ctx):
     _empty(req)
+    send = ctx.send
+
+    def report(step, done, total):
+        # A PROGRESS frame at least once a second: the host waits on these,
+        # with a bound per step, not on the whole reset (docs/protocol.md).
+        send(encode(PROGRESS, json.dumps({'re': RESET, 'step': step, 'done': done, 'total': total}).encode()))
+
     ctx.notify('reset-wait')
-    if not ctx.wait_button_held(RESET_WAIT_MS):
+    # Pressed within RESET_WAIT_MS, then held through a RESET_HOLD_MS
+    # countdown: no everyday press (a code, the 2 s serial screen) does that.
+    got = ctx.reset_gesture(RESET_WAIT_MS, RESET_HOLD_MS, report)
+    if got == 'cancelled':
+        ctx.notify('reset-cancelled')
+        raise _Refuse('cancelled', 'button let go before the 5 s countdown ended: nothing changed')
+    if got != 'held':
         ctx.notify('reset-refused')
-        raise _Refuse('presence', 'button not held within 10 s: nothing changed')
-    # Wipe durably first; only then may the app reopen the REPL.
-    ctx.store.wipe()
+        raise _Refuse('presence', 'button not pressed within 10 s: nothing changed')
+    # The app wipes and scrubs the flash (durable intent first: a cut from
+    # here on boots into finishing it, locked until done), then the RAM; only
+    # then does it reopen the REPL.
+    try:
+        ctx.factory_reset(report)
+    except OSError:
+        raise _Refuse('storage', 'flash failed during the wipe: the token stays locked, reset again')
     apply_drift(ctx.store, ctx.clock)
-    ctx.notify('reset')
-    return _ok(RESET, {'reset': True})
+    return _ok(RESET, {'reset': True, 'scrubbed': True})
 
 
 _HANDLERS = {INFO: _info, PROVISION: _provision, SETTIME: _settime, LOCK: _lock, RESET: _reset}

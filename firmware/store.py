@@ -23,25 +23,21 @@
 # counter is always durable as used: no code is ever shown twice, and a cut
 # during the save skips at most one counter value.
 #
-# wipe(): overwrites both records with an empty record (seed zeroed) and
-# removes them. On LittleFS that alone does not make the seed unreadable:
-# a 120-byte file is stored *inline* in its directory's metadata pair, whose
-# blocks are an append-only log of commits; every record ever written stays
-# in that log until LittleFS compacts the pair, and blocks given up by a
-# relocated pair keep their bytes until reused. Measured on the virtual
-# flash: after 3,000 presses the root's contents had moved off blocks 0/1
-# ("superblock expansion") and block 1 still held 25 old records, seed and
-# all, where no file write would ever compact them again.
-# So the records live in a directory of their own (DIR, made at the first
-# save), never in the root, and after wipe() the app's factory reset
-# (app.scrub) removes that directory -- its metadata blocks become free --
-# then writes a file of zeros over all free space, so every free block is
-# erased and programmed, and removes it. Cost on the virtual token (1 MiB,
-# 4 KiB blocks): ~1 MB of zeros, 254 erases; on a chip one erase and program
-# per free block (roughly 10-20 s per MiB of NOR flash). Out of reach:
-# copies kept by a flash chip's own wear levelling; and anyone holding the
-# chip can read the flash anyway: ESP32 flash encryption is the real
-# protection.
+# wipe() (firmware/wipe.py): a deleted record is not gone on LittleFS: a
+# 120-byte file is stored inline in its directory's metadata pair, an
+# append-only log of commits that keeps every record until compaction (on the
+# virtual flash, 25 old records with the seed after 3,000 presses), and
+# blocks of a relocated pair keep their bytes until reused. So the records
+# live in a directory of their own (DIR), and wipe() 1. creates MARK before
+# any destructive write: from then on load() reads `wiping` (locked, no seed
+# loaded); 2. zeroes and removes the records and DIR; 3. writes zeros over all
+# free space (every free block erased and programmed) and removes them;
+# 4. removes MARK. The app's start-up finishes a wipe that a power cut
+# stopped before anything else runs, so the token never opens while an old
+# record may be on the flash. Cost: one erase and program per free block
+# (10-20 s per MiB of NOR flash). Out of reach: a flash chip's own wear
+# levelling, and anyone holding the chip (ESP32 flash encryption is the real
+# protection there).
 #
 # seq is 32-bit: one save a second for 136 years before it wraps; the flash
 # wears out long before.
@@ -78,6 +74,7 @@ ALGORITHMS = ('sha1', 'sha256')
 
 _NAMES = ('store_a.bin', 'store_b.bin')
 DIR = 'kfstate'  # the records' own directory (relative: '/' on a board, /flash on the sim)
+MARK = 'kfwipe'  # exists from the first write of a wipe until its scrub is complete
 
 
 def _sync():
@@ -129,6 +126,7 @@ class Store:
         self.serial = ''
         self.locked = False
         self.provisioned = False
+        self.wiping = False  # a wipe is under way or was cut short: reads as locked
         self.seq = 0  # seq of the newest good record (0 = none)
         self._slot = 1  # file holding that record; the next save goes to the other
         # Both buffers: after a wipe no copy of the old record (seed and all)
@@ -183,6 +181,13 @@ class Store:
         if self._buf[3] == 0x31:  # format 1 ('KFS1') -> 2 in RAM: no jumps; saves write format 2
             self._buf[3] = 0x32
             self._buf[116:] = bytes(8)  # jumps and CRC (made at the next save)
+        try:
+            os.stat(MARK if self._own else self._dir + MARK)
+        except OSError:
+            pass
+        else:
+            import wipe
+            return wipe.marked(self, best_seq)
         if best_seq < 0:
             return False
         self._have_dir = True  # a record was read: its directory exists
@@ -320,26 +325,12 @@ class Store:
         self.locked = False
         self.save()
 
-    def wipe(self):
-        """Factory reset: overwrite both records with an empty one, then remove them."""
-        seq, slot = self.seq, self._slot
-        self._clear()
-        self.seq, self._slot = seq, slot
-        self._pack()
-        # Older file first: after a cut between the two writes the newest
-        # record is already the empty one.
-        self._commit()
-        self._commit()
-        for path in self._paths:
-            try:
-                os.remove(path)
-            except OSError:
-                pass
-        _sync()
-        seq, slot = self.seq, self._slot
-        self._clear()
-        # seq keeps rising: should a file have survived the remove, the next
-        # record still outranks it.
-        self.seq, self._slot = seq, slot
-        # The app may now remove DIR (app.scrub): the next save makes it again.
-        self._have_dir = not self._own
+    def wipe(self, progress=None):
+        # Factory reset of the flash (notes at the top), resuming one cut
+        # short; progress(done, total) in bytes of free space zeroed. OSError
+        # when the flash fails: the store stays `wiping` (locked); run again.
+        # -> bytes zeroed. Its own module: rarely run, and store.py loads in
+        # a small heap.
+        import wipe
+
+        return wipe.run(self, progress)

@@ -18,6 +18,8 @@ NOT_PROVISIONED = ("Not", "provisioned")
 CLOCK_LOST = ("Clock lost", "set time")
 LOCKED = ("Locked",)
 HOLD_TO_RESET = ("Keep holding", "to reset")
+# RESET asked over USB: what the button will do, in the order it happens.
+USB_RESET = ("Reset over USB:", "hold 5 s to", "WIPE the token", "tap: cancel")
 
 
 class Ui:
@@ -114,6 +116,12 @@ class Ui:
 
     def show_hold_to_reset(self):
         self.show_message(HOLD_TO_RESET)
+
+    def show_usb_reset(self):
+        self.show_message(USB_RESET)
+
+    def show_reset_countdown(self, seconds):
+        self.show_message(("WIPE in %d s" % seconds, "keep holding,", "let go: cancel"))
 
     def show_boot_report(self, found):
         """`found`: the board's boot scan, e.g. {'oled': True, 'ds3231': False}."""

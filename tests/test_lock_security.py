@@ -19,9 +19,9 @@ import time
 import pyotp
 import pytest
 import serial
+from conftest import on_both_tiers
 from keyfob.device import frames
 from keyfob.device.client import TokenClient
-from conftest import on_both_tiers
 from test_usb_provisioning import b32, leaks, mpremote, new_record, open_client, press_code, tap
 
 pytestmark = pytest.mark.timeout(300)

@@ -90,17 +90,29 @@ class Ctx:
         self.fw_version = '9.9.9-test'
         self.board_name = 'test'
         self.button = False
+        self.button_none = 'none'
         self.events = []
         self.waits = []
+        self.sent = []
         self.boot()
     def boot(self):
         # What the app does at power-up.
         self.store = Store(self.dir)
         self.clock = clock.Clock(self.rtc)
         proto.apply_drift(self.store, self.clock)
-    def wait_button_held(self, ms):
-        self.waits.append(ms)
-        return self.button
+    def reset_gesture(self, wait_ms, hold_ms, report):
+        self.waits.append([wait_ms, hold_ms])
+        report('wait', 0, wait_ms // 1000)
+        if self.button:
+            report('hold', hold_ms // 1000, hold_ms // 1000)
+            return 'held'
+        return self.button_none
+    def send(self, buf):
+        self.sent.append(buf)
+    def factory_reset(self, report):
+        # What the app does: the store's wipe (flash), then 'reset' (RAM, REPL).
+        self.store.wipe(lambda done, total: report('scrub', done, total))
+        self.notify('reset')
     def notify(self, ev):
         # Record the event and whether any store file still exists at that moment.
         f = files_of(self.dir)
@@ -130,12 +142,17 @@ out = []
 for step in DATA['steps']:
     if 'true' in step:
         rtc.true = step['true']
+    if step.get('mark'):
+        with open('kfwipe', 'wb'):  # a wipe cut short (store.MARK): what a power cut leaves
+            pass
     if step.get('reboot'):
         ctx.boot()
         dec = proto.Decoder()
     ctx.button = step.get('button', False)
+    ctx.button_none = step.get('let_go', 'none')
     ctx.events = []
     ctx.waits = []
+    ctx.sent = []
     now = step.get('now', 0)
     replies = run_wire(dec, ctx, binascii.unhexlify(step.get('wire', '')), step.get('chunk', 0), now)
     if 'expire' in step:
@@ -148,6 +165,7 @@ for step in DATA['steps']:
         code = otp.totp(s.seed, ctx.clock.unix(), s.period, s.digits, s.algorithm)
     out.append({
         'replies': [binascii.hexlify(r).decode() for r in replies],
+        'sent': [binascii.hexlify(r).decode() for r in ctx.sent],
         'files': files_of(''), 'events': ctx.events, 'waits': ctx.waits,
         'time': None if ctx.clock.lost() else ctx.clock.unix(), 'raw': rtc.dev_unix(), 'code': code,
         'mem': [s.provisioned, s.locked, s.serial, s.mode, s.algorithm, s.digits, s.period, s.counter,
@@ -319,14 +337,20 @@ def test_session_info_provision_settime_lock_reset():
     assert res[8]["files"] == res[7]["files"]  # no write for a token already locked
 
     assert_error(res[9], "presence")
-    assert res[9]["waits"] == [10000]
+    assert res[9]["waits"] == [[10000, 5000]]  # pressed within 10 s, held through 5 s
     assert [e for e, _ in res[9]["events"]] == ["reset-wait", "reset-refused"]
     assert res[9]["files"] == res[8]["files"] and res[9]["mem"] == res[8]["mem"]
     _, info3 = one_reply(res[10])
     assert info3["locked"] is True and info3["provisioned"] is True
 
     ftype, reset = one_reply(res[11])
-    assert ftype == frames.OK and reset == {"re": frames.RESET, "reset": True}
+    assert ftype == frames.OK and reset == {"re": frames.RESET, "reset": True, "scrubbed": True}
+    # Progress went out while the request ran, each a PROGRESS frame answering RESET.
+    sent = [frames.Decoder().feed(bytes.fromhex(h)) for h in res[11]["sent"]]
+    assert all(len(f) == 1 and f[0].type == frames.PROGRESS and f[0].error is None for f in sent)
+    steps = [frames.decode_payload(f[0]) for f in sent]
+    assert steps[:2] == [{"re": frames.RESET, "step": "wait", "done": 0, "total": 10},
+                         {"re": frames.RESET, "step": "hold", "done": 5, "total": 5}]
     # The wipe is durable before the app is told to reopen the REPL: no store file left then.
     assert res[11]["events"] == [["reset-wait", True], ["reset", False]]
     assert res[11]["files"] == {"store_a.bin": None, "store_b.bin": None}
@@ -334,6 +358,37 @@ def test_session_info_provision_settime_lock_reset():
     for r in (res[12], res[13]):
         _, info4 = one_reply(r)
         assert info4["provisioned"] is False and info4["locked"] is False and info4["serial"] == ""
+
+
+def test_a_wipe_cut_short_reads_locked_refuses_provision_and_a_reset_finishes_it():
+    steps = [
+        step(frames.encode_json(frames.PROVISION, provision_fields())),
+        step(info_req(), mark=True, reboot=True),
+        step(frames.encode_json(frames.PROVISION, provision_fields())),
+        step(frames.encode_json(frames.RESET), button=True),
+        step(info_req(), reboot=True),
+    ]
+    res = run_device(steps)
+    _, info = one_reply(res[1])
+    assert info["locked"] is True and info["provisioned"] is False and info["serial"] == ""
+    assert res[1]["mem"][10] == ""  # no seed loaded
+    assert assert_error(res[2], "storage")["text"].startswith("a factory reset did not complete")
+    assert one_reply(res[3])[1] == {"re": frames.RESET, "reset": True, "scrubbed": True}
+    _, info = one_reply(res[4])
+    assert info["locked"] is False and info["provisioned"] is False
+
+
+def test_reset_let_go_before_the_countdown_ends_changes_nothing():
+    steps = [
+        step(frames.encode_json(frames.PROVISION, provision_fields())),
+        step(frames.encode_json(frames.LOCK)),
+        step(frames.encode_json(frames.RESET), let_go="cancelled"),
+    ]
+    res = run_device(steps)
+    err = assert_error(res[2], "cancelled")
+    assert "nothing changed" in err["text"]
+    assert [e for e, _ in res[2]["events"]] == ["reset-wait", "reset-cancelled"]
+    assert res[2]["files"] == res[1]["files"] and res[2]["mem"] == res[1]["mem"]
 
 
 def test_provision_hotp_sha256_8_digits_kcv():
@@ -976,7 +1031,7 @@ def test_client_settime_lock_reset():
         if frame.type == frames.SETTIME:
             t = json.loads(frame.payload)["t"]
             return ok(frames.SETTIME, offset=t - (T0 + 2), elapsed=None, drift_ppb=0, learned=False)
-        return ok(frame.type, locked=True) if frame.type == frames.LOCK else ok(frame.type, reset=True)
+        return ok(frame.type, locked=True) if frame.type == frames.LOCK else ok(frame.type, reset=True, scrubbed=True)
 
     t = FakeTransport(answer)
     client = TokenClient(t)
@@ -988,19 +1043,102 @@ def test_client_settime_lock_reset():
     assert t.sent[1].payload == b"" and t.sent[2].payload == b""
 
 
+class SlowToken:
+    """A token answering RESET the way a 4 MB ESP32 does: a report a second while it waits for
+    the button and counts down, then one per 4 KiB block zeroed, 40 s of scrub in all. Time is
+    virtual: each read() is one second of the token's work (``clock`` is what the client sees)."""
+
+    def __init__(self, scrub_s=40, gap_s=1.0, final=None):
+        self.now = 1000.0
+        self.gap = gap_s
+        self.sent: list[frames.Frame] = []
+        self.queue: list[bytes] = []
+        self.resets = 0
+        self.closed = False
+        self.scrub_s = scrub_s
+        self.final = final if final is not None else ok(frames.RESET, reset=True, scrubbed=True)
+
+    def clock(self) -> float:
+        return self.now
+
+    def _progress(self, step, done, total):
+        return frames.encode_json(frames.PROGRESS, {"re": frames.RESET, "step": step, "done": done, "total": total})
+
+    def write(self, data):
+        for frame in frames.Decoder().feed(data):
+            self.sent.append(frame)
+            q = [self._progress("wait", s, 10) for s in range(3)]
+            q += [self._progress("hold", s, 5) for s in range(6)]
+            total = self.scrub_s * 4096
+            q += [self._progress("scrub", i * 4096, total) for i in range(self.scrub_s + 1)]
+            self.queue = q + [self.final]
+
+    def read(self, max_bytes):
+        self.now += self.gap  # the token works for a while between two frames
+        return self.queue.pop(0) if self.queue else b""
+
+    def reset_input_buffer(self):
+        self.resets += 1
+
+    def close(self):
+        self.closed = True
+
+
+def test_client_reset_waits_on_progress_past_the_old_15_s_and_returns_at_scrub_complete(monkeypatch):
+    # Issue 10 point 5: the token waits for the button, counts down, then zero-fills 40 s of
+    # flash; the client follows each report (a bound per step, not one for the whole reset).
+    from keyfob.device import client as client_mod
+
+    tok = SlowToken()
+    monkeypatch.setattr(client_mod.time, "monotonic", tok.clock)
+    seen = []
+    with TokenClient(tok) as client:
+        client.reset(progress=seen.append)
+    assert tok.now - 1000 > 45  # far past the 15 s the host used to give up after
+    assert [p.step for p in seen] == ["wait"] * 3 + ["hold"] * 6 + ["scrub"] * 41
+    assert seen[-1].done == seen[-1].total == 40 * 4096
+    assert tok.queue == []  # returned at the final reply, not before
+
+    # A token gone silent mid-scrub (unplugged): a clear error after one step's bound, not a hang.
+    mute = SlowToken()
+    mute.final = b""
+    monkeypatch.setattr(client_mod.time, "monotonic", mute.clock)
+    with pytest.raises(ProtocolError, match="sent nothing for"):
+        TokenClient(mute, reset_timeout=5).reset()
+    assert 5 <= mute.now - 1000 - 50 <= 7  # gave up one bound after the last report
+
+    # A reply that does not say the scrub completed is not "done".
+    old = SlowToken(final=ok(frames.RESET, reset=True))
+    monkeypatch.setattr(client_mod.time, "monotonic", old.clock)
+    with pytest.raises(ProtocolError, match="scrub completed"):
+        TokenClient(old).reset()
+
+
+@pytest.mark.parametrize("reason", ["presence", "cancelled", "storage"])
+def test_client_reset_refusals_carry_their_reason(reason):
+    client = TokenClient(FakeTransport(lambda f: err(f.type, reason, "why")))
+    with pytest.raises(Refused) as exc:
+        client.reset()
+    assert exc.value.reason == reason
+
+
 # ---------------------------------------------------------------------------------------------
 # (c) end to end: TokenClient over a pipe to MicroPython running the app's idle-loop recipe
 
 DEVICE_LOOP = r"""
 import select
 class PipeCtx(Ctx):
-    def wait_button_held(self, ms):
+    def reset_gesture(self, wait_ms, hold_ms, report):
         # The "button" is a file the test creates.
+        report('wait', 0, wait_ms // 1000)
         try:
             os.stat('button')
-            return True
         except OSError:
-            return False
+            return 'none'
+        report('hold', hold_ms // 1000, hold_ms // 1000)
+        return 'held'
+    def send(self, buf):
+        sys.stdout.buffer.write(buf)
 rtc = FakeRTC(1750000000, 0, 1750000000)
 ctx = PipeCtx('', rtc)
 dec = proto.Decoder()

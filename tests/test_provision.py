@@ -167,19 +167,21 @@ def test_deploy_provision_lock_press_sync_reset(tmp_path, firmware_files):
         assert re.search(r"clock was [+-]?\d s off: in sync", res.output), res.output
         assert abs(info(tok.port).time - time.time()) <= 3
 
-        # reset: the screen asks for the button; held, the token is wiped and its REPL open again
+        # reset: the screen asks for the button; held through the countdown, the token is wiped
+        # and its REPL open again
         done = {}
         worker = threading.Thread(target=lambda: done.setdefault("r", cli("reset", "--port", tok.port)))
         worker.start()
         deadline = time.monotonic() + 10
-        while text_lines(tok.screen()) != ["Hold button", "to reset"]:
+        while text_lines(tok.screen())[:1] != ["Reset over USB:"]:
             assert time.monotonic() < deadline, "the token never asked for the button"
             time.sleep(0.05)
         tok.hold()
-        worker.join(20)
+        worker.join(60)
         tok.release()
         assert done["r"].exit_code == 0, done["r"].output
-        assert "Hold the button" in done["r"].stderr
+        assert "hold it through the 5 s countdown" in done["r"].stderr
+        assert "flash scrub complete" in done["r"].stdout
         i = info(tok.port)
         assert not i.provisioned and not i.locked and i.serial == ""
         assert rec.secret not in tok.flash_path.read_bytes()

@@ -175,9 +175,14 @@ def test_provision_load_round_trip_across_processes(tmp_path):
         "serial": "KF000123454",
         "counter": 41,
     }
-    # A small chip's heap. 56K, not 48K: compiling flash.py and store.py from source here (a board
-    # loads .mpy files) needs the room since the record got its clock-jump count.
-    out = mpy_json(ROUND_TRIP, data, heapsize="56K")
+    # A small chip's heap, with the firmware loaded as a chip loads it: compiled by mpy-cross
+    # (keyfob.build), not parsed from source in that heap.
+    from keyfob import build
+
+    built = tmp_path / "mpy"
+    built.mkdir()
+    build.compile_file(FIRMWARE / "store.py", built / "store.mpy")
+    out = run_mpy_json(ROUND_TRIP, data, paths=[built, FIRMWARE, SIM_HW], heapsize="48K")
     assert out["before"] == [False, True, 0]
     assert out["reserved"] == [41, 42, 43, 44]
     assert out["files"] == ["store_a.bin", "store_b.bin"]
@@ -450,44 +455,70 @@ def test_power_cuts_during_reservations_never_repeat_a_counter(tmp_path, fs):
         assert torn > 0  # FAT did leave torn/empty record files, and the other record carried the state
 
 
+# A small filesystem: a wipe zeroes all free space, and every one of its operations is cut.
+WIPE_MOUNT = "bd = flash.mount(%(img)r, '/flash', block_count=8)\n"
+
 WIPE_WORKER = """\
 import flash, store, os
 from binascii import unhexlify
 %(mount)s
-s = store.Store('/flash')
-print('LOADED %%d %%d %%d' %% (s.provisioned, s.seed == unhexlify(%(seed)r), s.counter))
-s.provision(unhexlify(%(seed)r), 'KF000123454', counter=5)
-s.reserve_next_counter()
-s.reserve_next_counter()          # both records now hold the token: counters 6 (older) and 7 (newest)
-bd.cut_after_writes = bd.writes + %(n)d
-s.wipe()
-print('WIPED', len(os.listdir('/flash')))
+os.chdir('/flash')
+s = store.Store()                 # as on the token: the records in their own directory
+print('LOADED %%d %%d %%d %%d %%d' %% (s.provisioned, s.seed == unhexlify(%(seed)r), s.counter, s.locked, s.wiping))
+if %(n)d < 0:
+    if s.wiping:
+        s.wipe()                  # what the app's start-up does with a wipe cut short
+    print('FINISHED', len(os.listdir('/flash')))
+else:
+    s.provision(unhexlify(%(seed)r), 'KF000123454', counter=5)
+    s.reserve_next_counter()
+    s.reserve_next_counter()      # both records now hold the token: counters 6 (older) and 7 (newest)
+    s.lock()
+    bd.cut_after_ops = bd.ops + %(n)d
+    s.wipe()
+    print('WIPED', len(os.listdir('/flash')), s.locked, s.wiping)
 """
 
 
-@pytest.mark.parametrize("fs", ["lfs2", "fat"])
-def test_power_cut_during_wipe_leaves_old_token_or_empty_one(tmp_path, fs):
-    script = {"img": str(tmp_path / "wipe.img"), "seed": secrets.token_bytes(20).hex()}
-    script["mount"] = MOUNTS[fs] % script
+def _seed_windows(image: bytes, seed: bytes) -> int:
+    return sum(seed[i : i + 8] in image for i in range(len(seed) - 7))
+
+
+def test_power_cut_during_wipe_reads_locked_until_the_scrub_is_complete(tmp_path):
+    """A cut at every flash operation (write or erase) of a wipe: the next load is the old token
+    untouched, or `wiping` -- locked, no seed loaded -- and finishing that wipe leaves no 8-byte
+    window of the seed anywhere in the image. Never an empty, open store over old records.
+    LittleFS only: the records' own directory, removed by the wipe, is what frees the metadata
+    log; that is LittleFS's layout (every port's filesystem), not FAT's."""
+    img = tmp_path / "wipe.img"
+    seed = secrets.token_bytes(20)
+    script = {"img": str(img), "seed": seed.hex()}
+    script["mount"] = WIPE_MOUNT % script
     outcomes = []
     n = 0
     while True:
         rc, out = mpy_run(WIPE_WORKER % dict(script, n=n))
-        lines = out.splitlines()
-        prov, same, counter = map(int, lines[0].split()[1:])
-        if n > 0:
-            # After the cut in the previous run: either the whole token as it was, or nothing.
-            # Never an older record of it (that would hand out counter 6 again).
-            assert (prov, same, counter) in ((1, 1, 7), (0, 0, 0)), (n, lines)
-            outcomes.append(prov)
         if rc == 0:
-            assert lines[-1] == "WIPED 0"
+            assert out.splitlines()[-1] == "WIPED 0 False False", out
             break
-        assert rc == KILLED
+        assert rc == KILLED, out
+        rc, out = mpy_run(WIPE_WORKER % dict(script, n=-1))
+        assert rc == 0, out
+        loaded = tuple(map(int, out.splitlines()[0].split()[1:]))
+        # Never an older record (that would hand out counter 6 again), never open and empty.
+        assert loaded in ((1, 1, 7, 1, 0), (0, 0, 0, 1, 1)), (n, loaded)
+        assert out.splitlines()[-1] == ("FINISHED 0" if loaded[4] else "FINISHED 1"), (n, out)
+        if loaded[4]:
+            windows = _seed_windows(img.read_bytes(), seed)  # a count: a failure must not print the seed
+            assert windows == 0, n
+        outcomes.append(loaded[4])
         n += 1
-    rc, out = mpy_run(WIPE_WORKER % dict(script, n=1000))
-    assert out.splitlines()[0] == "LOADED 0 0 0"  # the completed wipe left nothing behind
-    assert 1 in outcomes and 0 in outcomes  # cuts before and after the first empty record
+    windows = _seed_windows(img.read_bytes(), seed)
+    assert windows == 0
+    rc, out = mpy_run(WIPE_WORKER % dict(script, n=-1))
+    assert out.splitlines()[0] == "LOADED 0 0 0 0 0"  # the completed wipe left nothing behind
+    assert True in outcomes and False in outcomes  # cuts before and after the wipe's mark
+    assert n > 20  # the scrub's blocks too, not only the records
 
 
 WIPE_AND_TOP = """\

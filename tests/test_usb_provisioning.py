@@ -104,13 +104,19 @@ def screen_text(tok) -> list[str]:
     return text_lines(tok.screen())
 
 
+USB_RESET_SCREEN = ["Reset over USB:", "hold 5 s to", "WIPE the token", "tap: cancel"]
+
+
 def reset_in_background(client: TokenClient) -> tuple[threading.Thread, dict]:
-    """client.reset() in a thread (it blocks until the button is held); -> (thread, result)."""
-    result: dict = {}
+    """client.reset() in a thread (it blocks until the button is held); -> (thread, result), the
+    result with every progress report the client saw ("progress") and, once reset() returned,
+    how many there were at that moment ("seen_at_return")."""
+    result: dict = {"progress": []}
 
     def run() -> None:
         try:
-            client.reset()
+            client.reset(progress=result["progress"].append)
+            result["seen_at_return"] = len(result["progress"])
             result["ok"] = True
         except Exception as exc:  # noqa: BLE001 - handed to the test
             result["error"] = exc
@@ -118,6 +124,15 @@ def reset_in_background(client: TokenClient) -> tuple[threading.Thread, dict]:
     th = threading.Thread(target=run, daemon=True)
     th.start()
     return th, result
+
+
+def wait_for_reset_prompt(tok, timeout: float = 10.0) -> list[str]:
+    """Wait until the token asks about a reset (whatever its words); -> the lines it shows."""
+    deadline = time.monotonic() + timeout
+    while not any("reset" in line.lower() for line in screen_text(tok)):
+        assert time.monotonic() < deadline, screen_text(tok)
+        time.sleep(0.05)
+    return screen_text(tok)
 
 
 def wait_for_screen(tok, lines: list[str], timeout: float = 5.0) -> None:
@@ -199,9 +214,9 @@ def test_reset_refused_without_button_then_wipes_with_it(make_token, tier):
             client.provision(new_record())
         assert exc.value.reason == "provisioned"
 
-        # RESET without the button: the token asks for it, waits 10 s, refuses.
+        # RESET without the button: the token says what the button will do, waits 10 s, refuses.
         th, result = reset_in_background(client)
-        wait_for_screen(tok, ["Hold button", "to reset"])
+        wait_for_screen(tok, USB_RESET_SCREEN)
         th.join(20)
         assert isinstance(result.get("error"), Refused) and result["error"].reason == "presence"
         assert screen_text(tok) == ["Reset", "refused"]
@@ -210,13 +225,19 @@ def test_reset_refused_without_button_then_wipes_with_it(make_token, tier):
         assert press_code(tok) == pyotp.HOTP(b32(rec.secret)).at(1)
         image = tok.flash_path.read_bytes()
 
-        # RESET with the button held while the token waits: wiped.
+        # RESET with the button held through the countdown: wiped.
         th, result = reset_in_background(client)
-        wait_for_screen(tok, ["Hold button", "to reset"])
+        wait_for_screen(tok, USB_RESET_SCREEN)
         tok.hold()
-        th.join(20)
+        th.join(60)
         tok.release()
         assert result.get("ok"), result
+        steps = [p.step for p in result["progress"]]
+        assert steps[0] == "wait" and "hold" in steps and steps[-1] == "scrub"
+        holds = [p.done for p in result["progress"] if p.step == "hold"]
+        assert holds == [0, 1, 2, 3, 4, 5]  # one report a second of the countdown, then held
+        last = result["progress"][-1]
+        assert last.done == last.total > 100_000  # the free flash, zeroed, reported to the end
         info = client.info()
         assert not info.provisioned and not info.locked and info.serial == ""
         assert screen_text(tok) == ["Token", "wiped"]
@@ -226,6 +247,90 @@ def test_reset_refused_without_button_then_wipes_with_it(make_token, tier):
     # The REPL is open again.
     run = mpremote(tok.port, "exec", "print(1+1)")
     assert run is not None and run.returncode == 0 and run.stdout.split() == ["2"], run
+
+
+def test_owners_2_s_press_while_a_usb_reset_waits_does_not_wipe(make_token):
+    """Issue 10 point 4: someone with the USB cable asks for a RESET; the owner, seeing the screen
+    light up, does what they always do: the 2 s press that shows the serial. Nothing is wiped; a
+    tap cancels too. Only a hold through the 5 s countdown wipes."""
+    rec = new_record()
+    tok = make_token()
+    tok.power_on()
+    with open_client(tok) as client:
+        client.provision(rec)
+        client.lock()
+        info = client.info()
+        image = tok.flash_path.read_bytes()
+        for ms in (2000, 100):  # the serial-screen press, then a tap
+            th, result = reset_in_background(client)
+            prompt = wait_for_reset_prompt(tok)
+            tok.press(ms)
+            th.join(30)
+            assert client.info() == info, ms  # not wiped
+            assert tok.flash_path.read_bytes() == image
+            assert isinstance(result.get("error"), Refused), (ms, result)
+            assert result["error"].reason == "cancelled", ms
+            assert screen_text(tok) == ["Reset", "cancelled"]
+            assert prompt == USB_RESET_SCREEN  # it said what the button would do
+        # The countdown the owner saw started at 5 s: the 2 s press got to 4 or 3, not 0.
+        assert [p.done for p in result["progress"] if p.step == "hold"][:1] == [0]
+    assert press_code(tok) == pyotp.HOTP(b32(rec.secret)).at(0)
+    run = mpremote(tok.port, "exec", "print(1+1)", timeout=12)
+    assert run is None or run.returncode != 0 or run.stdout.split() != ["2"]  # still locked
+
+
+def _keyfob_reset(port: str) -> tuple[threading.Thread, dict]:
+    """`keyfob reset --port PORT` (the click command, in a thread); -> (thread, {"r": Result})."""
+    from click.testing import CliRunner
+    from keyfob.cli import main
+
+    done: dict = {}
+    th = threading.Thread(
+        target=lambda: done.setdefault("r", CliRunner().invoke(main, ["reset", "--port", port])), daemon=True)
+    th.start()
+    return th, done
+
+
+def test_keyfob_reset_follows_the_scrub_and_says_done_only_at_its_end(make_token):
+    """Issue 10 point 5: `keyfob reset` waits as long as the token reports progress (the scrub of a
+    1 MiB flash here) and says done only after the token's final reply says the scrub completed."""
+    rec = new_record()
+    tok = make_token()
+    tok.power_on()
+    with open_client(tok) as client:
+        client.provision(rec)
+        client.lock()
+    wire = tap(tok)
+    th, done = _keyfob_reset(tok.port)
+    prompt = wait_for_reset_prompt(tok)
+    tok.hold()
+    th.join(120)
+    tok.release()
+    out, err = done["r"].stdout, done["r"].stderr
+    assert done["r"].exit_code == 0, err
+    assert prompt == USB_RESET_SCREEN
+    assert "flash scrub complete" in out
+    got = [f for f in frames.Decoder().feed(bytes(wire)) if f.error is None]
+    kinds = [(f.type, frames.decode_payload(f)) for f in got]
+    scrub = [o for t, o in kinds if t == frames.PROGRESS and o["step"] == "scrub"]
+    assert len(scrub) > 100 and scrub[-1]["done"] == scrub[-1]["total"]  # a report per block
+    assert kinds[-1] == (frames.OK, {"re": frames.RESET, "reset": True, "scrubbed": True})
+    assert leaks(tok.flash_path.read_bytes(), rec.secret) == []
+
+    # Let go early: one clear message, a non-zero exit, nothing wiped.
+    with open_client(tok) as client:
+        client.provision(rec)
+        client.lock()
+        info = client.info()
+    th, done = _keyfob_reset(tok.port)
+    wait_for_reset_prompt(tok)
+    tok.press(2000)
+    th.join(60)
+    out, err = done["r"].stdout, done["r"].stderr
+    assert done["r"].exit_code != 0 and "wiped" not in out
+    assert "let go before the countdown ended: nothing was reset" in err
+    with open_client(tok) as client:
+        assert client.info() == info
 
 
 def _provisioned_token(make_token, name: str, rec: TokenRecord):

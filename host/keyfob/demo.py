@@ -118,18 +118,19 @@ def main() -> int:
                 console.print(f"  the same code again (replay): {'accepted' if again else 'refused'}")
                 ok &= bool(login) and not again
 
-            # Factory reset needs the button held (physical presence), then time mode.
-            console.rule("factory reset (button held), then time mode (TOTP, RFC 6238)")
+            # Factory reset needs the button held through a 5 s countdown (physical presence), then
+            # time mode.
+            console.rule("factory reset (button held 5 s), then time mode (TOTP, RFC 6238)")
             with ThreadPoolExecutor(1) as pool, TokenClient(tok.port) as client:
                 pending = pool.submit(client.reset)
                 deadline = time.monotonic() + 10
-                while "Hold button" not in text_lines(tok.screen()):
+                while "Reset over USB:" not in text_lines(tok.screen()):
                     if time.monotonic() > deadline:
                         raise SystemExit("the token did not ask for the button")
                     time.sleep(0.05)
                 _show(tok, "the token asks for physical presence")
                 tok.hold()
-                pending.result(timeout=20)
+                pending.result(timeout=60)
                 tok.release()
             tok.wait_idle()
             _show(tok, "after the reset")

@@ -14,6 +14,12 @@
 # process dies on the spot, without unwinding finally blocks or closing
 # files: a power cut at an exact point of a flash write.
 #
+# KEYFOB_SIM_CUT_AFTER_OPS=N (or cut_after_ops=N) counts erases as well: the
+# first N flash operations (block writes and block erases) complete; operation
+# N+1 is torn (a write programs a prefix as above; an erase erases only the
+# first half of its block) and the process dies. `ops` counts them, so a test
+# can enumerate every operation of a sequence and cut at each one.
+#
 # The unix port has no os._exit, and sys.exit / machine.soft_reset raise
 # SystemExit (finally blocks and the REPL would still run). What it has is
 # os.system, so the sim asks /bin/sh to SIGKILL its parent: the micropython
@@ -70,7 +76,7 @@ def power_cut():
 
 class FileBlockDev:
     def __init__(self, path, block_size=DEFAULT_BLOCK_SIZE, block_count=None,
-                 cut_after_writes=None, cut_bytes=None):
+                 cut_after_writes=None, cut_bytes=None, cut_after_ops=None):
         self.path = path
         self.block_size = block_size
         size = _file_size(path)
@@ -85,10 +91,14 @@ class FileBlockDev:
             cut_after_writes = _env_int('KEYFOB_SIM_CUT_AFTER_WRITES')
         if cut_bytes is None:
             cut_bytes = _env_int('KEYFOB_SIM_CUT_BYTES')
+        if cut_after_ops is None:
+            cut_after_ops = _env_int('KEYFOB_SIM_CUT_AFTER_OPS')
         self.cut_after_writes = cut_after_writes
         self.cut_bytes = cut_bytes
+        self.cut_after_ops = cut_after_ops
         self.writes = 0  # writeblocks calls so far
         self.erases = 0
+        self.ops = 0  # writes + erases
         self._erased = bytes([_ERASED]) * block_size
 
     def _grow(self, size):
@@ -118,8 +128,9 @@ class FileBlockDev:
         if not self._in_range(block_num, off, len(buf)):
             return -_EIO
         self.writes += 1
+        self.ops += 1
         self._f.seek(block_num * self.block_size + off)
-        if self.cut_after_writes is not None and self.writes > self.cut_after_writes:
+        if (self.cut_after_writes is not None and self.writes > self.cut_after_writes) or self._op_cut():
             n = len(buf) // 2 if self.cut_bytes is None else min(max(self.cut_bytes, 0), len(buf))
             if n:
                 self._f.write(memoryview(buf)[:n])
@@ -136,13 +147,20 @@ class FileBlockDev:
             if not self._in_range(arg, 0, self.block_size):
                 return -_EIO
             self.erases += 1
+            self.ops += 1
             self._f.seek(arg * self.block_size)
+            if self._op_cut():
+                self._f.write(memoryview(self._erased)[:self.block_size // 2])
+                power_cut()
             self._f.write(self._erased)
             return 0
         if op == _IOCTL_INIT or op == _IOCTL_DEINIT or op == _IOCTL_SYNC:
             # Writes are unbuffered: nothing is held back to sync.
             return 0
         return None
+
+    def _op_cut(self):
+        return self.cut_after_ops is not None and self.ops > self.cut_after_ops
 
     def close(self):
         self._f.close()

@@ -374,23 +374,32 @@ larger than its clock can drift since the last sync (docs/protocol.md section 5)
 @click.command("reset")
 @click.option("--port", default=None, help="Token port (default: the one connected).")
 def reset_cmd(port: str | None) -> None:
-    """Factory reset: wipes the seed and settings and reopens the USB console. Needs the token's
-    button held within 10 s (physical presence)."""
+    """Factory reset: wipes the seed and settings, scrubs the token's flash, and reopens its USB
+    console. Needs the token's button: pressed within 10 s and held through its 5 s countdown."""
     port = _one_port(port)
     click.echo(
-        f"Hold the button on the token at {port} now: within 10 s, until its screen says 'Token wiped'.",
+        f"Token at {port}: press its button within 10 s and hold it through the 5 s countdown on its "
+        "screen (let go to cancel). Then keep it powered until this says done.",
         err=True,
     )
+    text = {"wait": "Waiting for the button (s)", "hold": "Hold the button (s)", "scrub": "Scrubbing flash (bytes)"}
     try:
-        with TokenClient(port) as client:
-            client.reset()
+        with TokenClient(port) as client, _progress() as bar:
+            task = bar.add_task(text["wait"], total=10)
+
+            def show(p) -> None:
+                bar.update(task, description=text.get(p.step, p.step), completed=p.done, total=max(p.total, 1))
+
+            client.reset(progress=show)
     except Refused as exc:
         if exc.reason == "presence":
-            raise _fail("the button was not held within 10 s: nothing was reset") from None
+            raise _fail("the button was not pressed within 10 s: nothing was reset") from None
+        if exc.reason == "cancelled":
+            raise _fail("the button was let go before the countdown ended: nothing was reset") from None
         raise _fail(str(exc)) from None
     except (DeviceError, OSError) as exc:
         raise _fail(str(exc)) from None
-    click.echo(f"Token at {port} wiped: no seed, USB console open again.")
+    click.echo(f"Token at {port} wiped and its flash scrub complete: no seed, USB console open again.")
 
 
 def register(main: click.Group) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from keyfob import otp
@@ -20,8 +21,9 @@ from keyfob.device import frames
 from keyfob.serials import normalize_serial
 
 DEFAULT_TIMEOUT = 3.0
-#: RESET waits up to 10 s for the button on the token (docs/protocol.md, RESET).
-RESET_TIMEOUT = 15.0
+#: RESET has no overall bound (the scrub takes minutes on large flash): the token reports progress
+#: at least once a second (docs/protocol.md, RESET), and this is the longest wait for the next report.
+RESET_TIMEOUT = 10.0
 BAUDRATE = 115200
 
 
@@ -131,6 +133,27 @@ class TimeSync:
         return self.drift_ppb / 1000
 
 
+@dataclass(frozen=True)
+class ResetProgress:
+    """One PROGRESS report of a RESET: ``step`` is ``wait`` (seconds waited for the button, of
+    ``total``), ``hold`` (seconds of the hold countdown held, of ``total``) or ``scrub`` (bytes of
+    free flash zeroed, of ``total``)."""
+
+    step: str
+    done: int
+    total: int
+
+    @classmethod
+    def from_reply(cls, obj: dict) -> ResetProgress:
+        try:
+            step, done, total = obj["step"], obj["done"], obj["total"]
+        except KeyError:
+            raise ProtocolError("PROGRESS report is missing fields") from None
+        if not isinstance(step, str) or type(done) is not int or type(total) is not int:
+            raise ProtocolError("PROGRESS report with fields of the wrong type")
+        return cls(step, done, total)
+
+
 class SerialTransport:
     """A pyserial port as a transport. ``port`` is a device path or a pyserial URL; an already open
     ``serial.Serial`` may be given instead."""
@@ -191,8 +214,17 @@ class TokenClient:
 
     # --- the exchange -----------------------------------------------------------------
 
-    def request(self, rtype: int, fields: dict | None = None, timeout: float | None = None) -> dict:
-        """Send one request, return the OK reply's JSON object; raise on ERROR or no answer."""
+    def request(
+        self,
+        rtype: int,
+        fields: dict | None = None,
+        timeout: float | None = None,
+        progress: Callable[[dict], None] | None = None,
+    ) -> dict:
+        """Send one request, return the OK reply's JSON object; raise on ERROR or no answer.
+
+        With ``progress``, PROGRESS frames for this request go to it, and ``timeout`` bounds each
+        wait for the next frame rather than the whole request."""
         name = frames.NAMES.get(rtype, f"type {rtype:#04x}")
         data = frames.encode_json(rtype, fields)
         self._t.reset_input_buffer()
@@ -203,6 +235,16 @@ class TokenClient:
         damaged = 0
         while True:
             for frame in self._dec.feed(self._t.read(1024)):
+                if progress is not None and frame.error is None and frame.type == frames.PROGRESS:
+                    try:
+                        obj = frames.decode_payload(frame)
+                    except frames.FrameError:
+                        damaged += 1
+                        continue
+                    if obj["re"] == rtype:
+                        deadline = time.monotonic() + wait  # the token is alive: the next step's bound
+                        progress(obj)
+                    continue
                 if frame.error is not None or frame.type not in (frames.OK, frames.ERROR):
                     # Line noise, REPL echo, a frame we sent echoed back: not our answer.
                     damaged += frame.error is not None
@@ -221,6 +263,8 @@ class TokenClient:
                 return obj
             if time.monotonic() >= deadline:
                 extra = f" ({damaged} damaged frames seen)" if damaged else ""
+                if progress is not None:
+                    raise ProtocolError(f"{name}: the token sent nothing for {wait:g} s{extra} (unplugged, or stuck)")
                 raise ProtocolError(
                     f"no answer to {name} within {wait:g} s{extra}: is the keyfob firmware running and idle?"
                 )
@@ -280,9 +324,24 @@ class TokenClient:
         """Close the token's REPL for good (until a factory reset)."""
         self.request(frames.LOCK)
 
-    def reset(self) -> None:
-        """Factory reset: the token waits up to 10 s for its button to be held (tell the user first).
+    def reset(self, progress: Callable[[ResetProgress], None] | None = None) -> None:
+        """Factory reset. The token asks for its button: pressed within 10 s and held through a 5 s
+        countdown (letting go cancels). Then it wipes and scrubs its flash, reporting each step to
+        ``progress``. Returns only once the token says the scrub completed.
 
-        :class:`Refused` with reason ``presence`` when nobody held the button.
+        :class:`Refused` with reason ``presence`` (nobody pressed), ``cancelled`` (let go before the
+        countdown ended; nothing changed) or ``storage`` (the flash failed during the wipe; the token
+        stays locked until a reset completes).
         """
-        self.request(frames.RESET, timeout=self.reset_timeout)
+
+        def report(obj: dict) -> None:
+            step = ResetProgress.from_reply(obj)
+            if progress is not None:
+                progress(step)
+
+        obj = self.request(frames.RESET, timeout=self.reset_timeout, progress=report)
+        if obj.get("scrubbed") is not True:
+            raise ProtocolError(
+                "RESET reply does not say the flash scrub completed (firmware too old?): "
+                "treat the token as not wiped"
+            )

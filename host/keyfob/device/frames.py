@@ -31,6 +31,7 @@ LOCK = 0x04
 RESET = 0x05
 OK = 0x80
 ERROR = 0x81
+PROGRESS = 0x82
 
 NAMES = {
     INFO: "INFO",
@@ -40,6 +41,7 @@ NAMES = {
     RESET: "RESET",
     OK: "OK",
     ERROR: "ERROR",
+    PROGRESS: "PROGRESS",
 }
 
 #: Error reasons about the frame itself (the request never reached its handler).
@@ -52,6 +54,7 @@ REASONS = FRAME_REASONS | {
     "provisioned",
     "unprovisioned",
     "presence",
+    "cancelled",
     "storage",
     "clock",
     "jump",

@@ -250,11 +250,13 @@ class VirtualToken:
         cut_after_writes: int | None = None,
         timeout: float = 10.0,
         hold_ms: int | None = None,
+        cut_after_ops: int | None = None,
     ) -> None:
         """Switch on; returns once the sim has mounted its flash and brought up its parts
         (main.py is then starting). ``hold``: the button is held at power-up (release it with
         :meth:`release`); ``hold_ms``: held from power-up for that long, then let go by itself.
-        ``cut_after_writes``: the flash dies after that many block writes."""
+        ``cut_after_writes``: the flash dies after that many block writes; ``cut_after_ops``:
+        after that many block writes and erases together."""
         if self.is_running:
             raise SimError("already on")
         self._held = hold
@@ -263,6 +265,8 @@ class VirtualToken:
             self._boot["KEYFOB_SIM_HOLD_MS"] = str(int(hold_ms))
         if cut_after_writes is not None:
             self._boot["KEYFOB_SIM_CUT_AFTER_WRITES"] = str(int(cut_after_writes))
+        if cut_after_ops is not None:
+            self._boot["KEYFOB_SIM_CUT_AFTER_OPS"] = str(int(cut_after_ops))
         gen = self._ctrl.generation
         self._bridge.start(nomain)
         self._ctrl.wait_connected(gen, timeout, alive=lambda: self._bridge.is_running)

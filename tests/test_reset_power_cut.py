@@ -1,0 +1,189 @@
+"""Issue 10, point 2: a power cut at any point of a factory reset never boots an open token that
+still holds the seed.
+
+The thief's view: they hold the token and a USB cable. The power went during a reset (the owner
+pulled the cable, the battery died); they plug it in and try stock mpremote at once. Whenever
+mpremote gets a REPL, the flash it can read must hold no 8-byte window of the seed anywhere.
+
+How every point of the reset is reached: a locked, provisioned token (USB PROVISION + LOCK, then
+presses, so LittleFS's metadata log holds many old records) is saved as an image. The reset is
+the firmware's own (``App.factory_reset()`` of the app on that image, with the sim's board and
+silicon), run once uncut to count its flash operations (block writes and erases, the sim flash's
+``ops``), then once per operation index with the flash set to die at that operation
+(``cut_after_ops``). Each cut image is booted as a virtual token and attacked with
+``mpremote connect PORT exec``. All indices, no sampling: the image is small (a 20-block
+filesystem: the firmware and a few free blocks) so that a reset has a few hundred operations.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyotp
+import pytest
+import serial
+from keyfob.device.client import TokenClient
+from keyfob.sim import VirtualToken
+from keyfob.sim.token import hw_dir, micropython_exe
+from oracles import b32
+
+pytestmark = pytest.mark.timeout(900)
+
+BLOCKS = 20
+KILLED = -9
+
+# The firmware's reset, as deployed on the image, run by the MicroPython unix port with the sim's
+# parts (boards/sim/hw) but without the pty or the control socket: the flash operations are those
+# of the token's reset. cut < 0: no cut, print the number of operations.
+RESET = r"""
+import os, sys
+sys.path[:] = ['', '.frozen', '/flash', %(hw)r]
+import flash
+bd = flash.mount(%(img)r, '/flash', reformat=False)
+os.chdir('/flash')
+import board, app
+a = app.App(board.make())
+start = bd.ops
+if %(cut)d >= 0:
+    bd.cut_after_ops = start + %(cut)d
+a.factory_reset()
+print('RESET-OPS', bd.ops - start)
+"""
+
+# What the thief runs over the USB cable: the raw flash (the sim's image; on a board,
+# rp2.Flash() or esp32.Partition) digested, and the seed the store would load.
+THIEF = (
+    "import os, hashlib, binascii\n"
+    "h = hashlib.sha256()\n"
+    "f = open(os.getenv('KEYFOB_SIM_FLASH'), 'rb')\n"
+    "b = f.read(4096)\n"
+    "while b:\n"
+    "    h.update(b)\n"
+    "    b = f.read(4096)\n"
+    "f.close()\n"
+    "import store\n"
+    "print('FLASH', binascii.hexlify(h.digest()).decode())\n"
+    "print('SEED', binascii.hexlify(hashlib.sha256(store.Store().seed).digest()).decode())\n"
+)
+
+
+def seed_windows(image: bytes, seed: bytes, width: int = 8) -> int:
+    """How many of the seed's 8-byte windows occur anywhere in ``image`` (a count, never bytes)."""
+    return sum(seed[i : i + width] in image for i in range(len(seed) - width + 1))
+
+
+def run_reset(img: Path, cut: int) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYFOB_SIM_")}
+    env["MICROPYPATH"] = ".frozen"
+    code = RESET % {"hw": str(hw_dir()), "img": str(img), "cut": cut}
+    # stdin: an open pipe nobody writes (the sim's USB port with no host sending).
+    r, w = os.pipe()
+    try:
+        return subprocess.run([micropython_exe(), "-c", code], env=env, stdin=r, capture_output=True,
+                              timeout=120, check=False)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def thief(port: str, timeout: float) -> dict[str, str] | None:
+    """Stock mpremote at the port; the lines it printed, or None when it got no REPL."""
+    try:
+        run = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, "exec", THIEF],
+                             capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    if run.returncode != 0:
+        return None
+    got = dict(line.split(" ", 1) for line in run.stdout.splitlines() if line[:5] in ("FLASH", "SEED "))
+    return got if set(got) == {"FLASH", "SEED"} else None
+
+
+@pytest.fixture(scope="module")
+def locked_image(tmp_path_factory, firmware_files) -> tuple[Path, bytes]:
+    """A small flash with the firmware deployed by mpremote, provisioned over USB, locked, and
+    pressed 40 times (old records in LittleFS's log)."""
+    wd = tmp_path_factory.mktemp("reset-cut-golden")
+    seed = secrets.token_bytes(20)
+    from keyfob.records import TokenRecord
+    from keyfob.serials import make_serial
+
+    rec = TokenRecord(serial=make_serial(secrets.randbelow(10**8)), mode="hotp", algorithm="sha1",
+                      digits=6, secret=seed, counter=0, period=30)
+    with VirtualToken(wd, blocks=BLOCKS) as tok:
+        tok.power_on()
+        tok.deploy(firmware_files)
+        tok.wait_idle()
+        with TokenClient(serial.Serial(tok.port, 115200, timeout=0.05), timeout=5) as client:
+            client.provision(rec)
+            client.lock()
+            for _ in range(40):
+                tok.press()
+                tok.wait_idle()
+            info = client.info()
+        assert info.locked and info.counter >= 30  # a press the loaded machine missed is no matter
+        assert tok.screen().digits() == pyotp.HOTP(b32(seed)).at(info.counter - 1)
+        tok.power_off()
+    image = wd / "flash.img"
+    windows = seed_windows(image.read_bytes(), seed)  # counts only: a failure must not print the seed
+    assert windows > 0  # the seed is on it: "none left" means something
+    return image, seed
+
+
+def _attack(index: int, base: Path, seed: bytes, root: Path) -> tuple[int, str, int]:
+    """Cut the reset at operation ``index``, boot, attack. -> (index, outcome, seed windows)."""
+    wd = root / f"cut{index}"
+    wd.mkdir()
+    img = wd / "flash.img"
+    shutil.copyfile(base, img)
+    run = run_reset(img, index)
+    if run.returncode != KILLED:
+        return index, f"reset not cut (exit {run.returncode})", -1
+    with VirtualToken(wd) as tok:
+        tok.power_on()
+        got = thief(tok.port, timeout=15)
+        tok.cut_power()
+        image = img.read_bytes()
+    windows = seed_windows(image, seed)
+    if got is None:
+        return index, "closed", windows
+    if got["FLASH"] != hashlib.sha256(image).hexdigest():
+        return index, "open, flash changed after the REPL opened", windows
+    if got["SEED"] == hashlib.sha256(seed).hexdigest():
+        return index, "open, store loads the seed", windows
+    return index, "open", windows
+
+
+def test_power_cut_at_every_flash_operation_of_a_reset_never_opens_a_token_holding_the_seed(
+        locked_image, tmp_path):
+    base, seed = locked_image
+    # Uncut: count the reset's operations; the reset leaves no trace of the seed.
+    count = tmp_path / "count.img"
+    shutil.copyfile(base, count)
+    run = run_reset(count, -1)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    ops = int(run.stdout.split(b"RESET-OPS")[1].split()[0])
+    assert ops > 50, ops  # the records' wipe and the scrub of every free block
+    windows = seed_windows(count.read_bytes(), seed)
+    assert windows == 0
+
+    outcomes: list[tuple[int, str, int]] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(_attack, i, base, seed, tmp_path) for i in range(ops)]
+        for f in concurrent.futures.as_completed(futures):
+            outcomes.append(f.result())
+    outcomes.sort()
+    bad = [(i, what, w) for i, what, w in outcomes if what not in ("open", "closed") or (what == "open" and w)]
+    assert not bad, f"{len(bad)} of {ops} cut points: first {bad[:10]}"
+    kinds = {what for _, what, _ in outcomes}
+    # Both happen: a cut before the reset's intent is durable leaves the old token (locked); any
+    # later cut boots into finishing the scrub, then opens.
+    assert kinds == {"open", "closed"}, kinds
+    assert len(outcomes) == ops
