@@ -25,6 +25,7 @@ import ui
 VERSION = '0.1.0'
 _BOOT_REPORT_MS = const(3000)
 _RESET_HOLD_MS = const(5000)
+_LIFT_MS = const(10000)  # a reset waits this long for the button to be let go
 _TICK_MS = const(1000)
 _FOREVER_MS = const(60000)
 _FRAME_POLL_MS = const(200)
@@ -207,6 +208,23 @@ class App:
         if not self._wipe(report):
             raise OSError(5)  # EIO
         self.notify('reset')
+        self._wait_lift(report)
+
+    def _wait_lift(self, report):
+        # The finger that confirmed the reset may still be down when the wipe
+        # ends: that is the end of the gesture, not a press of the wiped token.
+        b = self.board
+        start = b.ticks_ms()
+        sec = -1
+        while b.button.value() == 0:
+            el = time.ticks_diff(b.ticks_ms(), start)
+            if el >= _LIFT_MS:
+                return  # held on and on: from here it is a press
+            if report is not None and el // 1000 != sec:
+                sec = el // 1000
+                report('release', sec, _LIFT_MS // 1000)
+            b.idle(20)  # where the virtual token takes the host's "release"
+            b.sleep_ms(10)  # a chip's idle() returns at once while the button is down
 
     # -- USB provisioning (proto calls back into these) ---------------------------
 

@@ -11,7 +11,7 @@ the firmware's own (``App.factory_reset()`` of the app on that image, with the s
 silicon), run once uncut to count its flash operations (block writes and erases, the sim flash's
 ``ops``), then once per operation index with the flash set to die at that operation
 (``cut_after_ops``). Each cut image is booted as a virtual token and attacked with
-``mpremote connect PORT exec``. All indices, no sampling: the image is small (a 20-block
+``mpremote connect PORT exec``. All indices, no sampling: the image is small (a 24-block
 filesystem: the firmware and a few free blocks) so that a reset has a few hundred operations.
 """
 
@@ -36,7 +36,7 @@ from oracles import b32
 
 pytestmark = pytest.mark.timeout(900)
 
-BLOCKS = 20
+BLOCKS = 24
 KILLED = -9
 
 # The firmware's reset, as deployed on the image, run by the MicroPython unix port with the sim's

@@ -382,7 +382,8 @@ def reset_cmd(port: str | None) -> None:
         "screen (let go to cancel). Then keep it powered until this says done.",
         err=True,
     )
-    text = {"wait": "Waiting for the button (s)", "hold": "Hold the button (s)", "scrub": "Scrubbing flash (bytes)"}
+    text = {"wait": "Waiting for the button (s)", "hold": "Hold the button (s)", "scrub": "Scrubbing flash (bytes)",
+            "release": "Done: let go of the button (s)"}
     try:
         with TokenClient(port) as client, _progress() as bar:
             task = bar.add_task(text["wait"], total=10)
