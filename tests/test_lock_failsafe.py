@@ -1,10 +1,9 @@
 """A locked token stays closed when things go wrong: a crash of the firmware (a loose OLED wire)
 and Ctrl-C / raw-REPL bytes arriving from the very first instant of power-up.
 
-The sim checks for Ctrl-C at every I2C transaction while the firmware is busy, as a real port
-raises KeyboardInterrupt the moment the byte arrives; so a firmware that closed its console
-only once the app had started would be caught here at boot (the board's I2C scan and the OLED
-init come first).
+The sim boots like a port (boards/sim/hw/rom.py): Ctrl-C is on when boot.py starts and again
+when main.py starts, and a Ctrl-C reaches the firmware wherever it is (boards/sim/hw/console.py);
+so a firmware that closed its console only once the app had started is caught here at boot.
 """
 
 from __future__ import annotations
@@ -64,6 +63,7 @@ def test_crash_of_a_locked_token_does_not_open_the_repl(make_token):
             assert client.info().locked
 
 
+@pytest.mark.xfail(strict=True, reason="issue 10 point 1: Ctrl-C during boot opens a locked token")
 def test_ctrl_c_from_the_first_instant_of_power_up_finds_no_repl(make_token):
     tok, rec = _locked_token(make_token, "boot")
     with tok:
