@@ -10,12 +10,14 @@ power-cycles, and reads what the token printed on its USB port.
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 import serial
 from keyfob.deploy import Repl
 from keyfob.sim import VirtualToken
+from keyfob.sim.token import wait_for
 from test_usb_provisioning import tap
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,14 +92,21 @@ def test_boot_py_raising_skips_main_py_and_opens_the_repl(tmp_path):
 
 
 def test_a_ctrl_c_still_pending_when_boot_py_ends_is_raised_as_boot_py_s_own(tmp_path):
-    # sum() over a range is one C call: no pending check while it runs, and none after it up
-    # to the end of the file. The Ctrl-C that came meanwhile ends boot.py all the same.
-    boot = "print('SU' + 'MMING')\nn = sum(range(40000000))\nprint('SUM', 'DONE')\n"
+    # boot.py waits in one C call (reading a FIFO: no pending check there, and none after it
+    # up to the end of the file) while the Ctrl-C comes; then the test lets it go on. The
+    # Ctrl-C that came meanwhile ends boot.py all the same, after its last line.
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    boot = f"print('WAI' + 'TING')\nopen({str(fifo)!r}).read()\nprint('BOOT', 'DONE')\n"
     tok, out = _boot(tmp_path, {"boot.py": boot, "main.py": MAIN_RAN})
     with tok:
-        _wait_for(out, b"SUMMING")
+        _wait_for(out, b"WAITING")
         _ctrl_c(tok)
-        said = _wait_for(out, b">>> ", timeout=30)
-        assert b"SUM DONE" in said  # the interrupt did not stop the C call ...
-        assert said.index(b"SUM DONE") < said.index(b"KeyboardInterrupt")  # ... it came after
+        assert wait_for(lambda: tok._bridge._holding, 10)  # it is there, not raised yet
+        with open(fifo, "w") as f:
+            f.write("go")
+        said = _wait_for(out, b">>> ")
+        assert b"BOOT DONE" in said  # the interrupt did not stop the C call ...
+        assert said.index(b"BOOT DONE") < said.index(b"KeyboardInterrupt")  # ... it came after
+        assert b"Traceback" in said
         assert b"MAIN RAN" not in said

@@ -279,7 +279,7 @@ class Silicon:
 
     def set_kbd_intr(self, on):
         import micropython  # the console's, while boot.py/main.py run (rom.py)
-        micropython.kbd_intr(3 if on else -1)
+        micropython.kbd_intr((-1, 3)[bool(on)])  # no jump before it takes effect (console.py)
 
     def _stdin_ready(self, ms=0):
         for _, ev in self._peek.poll(ms):

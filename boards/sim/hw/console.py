@@ -86,6 +86,10 @@ class Console:
             on = list(pend)
             on[3] = off[3] | _ISIG
             self._attrs = (off, pend, on)
+            self._tty_off = lambda a=off: termios.tcsetattr(0, termios.TCSANOW, a)
+        else:
+            self._tty_off = lambda: None
+        self._by_char = (self.off, self.on)
         self.module = Micropython()
         self._tty(OFF)
         _mp.kbd_intr(-1)
@@ -98,10 +102,9 @@ class Console:
 
     def kbd_intr(self, c):
         # Only 3 turns it on: the unix port installs its SIGINT handler for Ctrl-C alone.
-        if c == 3:
-            self.on()
-        else:
-            self.off()
+        # No jump on the way to off's effect: the VM runs _at_check at a jump (which
+        # may turn Ctrl-C on), and a port's kbd_intr is one C call.
+        self._by_char[c == 3]()
 
     def on(self):
         if self.state != OFF:
@@ -119,7 +122,8 @@ class Console:
             self._tty(ON)  # last: an interrupt from here on is raised in the firmware
 
     def off(self):
-        self._tty(OFF)  # first: no SIGINT can come once SIG_DFL is back
+        self._tty_off()  # first: no SIGINT can come once SIG_DFL is back (no jump before it)
+        self.state = OFF
         _mp.kbd_intr(-1)
         if self._take():
             raise KeyboardInterrupt  # came while on and is pending: it survives kbd_intr(-1)

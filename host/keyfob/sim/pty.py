@@ -122,8 +122,10 @@ class PtyBridge:
 
     @property
     def is_running(self) -> bool:
+        # Until the bridge has settled a child's end (off for good, or the next child started
+        # by a reset), the token counts as on: then exit_code is set when this turns False.
         with self._lock:
-            return self._proc is not None and self._proc.poll() is None
+            return self._proc is not None
 
     @property
     def pid(self) -> int | None:

@@ -306,23 +306,22 @@ class VirtualToken:
         deadline = time.monotonic() + timeout
         while True:
             gen = self._ctrl.generation
-            resets = self._bridge.resets
             try:
                 return self._ctrl.request(line, max(0.0, deadline - time.monotonic()))
             except SimTimeout:
                 raise
             except SimError:
-                if line.split()[0] not in _QUERIES or not self._reset_since(gen, resets, deadline):
+                if line.split()[0] not in _QUERIES or not self._reconnected(gen, deadline):
                     raise
 
-    def _reset_since(self, gen: int, resets: int, deadline: float) -> bool:
-        # True once a process the bridge started by a reset is connected (the one that
-        # lost the request had reset itself); False when the token went off instead.
+    def _reconnected(self, gen: int, deadline: float) -> bool:
+        # True once a newer process is connected while the token stays on (the one that lost
+        # the request had reset itself); False when the token went off instead.
         while time.monotonic() < deadline:
-            if self._bridge.resets > resets and self._ctrl.generation > gen and self._ctrl.connected:
-                return True
-            if not self.is_running and self._bridge.resets == resets and self._bridge.exit_code is not None:
+            if not self.is_running:
                 return False
+            if self._ctrl.generation > gen and self._ctrl.connected:
+                return True
             time.sleep(0.005)
         return False
 
