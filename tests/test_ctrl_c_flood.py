@@ -99,7 +99,6 @@ def _wait_reset(tok, out: bytearray, resets: int, timeout: float = 20.0) -> None
         time.sleep(0.005)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 point 1: Ctrl-C during boot opens a locked token")
 def test_ctrl_c_flood_through_50_wake_ups_never_opens_a_locked_token(make_token):
     tok = make_token("flood", sleep_resets=True)
     rec = new_record()

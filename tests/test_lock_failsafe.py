@@ -63,7 +63,6 @@ def test_crash_of_a_locked_token_does_not_open_the_repl(make_token):
             assert client.info().locked
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 point 1: Ctrl-C during boot opens a locked token")
 def test_ctrl_c_from_the_first_instant_of_power_up_finds_no_repl(make_token):
     tok, rec = _locked_token(make_token, "boot")
     with tok:
