@@ -72,7 +72,9 @@ class Flood:
 def _closed(out: bytearray) -> None:
     said = bytes(out)
     found = [s for s in OPEN_SIGNS if s in said]
-    assert not found, f"the locked token opened: {found} in {said[-300:]!r}"
+    if found:
+        at = min(said.index(s) for s in found)
+        raise AssertionError(f"the locked token opened: {found}: {said[max(0, at - 700):at + 200]!r}")
 
 
 def _idle(tok, out: bytearray) -> None:

@@ -122,10 +122,13 @@ class Console:
             self._tty(ON)  # last: an interrupt from here on is raised in the firmware
 
     def off(self):
+        was = self.state
         self._tty_off()  # first: no SIGINT can come once SIG_DFL is back (no jump before it)
         self.state = OFF
         _mp.kbd_intr(-1)
-        if self._take():
+        # Only a Ctrl-C that came while on is this call's: one the bridge held on a stale
+        # look at a console that was off already is data (the bridge lets it go).
+        if was != OFF and self._take():
             raise KeyboardInterrupt  # came while on and is pending: it survives kbd_intr(-1)
         pending.take()
 
