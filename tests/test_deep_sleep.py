@@ -28,7 +28,7 @@ def _token(make_token, name: str, lock: bool):
         repl.enter()
         repl.write_file("config.py", CONFIG)
     seed = secrets.token_bytes(20)
-    dev_provision(tok, seed)  # soft reset: main.py starts with config.py
+    dev_provision(tok, seed, wait=False)  # at the REPL already; soft reset: main.py starts with config.py
     if lock:
         with open_client(tok) as client:
             client.lock()

@@ -1,10 +1,9 @@
 """A locked token stays closed when things go wrong: a crash of the firmware (an unexpected error)
 and Ctrl-C / raw-REPL bytes arriving from the very first instant of power-up.
 
-The sim checks for Ctrl-C at every I2C transaction while the firmware is busy, as a real port
-raises KeyboardInterrupt the moment the byte arrives; so a firmware that closed its console
-only once the app had started would be caught here at boot (the board's I2C scan and the OLED
-init come first).
+The sim boots like a port (boards/sim/hw/rom.py): Ctrl-C is on when boot.py starts and again
+when main.py starts, and a Ctrl-C reaches the firmware wherever it is (boards/sim/hw/console.py);
+so a firmware that closed its console only once the app had started is caught here at boot.
 """
 
 from __future__ import annotations

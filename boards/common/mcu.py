@@ -15,7 +15,8 @@ _IDLE_POLL_MS = const(10)
 
 
 def kbd_intr(on):
-    # Module level, so boot.py can close the console before the board is made.
+    # Module level: the console without a board object. (boot.py and main.py
+    # call micropython.kbd_intr(-1) themselves, before anything is imported.)
     micropython.kbd_intr(3 if on else -1)
 
 

@@ -11,7 +11,7 @@ import machine
 from micropython import const
 
 import esp32
-from mcu import McuBoard, fail, kbd_intr  # noqa: F401 (boot.py and main.py call these)
+from mcu import McuBoard, fail, kbd_intr  # noqa: F401 (main.py calls fail)
 
 PIN_SDA = const(21)
 PIN_SCL = const(22)

@@ -73,8 +73,13 @@ class Board:
         self._hw.sleep_ms(ms)
 
     def deep_sleep(self):
-        # A real board resets on wake-up; the sim returns: treat the return as the wake-up.
+        # By default the sim returns at the wake-up (the app treats the return as it);
+        # with KEYFOB_SIM_SLEEP=reset the wake-up is a reset, as on an ESP32.
         self._hw.deep_sleep()
+
+    def woke_by_button(self):
+        # This start is the button waking the chip from deep sleep (sleep mode reset).
+        return self._hw.woke
 
     # USB: the REPL's Ctrl-C and the firmware's own frames (docs/internals.md).
     def set_kbd_intr(self, on):
@@ -91,7 +96,7 @@ class Board:
 
 
 def kbd_intr(on):
-    # Module level, so boot.py can close the console before the board is made.
+    # Module level, as on the other boards.
     bus.silicon().set_kbd_intr(on)
 
 

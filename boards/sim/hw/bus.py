@@ -17,18 +17,23 @@
 #   stats?                            -> ok <i2c bytes> <i2c transactions> <oled bytes>
 #                                        <ticks_ms now> <ticks_ms of the last press request>
 #                                        <ticks_ms of the last write to the OLED>  (for the bench)
+#   asleep?                           -> ok 1 in deep_sleep(), ok 0 otherwise
 # A request that makes a button edge ends idle() with 'button'; the requests
 # behind it wait for the next idle() call.
 #
-# USB: bytes from the host arrive on stdin (a pty in raw mode). A real board's
-# USB stack turns the interrupt character (Ctrl-C, unless kbd_intr(-1)) into
-# KeyboardInterrupt, dropping what was buffered before it. Until the firmware
-# opts in to read USB (usb_listen(True)), the sim does the same inside idle()
-# and sleep_ms(): it reads stdin byte by byte up to a Ctrl-C and raises, so the
-# rest (mpremote's Ctrl-A ...) stays for the REPL. With kbd_intr off and no
-# listener, stdin is left alone (bytes wait, as in a board's buffer). When the
-# firmware listens, idle() returns 'usb' and the firmware reads with usb_read(),
-# which raises KeyboardInterrupt on a Ctrl-C while kbd_intr is on.
+# USB: bytes from the host arrive on stdin (a pty in raw mode). A Ctrl-C while
+# the interrupt char is set never arrives as data: it interrupts the firmware
+# wherever it is, as on a board (console.py). Without a listener stdin is left
+# alone (bytes wait, as in a board's buffer, for the REPL). When the firmware
+# listens (usb_listen(True)), idle() returns 'usb' and the firmware reads with
+# usb_read().
+#
+# Deep sleep: by default deep_sleep() returns at the wake-up. With
+# KEYFOB_SIM_SLEEP=reset it ends as on an ESP32: the wake-up is a reset. The
+# process writes why to the wake file (KEYFOB_SIM_WAKE: `button <ms still
+# pressed, -1 held>`) and kills itself with SIGUSR1; the pty bridge starts the
+# next process, whose woke_by_button() is then true (boot.py and main.py run
+# again, as at every wake of an ESP32).
 import errno
 import os
 import sys
@@ -55,7 +60,6 @@ except ImportError:  # CPython
 ADDR_OLED = const(0x3C)
 OLED_ADDRS = (0x3C, 0x3D)  # SA0 low / high
 ADDR_DS3231 = const(0x68)
-_CTRL_C = const(3)
 _AF_UNIX = const(1)
 
 
@@ -73,9 +77,7 @@ class SimI2C:
         self.unplugged = {}  # devices pulled off the bus by the host (`unplug <addr>`)
         self.broken = set()  # addresses whose next transaction fails oddly (`break <addr>`)
         self.oled_addr = ADDR_OLED
-        # Called at every transaction: where a real port would notice a Ctrl-C
-        # arriving while the firmware is busy (it raises KeyboardInterrupt at once).
-        self.on_transaction = None
+        self.on_transaction = None  # called at every transaction (the sim: pending.take)
 
     def _dev(self, addr, extra):
         if self.on_transaction is not None:
@@ -265,16 +267,21 @@ class Silicon:
         for a in (os.getenv('KEYFOB_SIM_ABSENT') or '').split(','):
             if a.strip():
                 self.i2c.devices.pop(int(a, 0), None)
-        self.i2c.on_transaction = self._busy_interrupt
+        import pending
+        self._take_held = pending.take  # an interrupt held during a flash operation
+        self.i2c.on_transaction = pending.take
         self.button = SimPin(held=os.getenv('KEYFOB_SIM_HOLD') == '1')
         hold_ms = os.getenv('KEYFOB_SIM_HOLD_MS')
         if hold_ms:
             # Held at power-up for this long, then let go by itself: the firmware
             # may be polling the pin (not in idle()) when a finger lifts.
             self.button.press(int(hold_ms))
+        self.wake_path = os.getenv('KEYFOB_SIM_WAKE')
+        self.sleep_resets = os.getenv('KEYFOB_SIM_SLEEP') == 'reset' and bool(self.wake_path)
+        self.woke = self._woken()
+        self.asleep = False
         self.ctrl = Control(os.getenv('KEYFOB_SIM_CTRL'))
         self.press_at = 0  # ticks_ms() of the last press request (the bench)
-        self.kbd_intr = True
         self.listen = False
         self.stdin = sys.stdin.buffer
         self._poll = select.poll()
@@ -287,15 +294,8 @@ class Silicon:
     # -- USB -----------------------------------------------------------------------
 
     def set_kbd_intr(self, on):
-        import micropython
-        self.kbd_intr = bool(on)
-        micropython.kbd_intr(3 if on else -1)
-
-    def _busy_interrupt(self):
-        # A Ctrl-C while the firmware is busy (not reading USB itself) interrupts
-        # it at once, as on a board: checked at every I2C transaction.
-        if self.kbd_intr and not self.listen and self._stdin_ready():
-            self._scan_ctrl_c()
+        import micropython  # the console's, while boot.py/main.py run (rom.py)
+        micropython.kbd_intr((-1, 3)[bool(on)])  # no jump before it takes effect (console.py)
 
     def _stdin_ready(self, ms=0):
         for _, ev in self._peek.poll(ms):
@@ -310,20 +310,12 @@ class Silicon:
             raise SystemExit('sim: USB host gone')
         return b[0]
 
-    def _scan_ctrl_c(self):
-        # What the USB stack does without a reader: drop bytes up to a Ctrl-C, raise.
-        while self._stdin_ready():
-            if self._read_byte() == _CTRL_C:
-                raise KeyboardInterrupt
-
     def usb_read(self, n):
         """Up to n bytes that have arrived (never blocks); b'' if none."""
+        self._take_held()
         out = bytearray()
         while len(out) < n and self._stdin_ready():
-            c = self._read_byte()
-            if c == _CTRL_C and self.kbd_intr:
-                raise KeyboardInterrupt
-            out.append(c)
+            out.append(self._read_byte())
         return bytes(out)
 
     def usb_write(self, buf):
@@ -340,18 +332,12 @@ class Silicon:
     # -- waiting -----------------------------------------------------------------------
 
     def sleep_ms(self, ms):
-        if self.kbd_intr and not self.listen:
-            deadline = ticks_add(ticks_ms(), ms)
-            left = ms
-            while left > 0:
-                if self._stdin_ready(left):
-                    self._scan_ctrl_c()
-                left = ticks_diff(deadline, ticks_ms())
-        else:
-            import time
-            time.sleep_ms(ms)
+        import time
+        self._take_held()
+        time.sleep_ms(ms)
 
     def idle(self, ms):
+        self._take_held()
         deadline = ticks_add(ticks_ms(), ms)
         level = self.button.value()
         while True:
@@ -365,7 +351,7 @@ class Silicon:
             t = self.button.timed_left()
             if t is not None and t + 1 < left:
                 left = t + 1
-            self._watch_stdin(self.listen or self.kbd_intr)
+            self._watch_stdin(self.listen)
             for obj, ev in self._poll.poll(left):
                 if self.ctrl.sock is not None and obj is self.ctrl.sock:
                     if not self.ctrl.feed():
@@ -376,8 +362,6 @@ class Silicon:
                     if ev & (self._select.POLLHUP | self._select.POLLERR):
                         raise SystemExit('sim: USB host gone')
                     return 'usb'
-                else:
-                    self._scan_ctrl_c()
 
     def _serve(self, level):
         """Answer queued control requests; True when one made a button edge."""
@@ -426,6 +410,8 @@ class Silicon:
             elif cmd == 'clock?':
                 d = self.ds3231
                 return 'ok %r %r %d' % (d.unix_time(), d.ppm, d.osf)
+            elif cmd == 'asleep?':
+                return 'ok %d' % self.asleep
             elif cmd == 'stats?':
                 return 'ok %d %d %d %d %d %d' % (self.i2c.bytes, self.i2c.transactions,
                                                  getattr(self.oled, 'bytes_in', 0), ticks_ms(),
@@ -437,17 +423,55 @@ class Silicon:
         return 'ok'
 
     def deep_sleep(self):
-        # Asleep: no USB reader, only the button (and a Ctrl-C, so mpremote gets in) wake it.
-        # What the host sent meanwhile is lost, as on a chip whose UART was off.
+        # Asleep: no USB reader, only the button wakes it (and a Ctrl-C while the
+        # interrupt is on). What the host sent meanwhile is lost, as on a chip whose
+        # UART was off.
         listen = self.listen
         self.listen = False
+        self.asleep = True
         try:
             while self.idle(3600000) != 'button':
                 pass
         finally:
+            self.asleep = False
             self.listen = listen
+        if self.sleep_resets:
+            self._wake_reset()
         while self._stdin_ready():
             self._read_byte()
+
+    def _wake_reset(self):
+        # The ESP32's wake-up from deep sleep is a reset (see the top of this file).
+        import console
+        console.console().off()  # no SIGINT now: it would also hit the shell below
+        while self._stdin_ready():
+            self._read_byte()
+        left = self.button.timed_left()
+        if left is None:
+            left = -1 if self.button.value() == 0 else 0
+        with open(self.wake_path, 'w') as f:
+            f.write('button %d\n' % left)
+        while True:
+            os.system('kill -USR1 $PPID')  # $PPID of the shell: this process
+
+    def _woken(self):
+        # This start is a deep-sleep wake-up by the button: the wake file says so (once).
+        if not self.wake_path:
+            return False
+        try:
+            with open(self.wake_path) as f:
+                why = f.read().split()
+            os.remove(self.wake_path)
+        except OSError:
+            return False
+        if len(why) < 2 or why[0] != 'button':
+            return False
+        left = int(why[1])
+        if left < 0:
+            self.button.hold()
+        elif left > 0:
+            self.button.press(left)
+        return True
 
 
 _silicon = None

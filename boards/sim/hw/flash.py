@@ -25,9 +25,21 @@
 # os.system, so the sim asks /bin/sh to SIGKILL its parent: the micropython
 # process itself (exit status -9 / 137). Under CPython os._exit is used.
 #
+# Ctrl-C: LittleFS (C code) calls readblocks/writeblocks/ioctl. A
+# KeyboardInterrupt raised in them (the sim's Ctrl-C reaches any bytecode, see
+# console.py) would unwind through LittleFS and leave it half-way (seen: a
+# crashed process), while on a board the flash driver is C code that Ctrl-C
+# does not stop. So one raised in here is held: the operation runs again from
+# its start (each is idempotent) and the interrupt is raised at the sim's next
+# entry point outside LittleFS (pending.py) -- a little later than a port
+# raises it. (An interrupt raised inside LittleFS's own C code cannot be held:
+# see console.py on this unix port's SIGINT.)
+#
 # Written in the subset shared by MicroPython and CPython: the block device
 # itself also works under CPython (mount() needs MicroPython's VfsLfs2).
 import os
+
+import pending
 
 try:
     from micropython import const
@@ -68,10 +80,10 @@ def power_cut():
     """Die at once, as a chip does when its supply goes: no finally, no atexit."""
     if hasattr(os, '_exit'):
         os._exit(137)
-    # MicroPython unix: $PPID of the shell is this process.
-    os.system('kill -9 $PPID')
-    # Not reached unless kill failed; SystemExit is the best that is left.
-    raise SystemExit(137)
+    # MicroPython unix: $PPID of the shell is this process. Again if a SIGINT got
+    # the shell first.
+    while True:
+        os.system('kill -9 $PPID')
 
 
 class FileBlockDev:
@@ -115,30 +127,66 @@ class FileBlockDev:
         start = block_num * self.block_size + off
         return block_num >= 0 and off >= 0 and start + length <= self.block_size * self.block_count
 
+    def _atomic(self, op, a, b, c):
+        # No jump outside the try (a jump is where the VM raises a pending interrupt);
+        # bare except: `except X` is such a place too.
+        writes = self.writes
+        erases = self.erases
+        ops = self.ops
+        try:
+            return op(a, b, c)
+        except:  # noqa: E722 - only KeyboardInterrupt gets here: op catches the rest
+            pending.held = True
+            self.writes = writes
+            self.erases = erases
+            self.ops = ops
+            return self._atomic(op, a, b, c)
+
     def readblocks(self, block_num, buf, off=0):
-        if not self._in_range(block_num, off, len(buf)):
-            return -_EIO
-        self._f.seek(block_num * self.block_size + off)
-        n = self._f.readinto(buf)
-        return 0 if n == len(buf) else -_EIO
+        return self._atomic(self._read, block_num, buf, off)
 
     def writeblocks(self, block_num, buf, off=0):
-        # Without an offset (simple interface) whole blocks are written and the
-        # erase is implied; with one (extended interface) LittleFS has erased first.
-        if not self._in_range(block_num, off, len(buf)):
-            return -_EIO
-        self.writes += 1
-        self.ops += 1
-        self._f.seek(block_num * self.block_size + off)
-        if (self.cut_after_writes is not None and self.writes > self.cut_after_writes) or self._op_cut():
-            n = len(buf) // 2 if self.cut_bytes is None else min(max(self.cut_bytes, 0), len(buf))
-            if n:
-                self._f.write(memoryview(buf)[:n])
-            power_cut()
-        self._f.write(buf)
-        return 0
+        return self._atomic(self._write, block_num, buf, off)
 
     def ioctl(self, op, arg):
+        return self._atomic(self._ioctl, op, arg, None)
+
+    def _read(self, block_num, buf, off):
+        try:
+            if not self._in_range(block_num, off, len(buf)):
+                return -_EIO
+            self._f.seek(block_num * self.block_size + off)
+            n = self._f.readinto(buf)
+            return 0 if n == len(buf) else -_EIO
+        except Exception:
+            return -_EIO
+
+    def _write(self, block_num, buf, off):
+        # Without an offset (simple interface) whole blocks are written and the
+        # erase is implied; with one (extended interface) LittleFS has erased first.
+        try:
+            if not self._in_range(block_num, off, len(buf)):
+                return -_EIO
+            self.writes += 1
+            self.ops += 1
+            self._f.seek(block_num * self.block_size + off)
+            if (self.cut_after_writes is not None and self.writes > self.cut_after_writes) or self._op_cut():
+                n = len(buf) // 2 if self.cut_bytes is None else min(max(self.cut_bytes, 0), len(buf))
+                if n:
+                    self._f.write(memoryview(buf)[:n])
+                power_cut()
+            self._f.write(buf)
+            return 0
+        except Exception:
+            return -_EIO
+
+    def _ioctl(self, op, arg, _):
+        try:
+            return self._ioctl_op(op, arg)
+        except Exception:
+            return -_EIO
+
+    def _ioctl_op(self, op, arg):
         if op == _IOCTL_BLOCK_COUNT:
             return self.block_count
         if op == _IOCTL_BLOCK_SIZE:

@@ -1,15 +1,20 @@
 # The virtual token's "ROM": what a port's frozen _boot.py and main loop do at
-# power-on, for the MicroPython unix port run as `micropython -i rom.py`.
+# power-on (ports/rp2/main.c, ports/esp32/main.c, shared/runtime/pyexec.c), for
+# the MicroPython unix port run as `micropython -i rom.py`.
 #
-# Mount the virtual flash (KEYFOB_SIM_FLASH) at /flash and chdir there, set
-# sys.path like a board ('' = /flash, then the emulated silicon), bring up the
-# parts (bus.silicon(): I2C devices, button, control link), run boot.py and
-# main.py from the flash (main.py is skipped with KEYFOB_SIM_NOMAIN=1, as after a
-# soft reset from the raw REPL), print their exceptions as a board does, and
-# leave the REPL to `-i`.
+# Like _boot.py, with Ctrl-C off: mount the virtual flash (KEYFOB_SIM_FLASH) at
+# /flash and chdir there, set sys.path like a board ('' = /flash, then the
+# emulated silicon), bring up the parts (bus.silicon(): I2C devices, button,
+# control link). Then boot.py and main.py from the flash, each as the port's
+# parse_compile_execute runs a file: compile it, turn Ctrl-C on (whatever the
+# previous file left it at), run it, turn Ctrl-C off, and raise a
+# KeyboardInterrupt still pending then as the file's own. An exception ending a
+# file is printed as a board prints it; one ending boot.py skips main.py, as
+# does KEYFOB_SIM_NOMAIN=1 (a soft reset from the raw REPL). Then the REPL of
+# `-i`. console.py says how Ctrl-C reaches the firmware between any two bytecodes.
 
 
-def _boot():
+def _rom():
     import os
     import sys
 
@@ -17,6 +22,10 @@ def _boot():
     if not hw.startswith('/'):
         hw = os.getcwd() + '/' + hw
     sys.path[:] = ['', '.frozen', '/flash', '/flash/lib', hw]
+
+    import console
+    con = console.console()  # Ctrl-C off, as while a port's frozen _boot.py runs
+    con.install()
 
     image = os.getenv('KEYFOB_SIM_FLASH')
     if image:
@@ -34,19 +43,59 @@ def _boot():
     import gc
     gc.collect()  # the firmware starts on a clean heap (the sim's own parts take ~35 KB of it)
 
+    import pending
+
+    def check():
+        # Where the VM raises a pending KeyboardInterrupt (a jump), and the sim one
+        # it held (pending.py).
+        for _ in (0,):
+            pending.take()
+
+    def drop():
+        # Ctrl-C off; a KeyboardInterrupt still pending is dropped (mp_handle_pending(..._CLEAR_...)).
+        try:
+            con.off()
+        except:  # noqa: E722
+            pass
+        pending.held = False
+
+    def run(name, g):
+        # -> True when the file ran to its end. Ctrl-C on right before the file's
+        # first bytecode, off right after its last (no jump between: C code on a
+        # port); con.off() raises one that was pending (console.py).
+        try:
+            with open(name) as f:
+                code = compile(f.read(), name, 'exec')
+            g['__file__'] = name
+            con.on()
+            exec(code, g)
+            con.off()
+            check()
+            return True
+        except:  # noqa: E722 - bare: `except X` checks for a pending interrupt first
+            drop()
+            try:
+                raise
+            except SystemExit:
+                raise  # the process ends (a board soft-reboots)
+            except BaseException as e:
+                sys.print_exception(e)
+            return False
+
     g = globals()
-    for name in ('boot.py', 'main.py'):
-        if name == 'main.py' and os.getenv('KEYFOB_SIM_NOMAIN') == '1':
-            continue
-        try:
-            os.stat(name)
-        except OSError:
-            continue
-        try:
-            execfile(name, g)
-        except (Exception, KeyboardInterrupt) as e:
-            sys.print_exception(e)
+    ok = True
+    try:
+        for name in ('boot.py', 'main.py'):
+            if name == 'main.py' and (not ok or os.getenv('KEYFOB_SIM_NOMAIN') == '1'):
+                break
+            try:
+                os.stat(name)
+            except OSError:
+                continue  # no file is a file that ran to its end
+            ok = run(name, g)
+    finally:
+        con.release()  # the REPL of -i reads Ctrl-C itself
 
 
-_boot()
-del _boot
+_rom()
+del _rom

@@ -20,12 +20,19 @@ def dev_provision(
     digits: int = 6,
     period: int = 30,
     counter: int = 0,
+    wait: bool = True,
 ) -> None:
-    """Provision ``tok``'s store directly, then soft-reset so the firmware starts provisioned."""
+    """Provision ``tok``'s store directly, then soft-reset so the firmware starts provisioned.
+
+    ``wait``: first wait for the firmware to be idle (a token just switched on is booting, and
+    a board's Ctrl-C is now and then off while it boots: mpremote's would be data); False for
+    a token already at its REPL."""
     code = (
         "import store\n"
         f"store.Store().provision({seed!r}, {serial!r}, {mode!r}, {algorithm!r}, {digits}, {period}, {counter})\n"
     )
+    if wait:
+        tok.wait_idle()
     try:
         with Repl(tok.port) as repl:
             repl.enter()

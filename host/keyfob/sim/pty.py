@@ -11,7 +11,17 @@ when the child exits cleanly right after being sent a Ctrl-D, the bridge prints
 the raw REPL without running main.py (as boards do): the new child is started without
 main.py and the bridge sends Ctrl-A only once the child shows its ``>>> `` prompt (sent
 earlier, it can be lost before the child's REPL reads). Any other exit of the child (power
-cut, crash) leaves the token off.
+cut, crash) leaves the token off, except SIGUSR1: the sim resets itself that way (an ESP32's
+wake-up from deep sleep), and the bridge starts the next child at once (:attr:`PtyBridge.resets`).
+
+Ctrl-C (boards/sim/hw/console.py): the child keeps its interrupt state in its pty settings. Off
+(ISIG off, VINTR disabled): a Ctrl-C is data. On (ISIG on): the kernel turns it into SIGINT for
+the child; as a port's USB stack clears its ring buffer on the interrupt char, the bridge then
+drops the child's unread input and the bytes it holds before that Ctrl-C. Pending (ISIG off,
+VINTR 3: on, but the child's VM has not reached a check yet): the bridge holds the Ctrl-C and
+what follows it, creates the file ``intr_path``, and sends it on once on; if the child turns the
+interrupt off first, whoever unlinks ``intr_path`` owns the Ctrl-C (the child: it raises it; the
+bridge: it is data).
 
 One thread copies bytes; it never blocks on a slow reader (output to the host is buffered
 and, if nobody reads the port at all, the oldest bytes are dropped, as a board drops USB
@@ -26,6 +36,7 @@ import os
 import select
 import signal
 import subprocess
+import termios
 import threading
 import time
 import tty
@@ -39,6 +50,17 @@ _GATE_TIMEOUT = 10.0
 
 def _set_nonblocking(fd: int) -> None:
     os.set_blocking(fd, False)
+
+
+def _intr_state(cfd: int) -> str:
+    """The child's Ctrl-C state from its pty settings: 'off', 'pending' or 'on'."""
+    try:
+        attrs = termios.tcgetattr(cfd)  # on a pty master: the child's (slave's) settings
+    except termios.error:
+        return "off"
+    if attrs[3] & termios.ISIG:
+        return "on"
+    return "pending" if attrs[6][termios.VINTR] == b"\x03" else "off"
 
 
 _live_groups: set[int] = set()  # process groups of children not yet reaped
@@ -65,6 +87,7 @@ class PtyBridge:
         self,
         spawn_args: Callable[[bool], tuple[list[str], dict[str, str]]],
         on_exit: Callable[[int | None], None] | None = None,
+        intr_path: str | None = None,
     ) -> None:
         self._spawn_args = spawn_args
         self._on_exit = on_exit
@@ -83,7 +106,11 @@ class PtyBridge:
         self._gate_until: float | None = None  # waiting for >>> before Ctrl-A
         self._killing = False
         self._closed = False
-        self.restarts = 0
+        self.restarts = 0  # soft resets
+        self.resets = 0  # resets by the sim itself (SIGUSR1: a deep-sleep wake-up)
+        self._cslave_path: str | None = None
+        self._intr_path = intr_path  # a held Ctrl-C (see the module doc; KEYFOB_SIM_INTR)
+        self._holding = False
         self.exit_code: int | None = None
         self._wake_r, self._wake_w = os.pipe()
         _set_nonblocking(self._wake_r)
@@ -95,8 +122,10 @@ class PtyBridge:
 
     @property
     def is_running(self) -> bool:
+        # Until the bridge has settled a child's end (off for good, or the next child started
+        # by a reset), the token counts as on: then exit_code is set when this turns False.
         with self._lock:
-            return self._proc is not None and self._proc.poll() is None
+            return self._proc is not None
 
     @property
     def pid(self) -> int | None:
@@ -120,6 +149,10 @@ class PtyBridge:
         cfd, cslave = os.openpty()
         try:
             tty.setraw(cslave)
+            attrs = termios.tcgetattr(cslave)
+            attrs[6][termios.VINTR] = b"\x00"  # Ctrl-C off until the child's console says otherwise
+            termios.tcsetattr(cslave, termios.TCSANOW, attrs)
+            self._cslave_path = os.ttyname(cslave)
             self._proc = subprocess.Popen(
                 argv,
                 stdin=cslave,
@@ -138,6 +171,7 @@ class PtyBridge:
         _set_nonblocking(cfd)
         self._cfd = cfd
         self._killing = False
+        self._drop_hold()
         self._raw = False
         self._tail = b""
         self._last_in = b""
@@ -150,6 +184,7 @@ class PtyBridge:
             self._killing = True
             self._gate_until = None
             self._to_child.clear()
+            self._drop_hold()
         if proc is None:
             return
         try:
@@ -210,12 +245,13 @@ class PtyBridge:
                 wlist = []
                 if cfd is not None:
                     rlist.append(cfd)
-                    if self._to_child and self._gate_until is None:
+                    if self._to_child and self._gate_until is None and not self._holding:
                         wlist.append(cfd)
                 if self._to_host:
                     wlist.append(self._master)
+                wait = 0.002 if self._holding else 0.05  # holding: look at the child's state soon
             try:
-                r, w, _ = select.select(rlist, wlist, [], 0.05)
+                r, w, _ = select.select(rlist, wlist, [], wait)
             except (OSError, ValueError):
                 time.sleep(0.01)
                 continue
@@ -232,7 +268,7 @@ class PtyBridge:
                 if cfd is not None and cfd == self._cfd:
                     if cfd in r:
                         self._read_child(cfd)
-                    if cfd in w and self._cfd == cfd:
+                    if (cfd in w or self._holding) and self._cfd == cfd:
                         self._write_child(cfd)
                 if self._master in w:
                     self._write_host()
@@ -249,8 +285,11 @@ class PtyBridge:
         self._to_child += data
 
     def _write_child(self, cfd: int) -> None:
+        limit = self._ctrl_c(cfd) if self._intr_path is not None else len(self._to_child)
+        if not limit:
+            return
         try:
-            n = os.write(cfd, self._to_child)
+            n = os.write(cfd, self._to_child[:limit])
         except OSError as e:
             if e.errno != errno.EAGAIN:
                 self._to_child.clear()
@@ -258,6 +297,62 @@ class PtyBridge:
         if n:
             self._last_in = bytes(self._to_child[n - 1 : n])
             del self._to_child[:n]
+
+    def _ctrl_c(self, cfd: int) -> int:
+        """How many bytes of ``_to_child`` may go to the child now (Ctrl-C, see the module doc)."""
+        first = self._to_child.find(b"\x03")
+        if first < 0 and not self._holding:
+            return len(self._to_child)
+        state = _intr_state(cfd)
+        if state == "pending":
+            if first > 0 and not self._holding:
+                return first  # what came before the Ctrl-C goes in now
+            if not self._holding:
+                self._holding = True
+                try:
+                    os.close(os.open(self._intr_path, os.O_CREAT | os.O_WRONLY, 0o600))
+                except OSError:
+                    pass
+            return 0
+        if self._holding:
+            self._holding = False
+            try:
+                os.unlink(self._intr_path)
+            except FileNotFoundError:
+                # The child took the held Ctrl-C over (it raised it): gone, and with it
+                # what the child had not read yet.
+                del self._to_child[:1]
+                self._flush_child_input()
+                return self._ctrl_c(cfd)
+            except OSError:
+                pass
+        if state == "on" and b"\x03" in self._to_child:
+            # The port's USB stack clears its ring buffer on the interrupt char.
+            del self._to_child[: self._to_child.rfind(b"\x03")]
+            self._flush_child_input()
+        return len(self._to_child)
+
+    def _drop_hold(self) -> None:
+        self._holding = False
+        if self._intr_path is not None:
+            try:
+                os.unlink(self._intr_path)
+            except OSError:
+                pass
+
+    def _flush_child_input(self) -> None:
+        if self._cslave_path is None:
+            return
+        try:
+            fd = os.open(self._cslave_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            termios.tcflush(fd, termios.TCIFLUSH)
+        except termios.error:
+            pass
+        finally:
+            os.close(fd)
 
     def _read_child(self, cfd: int) -> None:
         try:
@@ -322,6 +417,17 @@ class PtyBridge:
         soft_reset = (
             not self._killing and not self._closed and rc == 0 and self._last_in == b"\x04"
         )
+        if not self._killing and not self._closed and rc == -signal.SIGUSR1:
+            # The sim reset itself (a wake-up from deep sleep): the next boot, at once.
+            pending = bytes(self._to_child)
+            try:
+                self._spawn(self._spawn_args(False))
+            except OSError:
+                pass
+            else:
+                self.resets += 1
+                self._to_child[:] = pending
+                return
         if soft_reset:
             nomain = self._raw
             pending = bytes(self._to_child)

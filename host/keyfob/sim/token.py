@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from keyfob.sim.screen import Screen
 
 SHORT_PRESS_MS = 80
+#: Control requests that ask and change nothing: repeated on the next process when the sim
+#: reset itself (a deep-sleep wake-up) before answering.
+_QUERIES = frozenset({"idle?", "screen?", "stats?", "clock?", "asleep?"})
 LONG_PRESS_MS = 2500
 
 #: The sim appends every picture its panel shows to this file (boards/sim/hw/ssd1306_emu.py).
@@ -175,11 +178,16 @@ class VirtualToken:
         blocks: int = flashimg.DEFAULT_BLOCKS,
         register: bool = False,
         frame_log: bool | str | os.PathLike = False,
+        sleep_resets: bool = False,
     ) -> None:
+        """``sleep_resets``: deep sleep ends in a reset, as on an ESP32 (every wake-up is a boot:
+        boot.py and main.py run again); by default the sim's deep_sleep() returns at the wake-up."""
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash_path = self.workdir / "flash.img"
         self.state_path = self.workdir / "rtc.json"
+        self.wake_path = self.workdir / "wake"  # why the sim reset itself (boards/sim/hw/bus.py)
+        self.sleep_resets = sleep_resets
         if image is not None:
             flashimg.copy(image, self.flash_path)
         elif not self.flash_path.exists():
@@ -192,7 +200,8 @@ class VirtualToken:
         self._ctrl = ControlServer(os.path.join(self._tmp, "ctrl.sock"))
         self._held = False
         self._boot: dict[str, str] = {}
-        self._bridge = PtyBridge(self._spawn_args, self._on_exit)
+        self._intr_path = os.path.join(self._tmp, "intr")  # a held Ctrl-C (keyfob.sim.pty)
+        self._bridge = PtyBridge(self._spawn_args, self._on_exit, intr_path=self._intr_path)
         self.port: str = self._bridge.port
         self.frame_log_path: Path | None = None
         if frame_log:
@@ -212,7 +221,11 @@ class VirtualToken:
             KEYFOB_SIM_FLASH=str(self.flash_path),
             KEYFOB_SIM_CTRL=self._ctrl.path,
             KEYFOB_SIM_STATE=str(self.state_path),
+            KEYFOB_SIM_WAKE=str(self.wake_path),
+            KEYFOB_SIM_INTR=self._intr_path,
         )
+        if self.sleep_resets:
+            env["KEYFOB_SIM_SLEEP"] = "reset"
         if self.frame_log_path is not None:
             env[FRAME_LOG_ENV] = str(self.frame_log_path)
         if nomain:
@@ -268,6 +281,7 @@ class VirtualToken:
         if cut_after_ops is not None:
             self._boot["KEYFOB_SIM_CUT_AFTER_OPS"] = str(int(cut_after_ops))
         gen = self._ctrl.generation
+        self.wake_path.unlink(missing_ok=True)  # a power-on is no wake-up
         self._bridge.start(nomain)
         self._ctrl.wait_connected(gen, timeout, alive=lambda: self._bridge.is_running)
 
@@ -305,9 +319,36 @@ class VirtualToken:
 
     # -- the button and the control socket -------------------------------------------
 
+    @property
+    def resets(self) -> int:
+        """How often the sim reset itself (deep-sleep wake-ups with ``sleep_resets``)."""
+        return self._bridge.resets
+
     def request(self, line: str, timeout: float = 10.0) -> str:
-        """One raw control-socket request (answered when the firmware is in idle())."""
-        return self._ctrl.request(line, timeout)
+        """One raw control-socket request (answered when the firmware is in idle()).
+
+        A query lost because the sim reset itself meanwhile is asked again of the next process."""
+        deadline = time.monotonic() + timeout
+        while True:
+            gen = self._ctrl.generation
+            try:
+                return self._ctrl.request(line, max(0.0, deadline - time.monotonic()))
+            except SimTimeout:
+                raise
+            except SimError:
+                if line.split()[0] not in _QUERIES or not self._reconnected(gen, deadline):
+                    raise
+
+    def _reconnected(self, gen: int, deadline: float) -> bool:
+        # True once a newer process is connected while the token stays on (the one that lost
+        # the request had reset itself); False when the token went off instead.
+        while time.monotonic() < deadline:
+            if not self.is_running:
+                return False
+            if self._ctrl.generation > gen and self._ctrl.connected:
+                return True
+            time.sleep(0.005)
+        return False
 
     def press(self, ms: int = SHORT_PRESS_MS, timeout: float = 10.0) -> None:
         """Press the button for ``ms``; returns when the firmware's idle() took it."""
