@@ -134,7 +134,7 @@ def test_cuts_at_random_instants_of_presses(make_token):
     log = tok.frames()
     last = -1  # the last counter whose code was seen
     cuts_without_code = 0
-    for n in range(8):
+    for n in range(8 if tok.board == "unix" else 4):  # the emulated chip boots slower
         _power_on(tok)
         assert _idle(tok), (rng_seed, n)
         _, _, log = _codes(tok, log)

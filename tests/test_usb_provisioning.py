@@ -34,7 +34,7 @@ from keyfob.sim.textread import text_lines
 from oracles import b32
 from oracles import kcv as kcv_of
 
-pytestmark = [pytest.mark.timeout(240), on_both_tiers]
+pytestmark = pytest.mark.timeout(240)
 
 DAY = 86400
 T0 = 1_767_225_615  # 2026-01-01 00:00:15 UTC: 15 s into a 30 s step
@@ -146,6 +146,7 @@ def wait_for_screen(tok, lines: list[str], timeout: float = 5.0) -> None:
 # --- 1. provision, lock, press -------------------------------------------------------------------------
 
 
+@on_both_tiers
 def test_provision_lock_press_shows_pyotp_codes(make_token):
     hotp = new_record(counter=secrets.randbelow(1000))
     totp = new_record(mode="totp", algorithm="sha256", digits=8, period=60)
@@ -194,6 +195,7 @@ def test_provision_lock_press_shows_pyotp_codes(make_token):
 # --- 3. reset needs the button; provision needs a reset ----------------------------------------------
 
 
+@on_both_tiers
 def test_reset_refused_without_button_then_wipes_with_it(make_token):
     rec = new_record()
     tok = make_token()
@@ -250,6 +252,7 @@ def test_reset_refused_without_button_then_wipes_with_it(make_token):
     assert run is not None and run.returncode == 0 and run.stdout.split() == ["2"], run
 
 
+@on_both_tiers
 def test_owners_2_s_press_while_a_usb_reset_waits_does_not_wipe(make_token):
     """Issue 10 point 4: someone with the USB cable asks for a RESET; the owner, seeing the screen
     light up, does what they always do: the 2 s press that shows the serial. Nothing is wiped; a
@@ -292,6 +295,7 @@ def _keyfob_reset(port: str) -> tuple[threading.Thread, dict]:
     return th, done
 
 
+@on_both_tiers
 def test_keyfob_reset_follows_the_scrub_and_says_done_only_at_its_end(make_token):
     """Issue 10 point 5: `keyfob reset` waits as long as the token reports progress (the scrub of a
     1 MiB flash here) and says done only after the token's final reply says the scrub completed."""
@@ -345,6 +349,7 @@ def _provisioned_token(make_token, name: str, rec: TokenRecord):
     return tok, info
 
 
+@on_both_tiers
 def test_power_up_hold_offers_factory_reset(make_token):
     # hold_ms: the button is down from power-up for that long, then lets go by itself
     # (the firmware polls the pin then).
@@ -376,6 +381,7 @@ def test_power_up_hold_offers_factory_reset(make_token):
 # --- 4. drift learning on a +40 ppm DS3231 ---------------------------------------------------------------
 
 
+@on_both_tiers
 def test_two_syncs_learn_4ppm_and_totp_is_right_four_months_later(make_token):
     """The DS3231 runs 4 ppm fast (a DS3231M may, within its +-5 ppm). Days "pass" by setting the
     chip to what it would show then: its reading now plus the days times (1 + 4e-6). True time is
@@ -528,6 +534,8 @@ def _bad_frames(good_fields: dict) -> list[tuple[str, bytes, str]]:
     return cases
 
 
+# The frame parser is the same firmware code on both tiers, with nothing of the port in it: the
+# unix tier only (the Pico tier's other tests send it good and bad bytes too).
 def test_every_bad_frame_gets_an_error_and_changes_nothing(make_token):
     rec = new_record()
     good = {"seed": rec.secret.hex(), "serial": rec.serial, "mode": "hotp", "algorithm": "sha1",

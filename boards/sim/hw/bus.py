@@ -290,6 +290,9 @@ class Silicon:
             self._poll.register(self.ctrl.sock, select.POLLIN)
         self._peek = select.poll()  # stdin alone, polled with timeout 0
         self._peek.register(sys.stdin, select.POLLIN)
+        self._ctrl_peek = select.poll()  # the control link alone (sleep_ms: a finger lifting)
+        if self.ctrl.sock is not None:
+            self._ctrl_peek.register(self.ctrl.sock, select.POLLIN)
 
     # -- USB -----------------------------------------------------------------------
 
@@ -334,7 +337,23 @@ class Silicon:
     def sleep_ms(self, ms):
         import time
         self._take_held()
+        self._finger()
         time.sleep_ms(ms)
+
+    def _finger(self):
+        # A button held by the host is let go (or pressed) whatever the firmware
+        # is doing, as a finger is: 'hold' and 'release' at the head of the
+        # control queue are taken in sleep_ms too (the firmware polls the pin
+        # there while it waits for a press to end). Everything else waits for idle().
+        c = self.ctrl
+        if c.sock is None:
+            return
+        if c.peek() is None and self._ctrl_peek.poll(0):
+            c.feed()
+        line = c.peek()
+        if line == 'release' or line == 'hold':
+            c.pop()
+            c.reply(self._answer(line))
 
     def idle(self, ms):
         self._take_held()

@@ -98,6 +98,16 @@ def screen_reply(tok) -> dict:
     }
 
 
+def settle(tok) -> None:
+    """Give a token that just powered on the time to reach its idle loop, so that what the user
+    sends next (mpremote's Ctrl-C) is not spent on a boot that has Ctrl-C off. A token with no
+    keyfob firmware never says idle on the unix tier: then this gives up after a few seconds."""
+    try:
+        tok.wait_idle(2 if tok.board == "unix" else 20)
+    except SimError:
+        pass
+
+
 class Daemon:
     def __init__(self, tok, board: str, workdir: Path):
         self.tok = tok
@@ -152,6 +162,7 @@ class Daemon:
         if cmd == "power":
             if req.get("on"):
                 tok.power_on(hold=bool(req.get("hold")))
+                settle(tok)
             else:
                 tok.power_off()
             self.write_state()
@@ -231,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         if not tok.state_path.exists():
             tok.set_clock(time.time())  # a fresh coin cell set to now, as the kit arrives
         tok.power_on()
+        if not getattr(tok, "in_bootsel", False):
+            settle(tok)
         daemon.serve()
     except SimError as exc:
         print(f"error: {exc}", file=sys.stderr)
