@@ -15,8 +15,9 @@ import time
 import pyotp
 import pytest
 import serial
+from test_lock_failsafe import _locked_token
 from test_lock_security import REPL_SIGNS
-from test_usb_provisioning import b32, new_record, open_client
+from test_usb_provisioning import b32
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -37,13 +38,7 @@ def _flood(port: str, stop: threading.Event, heard: bytearray) -> None:
 
 @pytest.mark.parametrize("tier", ["pico"], indirect=True)
 def test_ctrl_c_flood_through_fifty_boots_finds_no_repl(make_token, tier):
-    tok = make_token()
-    tok.power_on()
-    tok.wait_idle()
-    rec = new_record()
-    with open_client(tok) as client:
-        client.provision(rec)
-        client.lock()
+    tok, rec = _locked_token(make_token, "flood")
     tok.wait_idle()
     tok.cut_power()
     stop = threading.Event()

@@ -224,9 +224,7 @@ class PicoToken:
         self._windows = 0  # windows reported since power-on
         self._flash_ops = 0
         self._press_left = False  # a timed press is still down
-        self._txn: tuple[int, bytes] | None = None
         self._connected = 0  # USB CDC enumerations seen (power-on and resets)
-        self._power_ons = 0
         self._wanted_on = False
         self._cut_at: int | None = None  # flash op index the last power cut happened at
         self.exit_code: int | None = None
@@ -305,10 +303,8 @@ class PicoToken:
         self._emu_ms = 0
         self._quiet = self._windows = self._flash_ops = 0
         self._press_left = False
-        self._txn = None
         self._cut_at = None
         self.exit_code = None
-        self._power_ons += 1
         with open(self.workdir / "chip.log", "ab") as log:  # the emulator's own complaints
             self._proc = subprocess.Popen(
                 argv,
