@@ -24,6 +24,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyotp
@@ -187,3 +188,148 @@ def test_power_cut_at_every_flash_operation_of_a_reset_never_opens_a_token_holdi
     # later cut boots into finishing the scrub, then opens.
     assert kinds == {"open", "closed"}, kinds
     assert len(outcomes) == ops
+
+
+# --- the same on the emulated Pico: the real rp2 port's boot, its LittleFS and flash driver ------------
+
+# The Pico's filesystem is the port's own (1.4 MiB from 0xA0000): most of it is filled with a pad
+# file before provisioning, so that a reset is a few dozen flash operations and every one of them
+# can be booted. The pad holds zeros only; the seed's records and LittleFS's log of old records live
+# in the blocks left free, which the reset must scrub.
+PICO_FREE_BLOCKS = 8
+PAD = (
+    "import os\n"
+    "st = os.statvfs('/')\n"
+    "b = bytes(st[0])\n"
+    "with open('/pad.bin', 'wb') as f:\n"
+    "    for _ in range(st[3] - %d):\n"
+    "        f.write(b)\n"
+    "print('FREE', os.statvfs('/')[3])\n" % PICO_FREE_BLOCKS
+)
+# On a chip the thief reads the flash through rp2.Flash(); here the host reads the runner's
+# write-through flash file the moment the REPL opens (the firmware has then stopped), which is
+# the same bytes without an emulated megabyte of SHA-256. What the store would load is asked on
+# the chip.
+PICO_THIEF = (
+    "import hashlib, binascii, store\n"
+    "print('SEED', binascii.hexlify(hashlib.sha256(store.Store().seed).digest()).decode())\n"
+)
+
+
+def _pico_thief(port: str, timeout: float) -> str | None:
+    """Stock mpremote at the Pico's port: the digest it printed, or None when it got no REPL."""
+    try:
+        run = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, "exec", PICO_THIEF],
+                             capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    got = [line.split(" ", 1)[1] for line in run.stdout.splitlines() if line.startswith("SEED ")]
+    return got[0] if run.returncode == 0 and got else None
+
+
+@pytest.fixture(scope="module")
+def pico_reset(tmp_path_factory, pico_golden_flash):
+    """A locked, provisioned, pressed Pico image; the flash operations of its factory reset by
+    the power-up gesture, logged by the runner; -> (image, seed, ops)."""
+    from keyfob.sim.pico import PicoToken, flash_ops
+    from test_usb_provisioning import mpremote, new_record, open_client, screen_text
+
+    wd = tmp_path_factory.mktemp("reset-cut-pico")
+    rec = new_record()
+    with PicoToken(wd / "owner", image=pico_golden_flash) as tok:
+        tok.power_on()
+        tok.wait_idle(40)
+        run = mpremote(tok.port, "exec", PAD, timeout=120)
+        assert run is not None and run.stdout.startswith("FREE "), run and run.stdout + run.stderr
+        assert PICO_FREE_BLOCKS - 3 <= int(run.stdout.split()[1]) <= PICO_FREE_BLOCKS  # the pad's own index blocks
+        tok.power_off()
+        tok.power_on()
+        with open_client(tok) as client:
+            client.provision(rec)
+            client.lock()
+            for _ in range(20):
+                tok.press()
+                tok.wait_idle(40)
+            info = client.info()
+        assert info.locked and info.counter >= 15
+        tok.power_off()
+    image = wd / "locked.bin"
+    shutil.copyfile(wd / "owner" / "flash.bin", image)
+    assert seed_windows(image.read_bytes(), rec.secret) > 0  # the seed is on it: "none left" means something
+
+    log = wd / "reset.ops"
+    with PicoToken(wd / "reset", image=image) as tok:
+        # 1 s to count as held at power-up, then 5 s more to confirm (test_usb_provisioning).
+        tok.power_on(hold_ms=8000, op_log=log)
+        deadline = time.monotonic() + 120
+        while screen_text(tok) != ["Token", "wiped"]:
+            assert time.monotonic() < deadline, screen_text(tok)
+            tok.run_for(200)
+        tok.wait_idle(40)
+        tok.power_off()
+        final = tok.flash_path.read_bytes()
+    ops = flash_ops(log.read_bytes())
+    assert seed_windows(final, rec.secret) == 0
+    return image, rec.secret, ops, final
+
+
+def _pico_attack(image: bytes, index: int, seed: bytes, root: Path) -> tuple[int, str, int]:
+    from keyfob.sim.pico import PicoToken
+
+    wd = root / f"cut{index}"
+    wd.mkdir()
+    (wd / "flash.bin").write_bytes(image)
+    with PicoToken(wd) as tok:
+        tok.power_on()
+        # Once the boot has done its work (an interrupted scrub finished, or the locked token
+        # waiting): Ctrl-C while it runs is boot.py's first statement's job (test_lock_boot_flood).
+        tok.wait_idle(60)
+        got = _pico_thief(tok.port, timeout=10 * tok.patience)
+        now = tok.flash_path.read_bytes()  # as the REPL found it
+        tok.cut_power()
+    windows = seed_windows(now, seed)
+    if got is None:
+        return index, "closed", windows
+    if got == hashlib.sha256(seed).hexdigest():
+        return index, "open, store loads the seed", windows
+    return index, "open", windows
+
+
+@pytest.mark.parametrize("tier", ["pico"], indirect=True)
+def test_pico_power_cut_at_every_flash_operation_of_a_reset_never_opens_a_token_holding_the_seed(
+        pico_reset, tmp_path, tier):
+    from keyfob.sim.pico import PicoToken, apply_op
+
+    base, seed, ops, final = pico_reset
+    start = base.read_bytes()
+    assert len(ops) > 30, len(ops)  # the records' wipe and the scrub of every free block
+
+    # A power cut after n operations leaves the first n applied: rebuilt from the log, checked
+    # against the runner's own cut at two points (a program, and an erase cut once finished).
+    images = [start]
+    flash = bytearray(start)
+    for op in ops:
+        apply_op(flash, op)
+        images.append(bytes(flash))
+    assert images[-1] == final
+    erase = max(i for i, op in enumerate(ops) if op[0] == 0)
+    program = len(ops) // 2 if ops[len(ops) // 2][0] == 1 else len(ops) // 2 + 1
+    for n, erase_done in ((program, False), (erase, True)):
+        with PicoToken(tmp_path / f"real-cut-{n}", image=base) as tok:
+            tok.power_on(hold_ms=8000, cut_after_ops=n, cut_erase_done=erase_done)
+            deadline = time.monotonic() + 120
+            while tok.is_running:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert tok.cut_at == n
+            assert tok.flash_path.read_bytes() == images[n + erase_done]
+
+    outcomes = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(_pico_attack, img, i, seed, tmp_path) for i, img in enumerate(images)]
+        for f in concurrent.futures.as_completed(futures):
+            outcomes.append(f.result())
+    outcomes.sort()
+    bad = [(i, what, w) for i, what, w in outcomes if what not in ("open", "closed") or (what == "open" and w)]
+    assert not bad, f"{len(bad)} of {len(images)} cut points: first {bad[:10]}"
+    assert {what for _, what, _ in outcomes} == {"open", "closed"}

@@ -27,7 +27,9 @@
 //   was cut at a flash op (--cut-after-ops).
 //
 // Usage: node runner.mjs --bootrom ROM --flash FLASH.bin [--cut-after-ops N]
-//        [--cut-erase-done 0|1]
+//        [--cut-erase-done 0|1] [--op-log FILE]
+// --op-log appends every flash op as it is done: [op u8][offset u32][count u32], then for a
+// program its count bytes: a test rebuilds the flash as a cut after any op would leave it.
 import fs from 'node:fs';
 import { RP2040, USBCDC } from 'rp2040js';
 
@@ -98,6 +100,7 @@ const ROM_PROGRAM = romFunc('R'.charCodeAt(0) | ('P'.charCodeAt(0) << 8));
 const cutAfter = args['cut-after-ops'] === undefined ? -1 : Number(args['cut-after-ops']);
 const cutEraseDone = args['cut-erase-done'] === '1';
 let flashOps = 0;
+const opLog = args['op-log'] === undefined ? null : fs.openSync(args['op-log'], 'a');
 
 function cut(opIndex) {
   flushNow();
@@ -117,6 +120,10 @@ function flashOp(kind, offset, count, data) {
   } else {
     for (let i = 0; i < count; i++) mcu.flash[offset + i] &= data[i];
     fs.writeSync(flashFd, mcu.flash, offset, count, offset);
+  }
+  if (opLog !== null) {
+    const head = Buffer.concat([Buffer.from([kind]), u32(offset), u32(count)]);
+    fs.writeSync(opLog, kind === 0 ? head : Buffer.concat([head, Buffer.from(data)]));
   }
   if (cutHere) cut(index); // an erase that had finished when the power went
   send('F', Buffer.concat([u32(emuMs()), Buffer.from([kind]), u32(offset), u32(count)]));

@@ -139,6 +139,36 @@ def program_uf2(flash: bytearray, blocks: dict[int, bytes]) -> None:
         flash[off : off + len(payload)] = payload
 
 
+def flash_ops(log: bytes) -> list[tuple[int, int, int, bytes]]:
+    """The operations of a runner's ``--op-log``, in order, as (kind, offset, count, data):
+    kind 0 an erase (data empty), 1 a program."""
+    ops = []
+    at = 0
+    while at + 9 <= len(log):
+        kind, offset, count = struct.unpack_from("<BII", log, at)
+        at += 9
+        data = b""
+        if kind == 1:
+            data = log[at : at + count]
+            at += count
+        ops.append((kind, offset, count, data))
+    if at != len(log) or (ops and len(ops[-1][3]) != (ops[-1][2] if ops[-1][0] else 0)):
+        raise SimError("the flash op log ends in the middle of an operation")
+    return ops
+
+
+def apply_op(flash: bytearray, op: tuple[int, int, int, bytes]) -> None:
+    """One logged operation, by the NOR rules the runner applies: an erase sets 0xFF, a
+    program ANDs bits. Applying the first n ops of a log to the flash they started from gives
+    what a power cut after those n leaves: the runner writes each op through whole, in order."""
+    kind, offset, count, data = op
+    if kind == 0:
+        flash[offset : offset + count] = b"\xff" * count
+    else:
+        old = int.from_bytes(flash[offset : offset + count], "big")
+        flash[offset : offset + count] = (old & int.from_bytes(data, "big")).to_bytes(count, "big")
+
+
 # -- the chip ----------------------------------------------------------------------------------
 
 
@@ -272,6 +302,7 @@ class PicoToken:
         cut_erase_done: bool = False,
         timeout: float = 30.0,
         hold_ms: int | None = None,
+        op_log: str | os.PathLike | None = None,
     ) -> None:
         """Switch on. Returns once MicroPython's USB port is up (main.py is then starting), or
         at once when the chip has no boot image and shows its BOOTSEL drive instead.
@@ -290,13 +321,19 @@ class PicoToken:
                 self._show_bootsel()
                 return
             gen = self._connected
-            self._start_chip(cut_after_ops, cut_erase_done, hold_ms)
+            self._start_chip(cut_after_ops, cut_erase_done, hold_ms, op_log)
         self._wait(lambda: self._connected > gen or not self.is_running, timeout, "the Pico's USB port")
 
     def _start_chip(
-        self, cut_after_ops: int | None = None, cut_erase_done: bool = False, hold_ms: int | None = None
+        self,
+        cut_after_ops: int | None = None,
+        cut_erase_done: bool = False,
+        hold_ms: int | None = None,
+        op_log: str | os.PathLike | None = None,
     ) -> None:
         argv = ["node", str(self.runner), "--bootrom", str(self.inputs.bootrom), "--flash", str(self.flash_path)]
+        if op_log is not None:
+            argv += ["--op-log", str(Path(op_log).resolve())]
         if cut_after_ops is not None:
             argv += ["--cut-after-ops", str(int(cut_after_ops)), "--cut-erase-done", "1" if cut_erase_done else "0"]
         self._parts = _Parts(self.hwdir, self.state_path, self.oled_addr, self.frame_log_path, lambda: self._emu_ms)
