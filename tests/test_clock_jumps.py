@@ -24,9 +24,9 @@ import time
 import pyotp
 import pytest
 from click.testing import CliRunner
+from conftest import on_both_tiers
 from keyfob.cli import main
 from keyfob.device.client import Refused
-from conftest import on_both_tiers
 from oracles import b32
 from test_usb_provisioning import new_record, open_client, press_code
 
