@@ -1,4 +1,5 @@
-"""Issue 10 point 6: boards as people buy them, on the virtual token.
+"""Issue 10 point 6: boards as people buy them, on both tiers of the virtual token (the RC clock is
+the unix tier's ESP32-like board; a Pico's RTC runs from its crystal).
 
 - an OLED module strapped to 0x3D is found and shows the codes;
 - a board whose own clock is an RC oscillator (the sim's chip RTC stands for an ESP32's) and that
@@ -14,6 +15,7 @@ from __future__ import annotations
 import pyotp
 import pytest
 from click.testing import CliRunner
+from conftest import on_both_tiers
 from keyfob.cli import main
 from keyfob.device.client import Refused
 from oracles import b32
@@ -30,8 +32,9 @@ def _wait_for(out: bytearray, text: bytes, tok, tries: int = 50) -> bool:
     return text in bytes(out)
 
 
+@on_both_tiers
 def test_an_oled_at_0x3d_is_found_and_shows_the_codes(make_token):
-    tok = make_token("alt", env={"KEYFOB_SIM_OLED_ADDR": "0x3d"})
+    tok = make_token("alt", oled_addr=0x3D)
     out = tap(tok)
     tok.power_on()
     tok.wait_idle()
@@ -64,6 +67,7 @@ def test_no_ds3231_and_an_rc_clock_refuses_totp_with_one_clear_message(make_toke
         assert client.info().provisioned
 
 
+@on_both_tiers
 def test_a_loose_oled_leaves_a_token_that_answers_usb_and_says_what_failed(make_token, tmp_path, monkeypatch):
     monkeypatch.setenv("KEYFOB_SIM_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.setattr("serial.tools.list_ports.comports", lambda *a, **k: [])
@@ -76,7 +80,7 @@ def test_a_loose_oled_leaves_a_token_that_answers_usb_and_says_what_failed(make_
         client.lock()
     out = tap(tok)
     assert press_code(tok) == pyotp.HOTP(b32(rec.secret)).at(0)
-    tok.request("unplug 0x3c")  # the wire comes loose: every OLED transaction fails now
+    tok.unplug(0x3C)  # the wire comes loose: every OLED transaction fails now
     tok.press()
     tok.wait_idle()
     with open_client(tok) as client:
@@ -92,6 +96,7 @@ def test_a_loose_oled_leaves_a_token_that_answers_usb_and_says_what_failed(make_
     assert "failed: oled" in table, table
 
 
+@on_both_tiers
 def test_a_loose_ds3231_shows_clock_lost_and_answers_usb(make_token):
     tok = make_token("loosertc")
     tok.power_on()
@@ -101,7 +106,7 @@ def test_a_loose_ds3231_shows_clock_lost_and_answers_usb(make_token):
         client.provision(rec)
         client.settime()
         client.lock()
-    tok.request("unplug 0x68")
+    tok.unplug(0x68)
     tok.press()
     tok.wait_idle()
     assert screen_text(tok) == ["Clock lost", "set time"]

@@ -179,9 +179,13 @@ class VirtualToken:
         register: bool = False,
         frame_log: bool | str | os.PathLike = False,
         sleep_resets: bool = False,
+        oled_addr: int = 0x3C,
     ) -> None:
         """``sleep_resets``: deep sleep ends in a reset, as on an ESP32 (every wake-up is a boot:
-        boot.py and main.py run again); by default the sim's deep_sleep() returns at the wake-up."""
+        boot.py and main.py run again); by default the sim's deep_sleep() returns at the wake-up.
+        ``oled_addr``: 0x3C or 0x3D, where the panel answers (a module's address strap)."""
+        if oled_addr not in (0x3C, 0x3D):
+            raise SimError("the OLED answers at 0x3C or 0x3D")
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash_path = self.workdir / "flash.img"
@@ -194,6 +198,8 @@ class VirtualToken:
             flashimg.blank(self.flash_path, blocks)
         self.heapsize = heapsize
         self.extra_env = dict(env or {})
+        if oled_addr != 0x3C:
+            self.extra_env["KEYFOB_SIM_OLED_ADDR"] = hex(oled_addr)
         self.hwdir = Path(hwdir).resolve() if hwdir else hw_dir().resolve()
         self._exe = micropython_exe()
         self._tmp = tempfile.mkdtemp(prefix="kfsim-")
@@ -323,6 +329,10 @@ class VirtualToken:
     def resets(self) -> int:
         """How often the sim reset itself (deep-sleep wake-ups with ``sleep_resets``)."""
         return self._bridge.resets
+
+    def unplug(self, addr: int) -> None:
+        """Pull a part off the bus (a loose wire): it stops answering, also to scan()."""
+        self.request(f"unplug {addr:#04x}")
 
     def request(self, line: str, timeout: float = 10.0) -> str:
         """One raw control-socket request (answered when the firmware is in idle()).
