@@ -67,6 +67,9 @@ def read_seed_file(
     """
     where = os.fspath(path)
     data = read_limited(path)
+    if not data.removeprefix(_BOM).strip():
+        # Before sniffing: with no content there is no format to name.
+        raise FormatError(f"{where}: empty file")
     kind = detect_format(data)
     if kind != "pskc" and (key is not None or passphrase is not None):
         what = "an OATH CSV file" if kind == "csv" else "an otpauth URI file"
