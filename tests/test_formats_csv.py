@@ -126,8 +126,9 @@ def test_one_bad_line_fails_the_file_with_its_number(tmp_path, case):
 
 
 def test_empty_and_header_only_files(tmp_path):
+    with pytest.raises(FormatError, match="empty file"):
+        read_seed_file(write(tmp_path, "empty.csv", ""))
     for name, text in {
-        "empty.csv": "",
         "header.csv": "serial,seed,type,digits,counter\n",
         "blank.csv": "\n# x\n",
     }.items():
