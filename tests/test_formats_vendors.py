@@ -8,10 +8,61 @@ model, and empty files.
 
 from __future__ import annotations
 
+import base64
+import hmac
+import secrets
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from keyfob.cli import main
 from keyfob.formats import FormatError, read_seed_file
+
+NS = "urn:ietf:params:xml:ns:keyprov:pskc"
+HOTP = f"{NS}:hotp"
+TOTP = f"{NS}:totp"
+# A seed as some files write it (RFC 4226 appendix D's, in hex): planted in fields that are not
+# seeds, it must never come back in a message.
+PLANT = "3132333435363738393031323334353637383930"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def package(
+    serial: str = "VX-1001",
+    *,
+    secret: str | None = None,
+    algorithm: str = HOTP,
+    parameters: str = '<ResponseFormat Length="6" Encoding="DECIMAL"/>',
+    data: str = "<Counter><PlainValue>0</PlainValue></Counter>",
+    policy: str = "",
+    device: str = "<Manufacturer>oath.VX</Manufacturer><Model>VX-One</Model>",
+) -> str:
+    """One KeyPackage laid out as in RFC 6030 Figure 3 (DeviceInfo, CryptoModuleInfo, Key)."""
+    secret = b64(secrets.token_bytes(20)) if secret is None else secret
+    return f"""
+  <KeyPackage>
+    <DeviceInfo>{device}<SerialNo>{serial}</SerialNo></DeviceInfo>
+    <CryptoModuleInfo><Id>CM_ID_001</Id></CryptoModuleInfo>
+    <Key Id="{serial}" Algorithm="{algorithm}">
+      <Issuer>Issuer</Issuer>
+      <AlgorithmParameters>{parameters}</AlgorithmParameters>
+      <Data>
+        <Secret><PlainValue>{secret}</PlainValue></Secret>
+        {data}
+      </Data>{policy}
+    </Key>
+  </KeyPackage>"""
+
+
+def container(*packages: str, head: str = "", version: str = "1.0") -> str:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<KeyContainer Version="{version}" Id="batch-7" xmlns="{NS}"
+    xmlns:ds="http://www.w3.org/2000/09/xmldsig#" xmlns:xenc="http://www.w3.org/2001/04/xmlenc#">{head}{"".join(packages)}
+</KeyContainer>
+"""
 
 
 def write(tmp_path: Path, name: str, data: str | bytes) -> Path:
@@ -29,3 +80,265 @@ def test_an_empty_file_is_called_empty(tmp_path, content, unlock):
     with pytest.raises(FormatError) as err:
         read_seed_file(write(tmp_path, "seeds.pskc", content), **unlock)
     assert str(err.value) == f"{tmp_path / 'seeds.pskc'}: empty file"
+
+
+# ----------------------------------------------------------------------------- strict base64
+
+
+def test_hex_where_base64_belongs_is_refused_with_the_element_named(tmp_path):
+    """A 20-byte seed written in hex is 40 base64 letters: leniently that is a 30-byte garbage seed."""
+    seed = secrets.token_bytes(20)
+    good = read_seed_file(write(tmp_path, "good.pskc", container(package(secret=b64(seed)))))
+    assert hmac.compare_digest(good[0].secret, seed)
+    with pytest.raises(FormatError) as err:
+        read_seed_file(write(tmp_path, "hex.pskc", container(package(secret=seed.hex()))))
+    message = str(err.value)
+    assert "key package 1 (serial VX-1001): Key/Data/Secret/PlainValue is hex, where RFC 6030 wants base64" in message
+    assert seed.hex() not in message
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda text: text + "garbage",  # letters after the padding
+        lambda text: text + "=",  # one '=' too many
+        lambda text: text[:-1],  # padding cut short
+        lambda text: text.replace("=", "") + "!",  # not a base64 letter
+    ],
+)
+def test_trailing_garbage_and_bad_padding_are_refused(tmp_path, spoil):
+    secret = spoil(b64(secrets.token_bytes(20)))
+    with pytest.raises(FormatError, match=r"Key/Data/Secret/PlainValue is not valid base64"):
+        read_seed_file(write(tmp_path, "bad.pskc", container(package(secret=secret))))
+
+
+def test_base64_split_over_lines_is_still_read(tmp_path):
+    """xs:base64Binary allows whitespace, and vendors wrap long values (RFC 6030 Figure 6 does)."""
+    seed = secrets.token_bytes(32)
+    text = b64(seed)
+    wrapped = f"\n          {text[:20]}\n          {text[20:]}\n        "
+    (record,) = read_seed_file(write(tmp_path, "wrapped.pskc", container(package(secret=wrapped))))
+    assert hmac.compare_digest(record.secret, seed)
+
+
+def test_a_bad_cipher_value_is_named_too(tmp_path):
+    head = """
+  <MACMethod Algorithm="http://www.w3.org/2000/09/xmldsig#hmac-sha1">
+    <MACKey>
+      <xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>
+      <xenc:CipherData><xenc:CipherValue>AAAA====</xenc:CipherValue></xenc:CipherData>
+    </MACKey>
+  </MACMethod>"""
+    with pytest.raises(FormatError, match=r"bad-mac.pskc: MACMethod/MACKey/CipherData/CipherValue is not valid"):
+        read_seed_file(write(tmp_path, "bad-mac.pskc", container(package(), head=head)), key=bytes(16))
+
+
+# ----------------------------------------------------------------------------- malformed values named
+
+
+@pytest.mark.parametrize(
+    ("change", "element"),
+    [
+        ({"data": "<Counter><PlainValue>1_000</PlainValue></Counter>"}, "Key/Data/Counter/PlainValue"),
+        (
+            {"parameters": '<ResponseFormat Length="six" Encoding="DECIMAL"/>'},
+            "Key/AlgorithmParameters/ResponseFormat@Length",
+        ),
+        (
+            {"parameters": '<ResponseFormat Length="6" Encoding="DECIMAL" CheckDigits="maybe"/>'},
+            "Key/AlgorithmParameters/ResponseFormat@CheckDigits",
+        ),
+        ({"policy": "<Policy><StartDate>next tuesday</StartDate></Policy>"}, "Key/Policy/StartDate"),
+        ({"device": "<ExpiryDate>2026-02-30T00:00:00Z</ExpiryDate>"}, "DeviceInfo/ExpiryDate"),
+        (
+            {"algorithm": TOTP, "data": "<TimeInterval><PlainValue>30s</PlainValue></TimeInterval>"},
+            "Key/Data/TimeInterval/PlainValue",
+        ),
+        (
+            {"algorithm": TOTP, "data": "<TimeDrift><PlainValue>- 2</PlainValue></TimeDrift>"},
+            "Key/Data/TimeDrift/PlainValue",
+        ),
+    ],
+)
+def test_a_malformed_value_names_its_element(tmp_path, change, element):
+    with pytest.raises(FormatError) as err:
+        read_seed_file(write(tmp_path, "bad.pskc", container(package(**change))))
+    assert f"key package 1 (serial VX-1001): {element} is not" in str(err.value)
+    assert "ValueError" not in str(err.value)
+
+
+def test_the_second_package_is_the_one_named(tmp_path):
+    bad = package("VX-1002", data="<Counter><PlainValue>ten</PlainValue></Counter>")
+    with pytest.raises(FormatError, match=r"key package 2 \(serial VX-1002\): Key/Data/Counter/PlainValue"):
+        read_seed_file(write(tmp_path, "two.pskc", container(package(), bad)))
+
+
+# ----------------------------------------------------------------------------- what is not supported
+
+
+def figure_8_style(seed_cipher: bytes) -> str:
+    """RFC 6030 section 6.3 (Figure 8): the seeds encrypted to the RSA key of an X.509 certificate."""
+    head = f"""
+  <EncryptionKey>
+    <ds:X509Data><ds:X509Certificate>{b64(secrets.token_bytes(300))}</ds:X509Certificate></ds:X509Data>
+  </EncryptionKey>"""
+    encrypted = f"""<EncryptedValue>
+          <xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#rsa_1_5"/>
+          <xenc:CipherData><xenc:CipherValue>{b64(seed_cipher)}</xenc:CipherValue></xenc:CipherData>
+        </EncryptedValue>"""
+    text = container(package(), head=head)
+    start = text.index("<PlainValue>", text.index("<Secret>"))
+    end = text.index("</PlainValue>", start) + len("</PlainValue>")
+    return text[:start] + encrypted + text[end:]
+
+
+@pytest.mark.parametrize("unlock", [{}, {"key": bytes(16)}, {"passphrase": "qwerty"}])
+def test_asymmetric_key_transport_is_named(tmp_path, unlock):
+    path = write(tmp_path, "rsa.pskc", figure_8_style(secrets.token_bytes(128)))
+    with pytest.raises(FormatError, match="asymmetric key transport .* is not supported") as err:
+        read_seed_file(path, **unlock)
+    assert "pre-shared key or the passphrase" not in str(err.value).split("not supported")[0]
+
+
+def test_rsa_oaep_without_a_certificate_is_asymmetric_too(tmp_path):
+    text = figure_8_style(secrets.token_bytes(128)).replace("rsa_1_5", "rsa-oaep-mgf1p")
+    text = text.replace(text[text.index("<EncryptionKey>") : text.index("</EncryptionKey>") + 16], "")
+    with pytest.raises(FormatError, match="asymmetric key transport"):
+        read_seed_file(write(tmp_path, "oaep.pskc", text))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {
+            "algorithm": f"{NS}#OCRA-1",
+            "parameters": "<Suite>OCRA-1:HOTP-SHA1-6:QN08</Suite>"
+            '<ChallengeFormat Encoding="DECIMAL" Min="8" Max="8"/><ResponseFormat Length="6" Encoding="DECIMAL"/>',
+        },
+        {"parameters": '<Suite>OCRA-1:HOTP-SHA256-8:C-QN08</Suite><ResponseFormat Length="8" Encoding="DECIMAL"/>'},
+    ],
+)
+def test_ocra_keys_are_named(tmp_path, change):
+    with pytest.raises(
+        FormatError, match=r"serial VX-1001\): OCRA \(challenge-response, RFC 6287\) keys are not supported"
+    ):
+        read_seed_file(write(tmp_path, "ocra.pskc", container(package(**change))))
+
+
+# ----------------------------------------------------------------------------- nothing quoted but the serial
+
+FIGURE_7_HEAD = """
+  <EncryptionKey>
+    <DerivedKey xmlns="http://www.w3.org/2009/xmlenc11#">
+      <KeyDerivationMethod Algorithm="{kdf}">
+        <PBKDF2-params xmlns="http://www.rsasecurity.com/rsalabs/pkcs/schemas/pkcs-5v2-0#">
+          <Salt><Specified>Ej7/PEpyEpw=</Specified></Salt>
+          <IterationCount>1000</IterationCount><KeyLength>16</KeyLength>
+          <PRF Algorithm="{prf}"/>
+        </PBKDF2-params>
+      </KeyDerivationMethod>
+      <MasterKeyName>My Password 1</MasterKeyName>
+    </DerivedKey>
+  </EncryptionKey>"""
+PBKDF2 = "http://www.rsasecurity.com/rsalabs/pkcs/schemas/pkcs-5v2-0#pbkdf2"
+HMAC_SHA1 = "http://www.w3.org/2000/09/xmldsig#hmac-sha1"
+
+
+def encrypted_secret(text: str, algorithm: str) -> str:
+    """``text`` with its plain secret replaced by an (undecryptable) EncryptedValue and a ValueMAC."""
+    start = text.index("<PlainValue>", text.index("<Secret>"))
+    end = text.index("</PlainValue>", start) + len("</PlainValue>")
+    value = f"""<EncryptedValue>
+          <xenc:EncryptionMethod Algorithm="{algorithm}"/>
+          <xenc:CipherData><xenc:CipherValue>{b64(secrets.token_bytes(48))}</xenc:CipherValue></xenc:CipherData>
+        </EncryptedValue><ValueMAC>{b64(secrets.token_bytes(20))}</ValueMAC>"""
+    return text[:start] + value + text[end:]
+
+
+def mac_head(algorithm: str) -> str:
+    return f"""
+  <MACMethod Algorithm="{algorithm}">
+    <MACKey>
+      <xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>
+      <xenc:CipherData><xenc:CipherValue>{b64(secrets.token_bytes(48))}</xenc:CipherValue></xenc:CipherData>
+    </MACKey>
+  </MACMethod>"""
+
+
+AES128 = "http://www.w3.org/2001/04/xmlenc#aes128-cbc"
+PLANTED = {
+    "Version": (lambda: container(package(), version=PLANT), {}),
+    "Key@Algorithm": (lambda: container(package(algorithm=PLANT)), {}),
+    "ResponseFormat@Encoding": (
+        lambda: container(package(parameters=f'<ResponseFormat Length="6" Encoding="{PLANT}"/>')),
+        {},
+    ),
+    "ResponseFormat@Length": (
+        lambda: container(package(parameters=f'<ResponseFormat Length="{PLANT}" Encoding="DECIMAL"/>')),
+        {},
+    ),
+    "Suite": (
+        lambda: container(package(parameters=f'<Suite>{PLANT}</Suite><ResponseFormat Length="6" Encoding="DECIMAL"/>')),
+        {},
+    ),
+    "Counter": (lambda: container(package(data=f"<Counter><PlainValue>{PLANT}</PlainValue></Counter>")), {}),
+    "StartDate": (lambda: container(package(policy=f"<Policy><StartDate>{PLANT}</StartDate></Policy>")), {}),
+    "EncryptionMethod@Algorithm": (
+        lambda: encrypted_secret(container(package(), head=mac_head(HMAC_SHA1)), PLANT),
+        {"key": bytes(16)},
+    ),
+    "MACMethod@Algorithm": (
+        lambda: encrypted_secret(container(package(), head=mac_head(PLANT)), AES128),
+        {"key": bytes(16)},
+    ),
+    "KeyDerivationMethod@Algorithm": (
+        lambda: encrypted_secret(container(package(), head=FIGURE_7_HEAD.format(kdf=PLANT, prf=HMAC_SHA1)), AES128),
+        {"passphrase": "qwerty"},
+    ),
+    "PRF@Algorithm": (
+        lambda: encrypted_secret(container(package(), head=FIGURE_7_HEAD.format(kdf=PBKDF2, prf=PLANT)), AES128),
+        {"passphrase": "qwerty"},
+    ),
+}
+
+
+@pytest.fixture
+def verifier_env(tmp_path, monkeypatch):
+    monkeypatch.delenv("KEYFOB_KEY", raising=False)
+    monkeypatch.setenv("KEYFOB_DB", str(tmp_path / "v.db"))
+    monkeypatch.setenv("KEYFOB_KEY_FILE", str(tmp_path / "keys" / "v.key"))
+    monkeypatch.setenv("KEYFOB_TRANSPORT_KEY_FILE", str(tmp_path / "no-transport.key"))
+    monkeypatch.setenv("KEYFOB_ARGON2_PROFILE", "fast")
+    assert cli("server", "init").exit_code == 0
+    return tmp_path
+
+
+def cli(*args: object, input: str | None = None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+@pytest.mark.parametrize("field", sorted(PLANTED))
+def test_no_message_quotes_a_field_of_the_file(tmp_path, verifier_env, field):
+    make, unlock = PLANTED[field]
+    path = write(tmp_path, "planted.pskc", make())
+    with pytest.raises(FormatError) as err:
+        read_seed_file(path, **unlock)
+    assert PLANT not in str(err.value)
+    assert "serial VX-1001" in str(err.value) or field in (
+        "Version",
+        "EncryptionMethod@Algorithm",
+        "MACMethod@Algorithm",
+        "KeyDerivationMethod@Algorithm",
+        "PRF@Algorithm",
+    )
+    args = ["token", "import", path]
+    stdin = None
+    if "key" in unlock:
+        args += ["--key", unlock["key"].hex()]
+    if "passphrase" in unlock:
+        args += ["--passphrase-stdin"]
+        stdin = unlock["passphrase"] + "\n"
+    result = cli(*args, input=stdin)
+    assert result.exit_code != 0
+    assert PLANT not in result.stdout + result.stderr
+    assert cli("token", "list", "--json").stdout.strip() == "[]"

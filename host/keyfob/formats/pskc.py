@@ -42,6 +42,7 @@ from keyfob.formats._common import (
     hash_from_seed_length,
     write_private,
 )
+from keyfob.formats.pskc_checks import check_values, package_label
 from keyfob.records import RecordError, TokenRecord
 
 ALGORITHM_URIS = {
@@ -81,10 +82,10 @@ def coerce_key(key: bytes | str, where: str) -> bytes:
 # --------------------------------------------------------------------------- reading
 
 
-def _safe_check(data: bytes, where: str) -> None:
+def _safe_check(data: bytes, where: str) -> ElementTree.Element:
     """Parse with defusedxml first: no DTD at all, so no entities, no XXE, no billion laughs."""
     try:
-        defusedxml.ElementTree.fromstring(data, forbid_dtd=True)
+        return defusedxml.ElementTree.fromstring(data, forbid_dtd=True)
     except defusedxml.DTDForbidden:
         raise FormatError(f"{where}: XML with a document type declaration (DTD) is refused") from None
     except defusedxml.EntitiesForbidden:
@@ -98,6 +99,41 @@ def _safe_check(data: bytes, where: str) -> None:
         raise FormatError(
             f"{where}: not well-formed XML (truncated or damaged?) at line {line}, column {column}"
         ) from None
+
+
+# python-pskc's messages that quote nothing from the file; any other (e.g. "Unsupported
+# algorithm: 'x'", "Unsupported version 'x'") is replaced by the fixed text of its first words.
+_FIXED_REASONS = {
+    "No algorithm specified": "no encryption algorithm is given",
+    "Invalid padding": "the decrypted value has invalid padding",
+    "No key available": "no key to decrypt with",
+    "Invalid key length": "the key has the wrong length for the encryption algorithm",
+    "Incomplete PBKDF2 configuration": "the PBKDF2 parameters are incomplete",
+    "MAC value does not match": "MAC value does not match",
+    "Ciphertext length wrong": "the encrypted value has the wrong length",
+    "IV does not match": "the key wrap check failed",
+    "CMS key checksum error": "the key wrap check failed",
+    "Missing KeyContainer": "no KeyContainer element",
+    "Error parsing XML": "not well-formed XML",
+}
+_QUOTING_REASONS = (
+    ("Unsupported version", "the PSKC version is not supported (only 1.0)"),
+    ("Unsupported MAC algorithm", "the MAC algorithm is not supported"),
+    ("Unsupported PRF", "the PBKDF2 pseudorandom function is not supported"),
+    ("Pseudorandom function unsupported", "the PBKDF2 pseudorandom function is not supported"),
+    ("Unsupported algorithm", "the encryption or key derivation algorithm is not supported"),
+)
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong in python-pskc, in words that quote nothing from the file."""
+    text = str(exc)
+    if text in _FIXED_REASONS:
+        return _FIXED_REASONS[text]
+    for start, reason in _QUOTING_REASONS:
+        if text.startswith(start):
+            return reason
+    return f"python-pskc refused it ({type(exc).__name__})"
 
 
 def _has_encrypted_values(container: pskc.PSKC) -> bool:
@@ -126,13 +162,16 @@ def _unlock(container: pskc.PSKC, key: bytes | str | None, passphrase: str | Non
         try:
             encryption.derive_key(passphrase)
         except PSKCError as exc:
-            raise FormatError(f"{where}: cannot derive the key from the passphrase: {exc}") from None
+            raise FormatError(f"{where}: cannot derive the key from the passphrase: {_reason(exc)}") from None
     elif key is not None:
         encryption.key = coerce_key(key, where)
 
 
 def _profile(pskc_key: pskc.key.Key, what: str) -> str:
-    match = _PROFILE_RE.search((pskc_key.algorithm or "").strip())
+    algorithm = (pskc_key.algorithm or "").strip()
+    if "ocra" in algorithm.lower() or (pskc_key.algorithm_suite or "").strip().upper().startswith("OCRA"):
+        raise FormatError(f"{what}: OCRA (challenge-response, RFC 6287) keys are not supported")
+    match = _PROFILE_RE.search(algorithm)
     if not match:
         raise FormatError(f"{what}: the key's algorithm is neither HOTP nor TOTP")
     return match.group(1).lower()
@@ -167,9 +206,8 @@ def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
         algorithm = hash_from_seed_length(len(secret))
         if algorithm is None:
             raise FormatError(f"{what}: a {len(secret)}-byte seed means SHA-512, which is not supported")
-    encoding = (pskc_key.response_encoding or "DECIMAL").strip().upper()
-    if encoding != "DECIMAL":
-        raise FormatError(f"{what}: response encoding {encoding} is not supported (only DECIMAL)")
+    if (pskc_key.response_encoding or "DECIMAL").strip().upper() != "DECIMAL":
+        raise FormatError(f"{what}: the response encoding is not supported (only DECIMAL)")
     if pskc_key.response_check:
         raise FormatError(f"{what}: responses with a Luhn check digit are not supported")
     return TokenRecord(
@@ -189,13 +227,14 @@ def parse_pskc(
     data: bytes, where: str, key: bytes | str | None = None, passphrase: str | None = None
 ) -> list[TokenRecord]:
     """The tokens in a PSKC document (``where`` names it in error messages)."""
-    _safe_check(data, where)
+    check_values(_safe_check(data, where), where)
     try:
         container = pskc.PSKC(io.BytesIO(data))
     except PSKCError as exc:
-        raise FormatError(f"{where}: not a PSKC file: {exc}") from None
+        raise FormatError(f"{where}: not a PSKC file: {_reason(exc)}") from None
     except (ValueError, TypeError) as exc:
-        raise FormatError(f"{where}: not a PSKC file: malformed value ({type(exc).__name__})") from None
+        # check_values names the element for every value it knows; this is the rest.
+        raise FormatError(f"{where}: not a PSKC file: a malformed value ({type(exc).__name__})") from None
     _unlock(container, key, passphrase, where)
     keys = container.keys
     if not keys:
@@ -203,7 +242,7 @@ def parse_pskc(
     records = []
     for number, pskc_key in enumerate(keys, start=1):
         serial = (pskc_key.serial or "").strip()
-        what = f"{where}: key package {number}" + (f" (serial {serial})" if serial else "")
+        what = package_label(where, number, serial)
         if not serial:
             raise FormatError(f"{what}: has no serial number (DeviceInfo/SerialNo)")
         try:
@@ -218,12 +257,12 @@ def parse_pskc(
                     f"{where}: the seeds are encrypted: give the pre-shared key or the passphrase"
                 ) from None
             raise FormatError(
-                f"{what}: cannot decrypt (wrong key or passphrase, or the file was altered): {exc}"
+                f"{what}: cannot decrypt (wrong key or passphrase, or the file was altered): {_reason(exc)}"
             ) from None
         except PSKCError as exc:
-            raise FormatError(f"{what}: {exc}") from None
+            raise FormatError(f"{what}: {_reason(exc)}") from None
         except (ValueError, TypeError) as exc:
-            raise FormatError(f"{what}: malformed value ({type(exc).__name__})") from None
+            raise FormatError(f"{what}: a malformed value ({type(exc).__name__})") from None
     return records
 
 
