@@ -9,6 +9,7 @@ model, and empty files.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import secrets
 from pathlib import Path
@@ -342,3 +343,91 @@ def test_no_message_quotes_a_field_of_the_file(tmp_path, verifier_env, field):
     assert result.exit_code != 0
     assert PLANT not in result.stdout + result.stderr
     assert cli("token", "list", "--json").stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- SHA-512
+
+# RFC 6238 appendix B: the SHA-512 seed is "1234567890" repeated to 64 bytes, 8 digits, 30 s.
+RFC6238_SHA512_SEED = b"1234567890" * 6 + b"1234"
+RFC6238_SHA512 = {59: "90693936", 1111111109: "25091201", 1234567890: "93441116", 20000000000: "47863826"}
+
+
+class Clock:
+    def __init__(self, t: float):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def sha512_file(tmp_path: Path, seeds: dict[str, bytes]) -> Path:
+    """multiOTP-style: the hash in AlgorithmParameters/Suite, a TOTP and a HOTP key."""
+    packages = [
+        package(
+            "MO-TOTP",
+            secret=b64(seeds["totp"]),
+            algorithm=TOTP,
+            parameters='<Suite>HMAC-SHA512</Suite><ResponseFormat Length="8" Encoding="DECIMAL"/>',
+            data="<TimeInterval><PlainValue>30</PlainValue></TimeInterval>",
+        ),
+        package(
+            "MO-HOTP",
+            secret=b64(seeds["hotp"]),
+            parameters='<Suite>HMAC-SHA512</Suite><ResponseFormat Length="6" Encoding="DECIMAL"/>',
+            data="<Counter><PlainValue>5</PlainValue></Counter>",
+        ),
+    ]
+    return write(tmp_path, "multiotp.pskc", container(*packages))
+
+
+def test_sha512_keys_import_and_their_codes_verify(tmp_path):
+    import pyotp
+    from keyfob.otp import hotp, totp
+    from keyfob.verifier import Policy, Verifier
+
+    seeds = {"totp": RFC6238_SHA512_SEED, "hotp": secrets.token_bytes(64)}
+    totp_record, hotp_record = read_seed_file(sha512_file(tmp_path, seeds))
+    assert (totp_record.algorithm, hotp_record.algorithm) == ("sha512", "sha512")
+    ref_totp = pyotp.TOTP(base64.b32encode(seeds["totp"]).decode(), digits=8, digest=hashlib.sha512)
+    ref_hotp = pyotp.HOTP(base64.b32encode(seeds["hotp"]).decode(), digits=6, digest=hashlib.sha512)
+    for moment, code in RFC6238_SHA512.items():
+        assert ref_totp.at(moment) == totp(totp_record.secret, moment, 30, 8, "sha512") == code
+    # A 64-byte seed without a Suite means SHA-512 too (RFC 6238: the seed is as long as the hash).
+    no_suite = sha512_file(tmp_path, seeds).read_text().replace("<Suite>HMAC-SHA512</Suite>", "")
+    assert {r.algorithm for r in read_seed_file(write(tmp_path, "no-suite.pskc", no_suite))} == {"sha512"}
+
+    clock = Clock(1_700_000_000.0)
+    v = Verifier.init(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
+    try:
+        assert sorted(v.import_seed_file(tmp_path / "multiotp.pskc")) == ["MO-HOTP", "MO-TOTP"]
+        v.add_user("ann", "pw ann 1234")
+        v.add_user("bob", "pw bob 1234")
+        assert v.link("ann", "MO-TOTP", ref_totp.at(int(clock.t))).accepted
+        assert v.link("bob", "MO-HOTP", ref_hotp.at(5)).accepted
+        clock.t += 30
+        assert v.check_code("ann", ref_totp.at(int(clock.t))).accepted
+        assert v.check_code("bob", ref_hotp.at(6)).accepted
+        assert hotp(seeds["hotp"], 7, 6, "sha512") == ref_hotp.at(7)
+        # a SHA-1 code from the same seed is not a SHA-512 code
+        sha1_code = pyotp.HOTP(base64.b32encode(seeds["hotp"]).decode(), digits=6).at(7)
+        assert sha1_code == ref_hotp.at(7) or not v.check_code("bob", sha1_code).accepted
+    finally:
+        v.close()
+
+
+def test_sha512_in_csv_and_otpauth(tmp_path):
+    seed = secrets.token_bytes(64)
+    (by_column,) = read_seed_file(write(tmp_path, "a.csv", f"CSV-1,{seed.hex()},totp,6,30,sha512\n"))
+    (by_length,) = read_seed_file(write(tmp_path, "b.csv", f"CSV-2,{seed.hex()},hotp,6,0\n"))
+    secret = base64.b32encode(seed).decode().rstrip("=")
+    (by_uri,) = read_seed_file(write(tmp_path, "c.txt", f"otpauth://totp/ACME:u1?secret={secret}&algorithm=SHA512\n"))
+    assert by_column.algorithm == by_length.algorithm == by_uri.algorithm == "sha512"
+
+
+def test_keyfob_tokens_still_get_sha1_or_sha256_only():
+    from keyfob.provision import ProvisionError, new_record
+    from keyfob.serials import make_serial
+
+    assert new_record(make_serial(1), "totp", "sha256").algorithm == "sha256"
+    with pytest.raises(ProvisionError, match="algorithm must be one of sha1, sha256"):
+        new_record(make_serial(2), "totp", "sha512")

@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MODES = ("hotp", "totp")
-ALGORITHMS = ("sha1", "sha256")
+#: keyfob tokens use SHA-1 or SHA-256 (``SEED_LENGTHS``: what provisioning makes); SHA-512 comes
+#: only with other vendors' tokens the verifier imports (RFC 6238 allows it for TOTP, and HOTP
+#: servers such as multiOTP use it for both)
+ALGORITHMS = ("sha1", "sha256", "sha512")
 DIGITS = (6, 8)
 PERIODS = (30, 60)
 SEED_LENGTHS = {"sha1": 20, "sha256": 32}
