@@ -283,6 +283,7 @@ PLANTED = {
         {},
     ),
     "Counter": (lambda: container(package(data=f"<Counter><PlainValue>{PLANT}</PlainValue></Counter>")), {}),
+    "KeyUsage": (lambda: container(package(policy=f"<Policy><KeyUsage>{PLANT}</KeyUsage></Policy>")), {}),
     "StartDate": (lambda: container(package(policy=f"<Policy><StartDate>{PLANT}</StartDate></Policy>")), {}),
     "EncryptionMethod@Algorithm": (
         lambda: encrypted_secret(container(package(), head=mac_head(HMAC_SHA1)), PLANT),
@@ -431,3 +432,182 @@ def test_keyfob_tokens_still_get_sha1_or_sha256_only():
     assert new_record(make_serial(1), "totp", "sha256").algorithm == "sha256"
     with pytest.raises(ProvisionError, match="algorithm must be one of sha1, sha256"):
         new_record(make_serial(2), "totp", "sha512")
+
+
+# ----------------------------------------------------------------------------- <Policy> (RFC 6030 section 5)
+
+NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z: the verifier's clock in these tests
+PAST, FUTURE = "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z"
+
+
+def policy(*children: str) -> str:
+    return f"<Policy>{''.join(children)}</Policy>"
+
+
+def verifier(tmp_path: Path, now: float = NOW):
+    from keyfob.verifier import Policy, Verifier
+
+    return Verifier.init(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=Clock(now))
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        policy("<KeyUsage>CR</KeyUsage>"),
+        policy("<KeyUsage>Encrypt</KeyUsage><KeyUsage>Decrypt</KeyUsage>"),
+        policy("<KeyUsage>Unlock</KeyUsage>"),
+    ],
+)
+def test_a_key_whose_usage_is_not_otp_refuses_the_file(tmp_path, rules):
+    text = container(package("VX-1001"), package("VX-1002", policy=rules))
+    with pytest.raises(FormatError, match=r"key package 2 \(serial VX-1002\): its Policy does not allow OTP"):
+        read_seed_file(write(tmp_path, "cr.pskc", text))
+
+
+def test_otp_among_other_usages_is_fine(tmp_path):
+    rules = policy("<KeyUsage>OTP</KeyUsage><KeyUsage>Unlock</KeyUsage>")
+    (record,) = read_seed_file(write(tmp_path, "otp.pskc", container(package(policy=rules))))
+    assert record.serial == "VX-1001"
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        (policy("<KeyUsage>OTP</KeyUsage><Geofence>EU</Geofence>"), "rules keyfob does not know"),
+        (policy("<KeyUsage>Teleport</KeyUsage>"), "rules keyfob does not know"),
+        (policy('<PINPolicy PINUsageMode="Append" MinLength="4" PINEncoding="DECIMAL"/>'), "a PIN"),
+        (policy("<NumberOfTransactions>100</NumberOfTransactions>"), "NumberOfTransactions"),
+    ],
+)
+def test_policy_rules_keyfob_cannot_enforce_refuse_the_file(tmp_path, rules, message):
+    """RFC 6030 section 5: a policy the recipient does not understand means the key must not be used."""
+    with pytest.raises(FormatError, match=message):
+        read_seed_file(write(tmp_path, "policy.pskc", container(package(policy=rules))))
+
+
+def test_a_pin_checked_on_the_device_is_fine(tmp_path):
+    rules = policy('<PINPolicy PINUsageMode="Local" MaxFailedAttempts="3" MinLength="4" PINEncoding="DECIMAL"/>')
+    assert read_seed_file(write(tmp_path, "local.pskc", container(package(policy=rules))))
+
+
+def batch_with_dates(tmp_path: Path) -> Path:
+    """A vendor batch: one key valid now, one expired, one not valid yet, one whose device expired."""
+    packages = [
+        package("VX-1001", policy=policy(f"<StartDate>{PAST}</StartDate><ExpiryDate>{FUTURE}</ExpiryDate>")),
+        package("VX-1002", policy=policy(f"<ExpiryDate>{PAST}</ExpiryDate>")),
+        package("VX-1003", policy=policy(f"<StartDate>{FUTURE}</StartDate>")),
+        package("VX-1004", device=f"<Manufacturer>oath.VX</Manufacturer><ExpiryDate>{PAST}</ExpiryDate>"),
+    ]
+    return write(tmp_path, "batch.pskc", container(*packages))
+
+
+def test_policy_dates_are_read(tmp_path):
+    records = read_seed_file(batch_with_dates(tmp_path))
+    assert [(r.valid_from, r.valid_until) for r in records] == [
+        (1767225600.0, 1798761600.0),
+        (None, 1767225600.0),
+        (1798761600.0, None),
+        (None, 1767225600.0),
+    ]
+
+
+def test_keys_outside_their_dates_import_disabled_and_say_so(tmp_path):
+    v = verifier(tmp_path)
+    try:
+        imported = v.import_seed_file(batch_with_dates(tmp_path))
+        assert imported == ["VX-1001", "VX-1002", "VX-1003", "VX-1004"]
+        assert [i.disabled for i in imported] == [
+            None,
+            "its ExpiryDate has passed",
+            "its StartDate is still to come",
+            "its ExpiryDate has passed",
+        ]
+        assert [v.token(s).state for s in imported] == ["unassigned", "disabled", "disabled", "disabled"]
+        audit = {a.serial: a.detail for a in v.audit(limit=None) if a.action == "token-import"}
+        assert "imported disabled: its StartDate is still to come" in audit["VX-1003"]
+    finally:
+        v.close()
+
+
+def test_the_expiry_date_itself_is_still_valid(tmp_path):
+    """RFC 6030 section 5: the key may be used between the dates, inclusive."""
+    text = container(package(policy=policy("<ExpiryDate>2026-05-28T20:26:40Z</ExpiryDate>")))
+    v = verifier(tmp_path)
+    try:
+        (imported,) = v.import_seed_file(write(tmp_path, "edge.pskc", text))
+        assert imported.disabled is None
+    finally:
+        v.close()
+
+
+def test_cli_import_names_each_disabled_key(tmp_path, verifier_env):
+    path = batch_with_dates(tmp_path)
+    result = cli("token", "import", path)
+    assert result.exit_code == 0, result.output
+    assert "imported 4 token(s): VX-1001, VX-1002, VX-1003, VX-1004" in result.stdout
+    assert "VX-1002 imported disabled: its ExpiryDate has passed" in result.stdout
+    assert "VX-1003 imported disabled: its StartDate is still to come" in result.stdout
+    import json
+
+    listed = {t["serial"]: t["state"] for t in json.loads(cli("token", "list", "--json").stdout)}
+    assert listed == {"VX-1001": "unassigned", "VX-1002": "disabled", "VX-1003": "disabled", "VX-1004": "disabled"}
+
+
+# ----------------------------------------------------------------------------- <TimeDrift>
+
+
+def test_time_drift_is_the_tokens_starting_drift(tmp_path):
+    """RFC 6030: TimeDrift is in time intervals, negative when the device is behind the server."""
+    import pyotp
+
+    seed = secrets.token_bytes(20)
+    drifted = package(
+        "VX-2001",
+        secret=b64(seed),
+        algorithm=TOTP,
+        data="<TimeInterval><PlainValue>30</PlainValue></TimeInterval><TimeDrift><PlainValue>-3</PlainValue></TimeDrift>",
+    )
+    plain = drifted.replace("VX-2001", "VX-2002").replace("<TimeDrift><PlainValue>-3</PlainValue></TimeDrift>", "")
+    path = write(tmp_path, "drift.pskc", container(drifted, plain))
+    assert [r.drift for r in read_seed_file(path)] == [-3, 0]
+    v = verifier(tmp_path)
+    try:
+        v.import_seed_file(path)
+        assert (v.token("VX-2001").drift, v.token("VX-2002").drift) == (-3, 0)
+        v.add_user("ann", "pw ann 1234")
+        behind = pyotp.TOTP(base64.b32encode(seed).decode()).at(int(NOW) - 90)  # the device's clock, 3 steps late
+        assert not v.link("ann", "VX-2002", behind).accepted
+        assert v.link("ann", "VX-2001", behind).accepted
+    finally:
+        v.close()
+
+
+@pytest.mark.parametrize("drift", ["100000", "-28801"])
+def test_a_time_drift_of_more_than_ten_days_is_refused(tmp_path, drift):
+    data = "<TimeInterval><PlainValue>30</PlainValue></TimeInterval>"
+    data += f"<TimeDrift><PlainValue>{drift}</PlainValue></TimeDrift>"
+    with pytest.raises(FormatError, match=r"serial VX-1001\): the drift must be within 10 days"):
+        read_seed_file(write(tmp_path, "far.pskc", container(package(algorithm=TOTP, data=data))))
+
+
+# ----------------------------------------------------------------------------- manufacturer and model
+
+
+def test_manufacturer_and_model_survive_import_and_export(tmp_path, verifier_env):
+    from keyfob.formats import format_csv
+
+    path = write(tmp_path, "vx.pskc", container(package("VX-3001"), package("VX-3002", device="")))
+    assert cli("token", "import", path).exit_code == 0
+    csv_path = write(tmp_path, "plain.csv", format_csv([read_seed_file(path)[0]]).replace("VX-3001", "CSV-1"))
+    assert cli("token", "import", csv_path).exit_code == 0
+    out = tmp_path / "out.pskc"
+    result = cli("token", "export", "--out", out, "--plain")
+    assert result.exit_code == 0, result.output
+    got = {r.serial: (r.manufacturer, r.model) for r in read_seed_file(out)}
+    assert got == {"VX-3001": ("oath.VX", "VX-One"), "VX-3002": ("unknown", "unknown"), "CSV-1": ("unknown", "unknown")}
+
+
+def test_a_manufacturer_too_long_for_the_database_is_refused(tmp_path):
+    device = f"<Manufacturer>{'x' * 65}</Manufacturer>"
+    with pytest.raises(FormatError, match=r"serial VX-1001\): manufacturer must be at most 64 characters"):
+        read_seed_file(write(tmp_path, "long.pskc", container(package(device=device))))

@@ -107,6 +107,11 @@ def import_(source, key_hex, psk_file, passphrase, passphrase_stdin, db, key_fil
 
     Serials starting with KF are keyfob serials and must have their check digit right; other
     vendors' serials are taken as they are. A serial already in the inventory imports nothing.
+
+    A PSKC key whose Policy (or DeviceInfo) dates exclude today is imported disabled, and listed
+    with the reason; a key whose KeyUsage excludes OTP, or whose Policy keyfob cannot enforce,
+    refuses the file. A TOTP key's TimeDrift becomes its starting drift. With --json, "disabled"
+    (serial: reason) is there when a key was imported disabled.
     """
     if source.strip().lower().startswith("otpauth:"):
         if key_hex or psk_file or passphrase or passphrase_stdin:
@@ -117,10 +122,13 @@ def import_(source, key_hex, psk_file, passphrase, passphrase_stdin, db, key_fil
         key, pw = _unlocking(key_hex, psk_file, passphrase, passphrase_stdin)
         with open_verifier(db, key_file) as v:
             serials = v.import_seed_file(source, key=key, passphrase=pw, actor=actor())
+    disabled = {s: s.disabled for s in serials if s.disabled}
     if as_json:
-        emit_json({"imported": serials})
+        emit_json({"imported": list(serials), **({"disabled": disabled} if disabled else {})})
     else:
         click.echo(f"imported {len(serials)} token(s): {', '.join(serials)}")
+        for serial, why in disabled.items():
+            click.echo(f"  {serial} imported disabled: {why} (keyfob token enable {serial} to override)")
 
 
 def _check_out(path: str, force: bool) -> None:

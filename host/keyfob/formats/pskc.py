@@ -26,6 +26,7 @@ import io
 import os
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from xml.etree import ElementTree
 
 import defusedxml
@@ -177,6 +178,52 @@ def _profile(pskc_key: pskc.key.Key, what: str) -> str:
     return match.group(1).lower()
 
 
+# RFC 6030 section 12.6, the Key Usage registry's initial values
+_KEY_USAGES = {
+    "OTP",
+    "CR",
+    "Encrypt",
+    "Integrity",
+    "Verify",
+    "Unlock",
+    "Decrypt",
+    "KeyWrap",
+    "Unwrap",
+    "Derive",
+    "Generate",
+}
+
+
+def _unix(moment: datetime | None) -> float | None:
+    """Unix seconds of a PSKC date; one without a time zone is taken as UTC (xs:dateTime's usual Z)."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _validity(pskc_key: pskc.key.Key) -> tuple[float | None, float | None]:
+    """The key's usable period: its Policy dates and its device's (DeviceInfo), the narrower of each."""
+    device = pskc_key.device
+    starts = [x for x in (_unix(pskc_key.policy.start_date), _unix(device.start_date)) if x is not None]
+    ends = [x for x in (_unix(pskc_key.policy.expiry_date), _unix(device.expiry_date)) if x is not None]
+    return (max(starts) if starts else None), (min(ends) if ends else None)
+
+
+def _check_policy(pskc_key: pskc.key.Key, what: str) -> None:
+    """RFC 6030 section 5: the key usage must include OTP, and a policy keyfob cannot enforce (or does
+    not understand: "the recipient MUST assume that key usage is not permitted") refuses the key.
+    The dates are not checked here: the verifier decides with its clock (see TokenRecord.valid_from)."""
+    rules = pskc_key.policy
+    if rules.unknown_policy_elements or not set(rules.key_usage) <= _KEY_USAGES:
+        raise FormatError(f"{what}: its Policy has rules keyfob does not know (RFC 6030 section 5: not usable)")
+    if rules.key_usage and "OTP" not in rules.key_usage:
+        raise FormatError(f"{what}: its Policy does not allow OTP (KeyUsage), so it is not an OTP key")
+    if rules.number_of_transactions is not None:
+        raise FormatError(f"{what}: its Policy limits the uses (NumberOfTransactions), which keyfob does not count")
+    if rules.pin_usage is not None and rules.pin_usage != "Local":
+        raise FormatError(f"{what}: its Policy wants a PIN checked with the code, which keyfob does not do")
+
+
 def _check_macs(pskc_key: pskc.key.Key, what: str) -> None:
     """RFC 6030 section 6.1.1: a value encrypted in CBC mode must carry a ValueMAC.
 
@@ -194,6 +241,7 @@ def _check_macs(pskc_key: pskc.key.Key, what: str) -> None:
 
 def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
     mode = _profile(pskc_key, what)
+    _check_policy(pskc_key, what)
     _check_macs(pskc_key, what)
     secret = pskc_key.secret
     if not secret:
@@ -201,15 +249,14 @@ def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
     if pskc_key.algorithm_suite:
         algorithm = hash_from_name(pskc_key.algorithm_suite)
         if algorithm is None:
-            raise FormatError(
-                f"{what}: the hash suite is not supported (only HMAC-SHA1, HMAC-SHA256 and HMAC-SHA512)"
-            )
+            raise FormatError(f"{what}: the hash suite is not supported (only HMAC-SHA1, HMAC-SHA256 and HMAC-SHA512)")
     else:
         algorithm = hash_from_seed_length(len(secret))
     if (pskc_key.response_encoding or "DECIMAL").strip().upper() != "DECIMAL":
         raise FormatError(f"{what}: the response encoding is not supported (only DECIMAL)")
     if pskc_key.response_check:
         raise FormatError(f"{what}: responses with a Luhn check digit are not supported")
+    valid_from, valid_until = _validity(pskc_key)
     return TokenRecord(
         serial=(pskc_key.serial or "").strip(),
         mode=mode,
@@ -220,6 +267,9 @@ def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
         period=(pskc_key.time_interval or 30) if mode == "totp" else 30,
         manufacturer=(pskc_key.manufacturer or "").strip() or UNKNOWN,
         model=(pskc_key.model or "").strip() or UNKNOWN,
+        drift=(pskc_key.time_drift or 0) if mode == "totp" else 0,
+        valid_from=valid_from,
+        valid_until=valid_until,
     )
 
 
@@ -283,8 +333,7 @@ def build_pskc(
     items = check_records(records, where)
     if sum(x is not None for x in (key, passphrase)) + bool(plain) != 1:
         raise FormatError(
-            f"{where}: choose exactly one of a pre-shared key, a passphrase, or plain=True "
-            "(secrets in the clear)"
+            f"{where}: choose exactly one of a pre-shared key, a passphrase, or plain=True (secrets in the clear)"
         )
     if passphrase is not None and not passphrase:
         raise FormatError(f"{where}: the passphrase is empty")
