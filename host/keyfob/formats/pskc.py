@@ -41,6 +41,7 @@ from keyfob.formats._common import (
     check_records,
     hash_from_name,
     hash_from_seed_length,
+    read_key_file,
     write_private,
 )
 from keyfob.formats.pskc_checks import check_values, package_label
@@ -143,6 +144,18 @@ def _has_encrypted_values(container: pskc.PSKC) -> bool:
         for pskc_key in container.keys
         for name in _VALUE_FIELDS
     )
+
+
+def _fallback_key(container: pskc.PSKC, psk_file: str | os.PathLike[str], where: str) -> bytes | None:
+    """The key in ``psk_file`` if the file needs a pre-shared key (encrypted, no key derivation)."""
+    if container.encryption.derivation.algorithm or not _has_encrypted_values(container):
+        return None
+    if not os.path.exists(psk_file):
+        raise FormatError(
+            f"{where}: the seeds are encrypted with a pre-shared key, and there is no key file at "
+            f"{os.fspath(psk_file)}: give the key, its file, or the passphrase"
+        )
+    return read_key_file(psk_file)
 
 
 def _unlock(container: pskc.PSKC, key: bytes | str | None, passphrase: str | None, where: str) -> None:
@@ -274,9 +287,16 @@ def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
 
 
 def parse_pskc(
-    data: bytes, where: str, key: bytes | str | None = None, passphrase: str | None = None
+    data: bytes,
+    where: str,
+    key: bytes | str | None = None,
+    passphrase: str | None = None,
+    psk_file: str | os.PathLike[str] | None = None,
 ) -> list[TokenRecord]:
-    """The tokens in a PSKC document (``where`` names it in error messages)."""
+    """The tokens in a PSKC document (``where`` names it in error messages).
+
+    ``psk_file``: a key file (see ``read_key_file``) to use when neither ``key`` nor ``passphrase``
+    is given and the document needs a pre-shared key, e.g. where provisioning keeps its key."""
     check_values(_safe_check(data, where), where)
     try:
         container = pskc.PSKC(io.BytesIO(data))
@@ -285,6 +305,10 @@ def parse_pskc(
     except (ValueError, TypeError) as exc:
         # check_values names the element for every value it knows; this is the rest.
         raise FormatError(f"{where}: not a PSKC file: a malformed value ({type(exc).__name__})") from None
+    tried = ""
+    if key is None and passphrase is None and psk_file is not None:
+        key = _fallback_key(container, psk_file, where)
+        tried = f" (tried the key file {os.fspath(psk_file)})" if key is not None else ""
     _unlock(container, key, passphrase, where)
     keys = container.keys
     if not keys:
@@ -307,7 +331,7 @@ def parse_pskc(
                     f"{where}: the seeds are encrypted: give the pre-shared key or the passphrase"
                 ) from None
             raise FormatError(
-                f"{what}: cannot decrypt (wrong key or passphrase, or the file was altered): {_reason(exc)}"
+                f"{what}: cannot decrypt (wrong key or passphrase, or the file was altered): {_reason(exc)}{tried}"
             ) from None
         except PSKCError as exc:
             raise FormatError(f"{what}: {_reason(exc)}") from None

@@ -750,16 +750,23 @@ class Verifier:
         return [Imported(s, why) for s, why in zip(serials, disabled, strict=True)]
 
     def import_seed_file(
-        self, path, *, key: bytes | str | None = None, passphrase: str | None = None, actor: str = "admin"
+        self,
+        path,
+        *,
+        key: bytes | str | None = None,
+        passphrase: str | None = None,
+        psk_file=None,
+        actor: str = "admin",
     ) -> list[Imported]:
         """Import a seed file, all or nothing: PSKC (RFC 6030; plain, pre-shared key or passphrase),
-        OATH CSV or otpauth URIs, told apart by content (``keyfob.formats.read_seed_file``)."""
+        OATH CSV or otpauth URIs, told apart by content (``keyfob.formats.read_seed_file``).
+        ``psk_file``: the key file to try when a PSKC file needs a pre-shared key none was given."""
         try:
             from keyfob.formats import FormatError, read_seed_file
         except ImportError:
             raise SeedFileError("reading seed files needs keyfob.formats, which is missing") from None
         try:
-            records = read_seed_file(path, key=key, passphrase=passphrase)
+            records = read_seed_file(path, key=key, passphrase=passphrase, psk_file=psk_file)
         except FormatError as exc:
             raise SeedFileError(str(exc)) from None
         except OSError as exc:
