@@ -83,6 +83,16 @@ def test_an_empty_file_is_called_empty(tmp_path, content, unlock):
     assert str(err.value) == f"{tmp_path / 'seeds.pskc'}: empty file"
 
 
+@pytest.mark.parametrize("name", ["seeds.pskc", "seeds.csv", "uris.txt"])
+def test_the_cli_calls_an_empty_file_empty(tmp_path, verifier_env, name):
+    path = write(tmp_path, name, b"\xef\xbb\xbf\n")
+    for extra in ([], ["--key", "00" * 16]):
+        result = cli("token", "import", path, *extra)
+        assert result.exit_code != 0
+        assert f"{path}: empty file" in result.stderr
+        assert "CSV" not in result.stderr
+
+
 # ----------------------------------------------------------------------------- strict base64
 
 
