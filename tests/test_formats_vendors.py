@@ -184,6 +184,15 @@ def test_the_second_package_is_the_one_named(tmp_path):
         read_seed_file(write(tmp_path, "two.pskc", container(package(), bad)))
 
 
+def test_key_packages_are_numbered_as_they_stand_in_the_file(tmp_path):
+    """A package without a Key (RFC 6030 allows one per device, e.g. a PIN-only package elsewhere)
+    still counts: the bad key below is in package 2 for every kind of error."""
+    empty = "\n  <KeyPackage><DeviceInfo><SerialNo>VX-0</SerialNo></DeviceInfo></KeyPackage>"
+    bad = package("VX-1002", parameters='<ResponseFormat Length="7" Encoding="DECIMAL"/>')
+    with pytest.raises(FormatError, match=r"key package 2 \(serial VX-1002\): digits must be 6 or 8"):
+        read_seed_file(write(tmp_path, "gap.pskc", container(empty, bad)))
+
+
 # ----------------------------------------------------------------------------- what is not supported
 
 

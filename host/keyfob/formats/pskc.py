@@ -314,7 +314,9 @@ def parse_pskc(
     if not keys:
         raise FormatError(f"{where}: contains no keys")
     records = []
-    for number, pskc_key in enumerate(keys, start=1):
+    # numbered by KeyPackage, as pskc_checks numbers them (a package may hold more than one key)
+    numbered = [(n, k) for n, device in enumerate(container.devices, start=1) for k in device.keys]
+    for number, pskc_key in numbered:
         serial = (pskc_key.serial or "").strip()
         what = package_label(where, number, serial)
         if not serial:
