@@ -13,11 +13,14 @@ key itself encrypted, as in Figure 6) or with a key derived from a passphrase
 the clear is written only when asked for explicitly.
 
 Reading accepts what vendors ship: the RFC 6030 examples, Feitian, Yubico
-(OATH-HOTP) and multiOTP style files. Untrusted XML is parsed by defusedxml
+(OATH-HOTP) and multiOTP style files (SHA-512 suites too). Untrusted XML is parsed by defusedxml
 with document type declarations forbidden, so entity expansion and external
-entities (XXE) fail before python-pskc sees the file. Any problem with any
+entities (XXE) fail before python-pskc sees the file; ``pskc_checks`` then holds
+every value to its type strictly (base64, numbers, dates). Any problem with any
 token fails the whole file: nothing is returned. Messages quote no text from the file but a
-key package's serial number.
+key package's serial number. The key's ``<Policy>`` is honoured (section 5): usage
+other than OTP, or rules keyfob cannot enforce, refuse the key; its dates go into
+the record for the verifier to judge. ``<TimeDrift>`` becomes the record's drift.
 """
 
 from __future__ import annotations
