@@ -131,7 +131,7 @@ BAD_URIS = {
     "bad secret": ("otpauth://totp/x?secret={s}189", "not base32"),
     "hotp without counter": ("otpauth://hotp/x?secret={s}", "'counter' is required"),
     "issuer mismatch": ("otpauth://totp/A:x?secret={s}&issuer=B", "differ"),
-    "sha512": ("otpauth://totp/x?secret={s}&algorithm=SHA512", "SHA1 or SHA256"),
+    "sha384": ("otpauth://totp/x?secret={s}&algorithm=SHA384", "SHA1, SHA256 or SHA512"),
     "digits 7": ("otpauth://totp/x?secret={s}&digits=7", "digits must be 6 or 8"),
     "period 45": ("otpauth://totp/x?secret={s}&period=45", "period must be 30 or 60"),
     "counter text": ("otpauth://hotp/x?secret={s}&counter=ten", "whole number"),

@@ -661,8 +661,8 @@ def test_other_bad_files(tmp_path):
             FIGURE_3.replace('Encoding="DECIMAL"', 'Encoding="HEXADECIMAL"').encode(),
             "DECIMAL",
         ),
-        "sha512 suite": (
-            FIGURE_3.replace("<ResponseFormat", "<Suite>HMAC-SHA512</Suite><ResponseFormat").encode(),
+        "sha384 suite": (
+            FIGURE_3.replace("<ResponseFormat", "<Suite>HMAC-SHA384</Suite><ResponseFormat").encode(),
             "not supported",
         ),
         "huge pbkdf2": (FIGURE_7.replace(">1000<", ">4000000000<").encode(), "PBKDF2 iterations"),

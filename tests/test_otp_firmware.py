@@ -54,7 +54,7 @@ def test_rfc4226_appendix_d():
 
 def test_rfc6238_appendix_b():
     cases, want = [], []
-    for t, step, c1, c2 in RFC6238:
+    for t, step, c1, c2, _sha512 in RFC6238:  # the firmware has SHA-1 and SHA-256 only
         for alg, code in (("sha1", c1), ("sha256", c2)):
             cases.append(["totp", RFC6238_SEEDS[alg].hex(), t, 30, 8, alg])
             want.append([int(step, 16), code])

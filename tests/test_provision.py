@@ -29,7 +29,7 @@ from keyfob import provision as prov
 from keyfob.cli import main
 from keyfob.device import frames
 from keyfob.device.client import TokenClient
-from keyfob.formats import read_seed_file
+from keyfob.formats import read_seed_file, write_pskc
 from keyfob.serials import is_valid_serial, make_serial
 from keyfob.sim import VirtualToken
 from keyfob.sim.textread import text_lines
@@ -202,8 +202,8 @@ def start_all(dirs):
 
 
 def test_batch_of_five_virtual_tokens_into_the_verifier(tmp_path):
-    out, key = tmp_path / "out", tmp_path / "transport.key"
-    res = cli("provision", "--count", 5, "--out", out, "--key-file", key)
+    out, key = tmp_path / "out", tmp_path / "config" / "keyfob" / "transport.key"  # the default key file
+    res = cli("provision", "--count", 5, "--out", out)
     assert res.exit_code == 0, res.output
     (seed_file,) = out.glob("*.pskc")
     recs = read_seed_file(seed_file, key=key.read_text().strip())
@@ -220,7 +220,8 @@ def test_batch_of_five_virtual_tokens_into_the_verifier(tmp_path):
     # the seed file imports into a fresh verifier
     db = ["--db", tmp_path / "v.db", "--key-file", tmp_path / "v.key"]
     assert cli("server", "init", *db).exit_code == 0
-    imp = cli("token", "import", seed_file, "--psk-file", key, "--json", *db)
+    # ... with the key file provisioning used, unasked (issue 14: it took --psk-file before)
+    imp = cli("token", "import", seed_file, "--json", *db)
     assert imp.exit_code == 0, imp.output
     assert json.loads(imp.stdout) == {"imported": serials}
 
@@ -504,3 +505,48 @@ def test_wrong_key_check_value_fails_the_token_with_the_seed_on_it():
     assert transport.sent == [frames.INFO, frames.PROVISION]  # stopped there: no SETTIME, no LOCK
     assert_no_seed(str(exc.value), rec.secret)
     assert wrong not in str(exc.value) and kcv_here(rec.secret, "sha1") not in str(exc.value)
+
+
+
+def test_token_import_looks_where_provisioning_put_the_key(tmp_path, monkeypatch):
+    """The manifest next to a seed file names its key file (absolute, even when --key-file was
+    relative), and import without --psk-file uses it; without a manifest, the default key file."""
+    db = ["--db", tmp_path / "v.db", "--key-file", tmp_path / "v.key"]
+    assert cli("server", "init", *db).exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    protection = prov.Protection.from_key_file("own.key")  # created, as `--key-file own.key` does
+    assert protection.key_file == tmp_path / "own.key"
+    out = prov.OutputDir(tmp_path / "out")
+    out.ensure()
+    writer = prov._Writer(out, "batch", protection, {})
+    record = prov.new_record(make_serial(7), "hotp", "sha1")
+    write_pskc(writer.seed_file, [record], **protection.pskc_args())
+    writer.save([], [])  # the manifest, as provisioning writes it
+    assert manifest_of(tmp_path / "out")["key_file"] == str(tmp_path / "own.key")
+    assert prov.key_file_for(writer.seed_file) == tmp_path / "own.key"
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    imp = cli("token", "import", writer.seed_file, "--json", *db)
+    assert imp.exit_code == 0, imp.output
+    assert json.loads(imp.stdout) == {"imported": [record.serial]}
+
+    # no manifest: the default key file ($XDG_CONFIG_HOME/keyfob/transport.key here)
+    lone = tmp_path / "lone.pskc"
+    other = prov.new_record(make_serial(8), "totp", "sha256")
+    default = prov.Protection.from_key_file(prov.default_key_file())
+    assert default.key_file == tmp_path / "config" / "keyfob" / "transport.key"
+    write_pskc(lone, [other], **default.pskc_args())
+    assert cli("token", "import", lone, *db).exit_code == 0
+
+    # the key file is gone: one line saying where import looked, nothing imported
+    (tmp_path / "own.key").unlink()
+    again = cli("server", "init", "--db", tmp_path / "v2.db", "--key-file", tmp_path / "v.key")
+    assert again.exit_code == 0
+    imp = cli("token", "import", writer.seed_file, "--db", tmp_path / "v2.db", "--key-file", tmp_path / "v.key")
+    assert imp.exit_code != 0
+    assert f"there is no key file at {tmp_path / 'own.key'}" in one_line_error(imp)
+    # a plain CSV never looks for a key file
+    csv_file = tmp_path / "plain.csv"
+    csv_file.write_text(f"CSV-9,{secrets.token_hex(20)},hotp,6,0\n")
+    assert cli("token", "import", csv_file, "--db", tmp_path / "v2.db", "--key-file", tmp_path / "v.key").exit_code == 0

@@ -15,7 +15,8 @@ import hashlib
 import hmac
 import struct
 
-ALGORITHMS = ("sha1", "sha256")
+#: SHA-512 only for imported tokens: keyfob tokens (and the firmware) use SHA-1 or SHA-256
+ALGORITHMS = ("sha1", "sha256", "sha512")
 DIGITS = (6, 7, 8)
 
 #: The fixed message of the key check value (see :func:`key_check_value`).
@@ -25,7 +26,7 @@ _COUNTER = struct.Struct(">Q").pack
 _WORD = struct.Struct(">I").unpack_from
 _MOD = {6: 10**6, 7: 10**7, 8: 10**8}
 _FMT = {6: "%06d", 7: "%07d", 8: "%08d"}
-_BLOCK = 64  # SHA-1 and SHA-256 block size (RFC 2104 "B")
+_BLOCK = {"sha1": 64, "sha256": 64, "sha512": 128}  # the hash's block size (RFC 2104 "B")
 _TRANS_IPAD = bytes(x ^ 0x36 for x in range(256))
 _TRANS_OPAD = bytes(x ^ 0x5C for x in range(256))
 
@@ -58,8 +59,8 @@ def _truncate(mac: bytes, digits: int) -> str:
 def hotp(secret: bytes, counter: int, digits: int = 6, algorithm: str = "sha1") -> str:
     """HOTP(K, C) = Truncate(HMAC(K, C)) mod 10^Digit (RFC 4226 section 5.3).
 
-    ``counter`` is packed as 8 bytes big-endian. ``algorithm`` is ``sha1`` (RFC 4226) or ``sha256``
-    (allowed for TOTP by RFC 6238 and used the same way here for HOTP).
+    ``counter`` is packed as 8 bytes big-endian. ``algorithm`` is ``sha1`` (RFC 4226), ``sha256`` or
+    ``sha512`` (allowed for TOTP by RFC 6238 and used the same way here for HOTP).
     """
     _check(digits, algorithm)
     return _truncate(hmac.digest(secret, _counter(counter), algorithm), digits)
@@ -107,10 +108,10 @@ class HotpKey:
         _check(digits, algorithm)
         self.digits = digits
         self.algorithm = algorithm
-        key = bytes(secret)
-        if len(key) > _BLOCK:
+        key, block = bytes(secret), _BLOCK[algorithm]
+        if len(key) > block:
             key = hashlib.new(algorithm, key).digest()
-        key = key.ljust(_BLOCK, b"\0")
+        key = key.ljust(block, b"\0")
         self._inner = hashlib.new(algorithm, key.translate(_TRANS_IPAD))
         self._outer = hashlib.new(algorithm, key.translate(_TRANS_OPAD))
 

@@ -57,6 +57,8 @@ LEDGER = "serials.txt"
 _LOCK = ".serials.lock"
 MANIFEST_FORMAT = "keyfob-manifest/1"
 MANIFEST_SUFFIX = ".manifest.json"
+#: names the pre-shared key file for seed files when --key-file is not given
+KEY_FILE_ENV = "KEYFOB_TRANSPORT_KEY_FILE"
 CSV_FIELDS = (
     "serial",
     "port",
@@ -164,7 +166,8 @@ class Protection:
     @classmethod
     def from_key_file(cls, path: str | os.PathLike[str], create: bool = True) -> Protection:
         key, created = load_key_file(path, create=create)
-        return cls("key", key=key, key_file=Path(path), key_file_created=created)
+        # absolute, so the manifest still names it for an import run from another folder
+        return cls("key", key=key, key_file=Path(path).absolute(), key_file_created=created)
 
     @classmethod
     def from_passphrase(cls, passphrase: str) -> Protection:
@@ -189,6 +192,30 @@ class Protection:
         if self.kind == "passphrase":
             return "passphrase"
         return "plain (seeds in the clear)"
+
+
+def default_key_file() -> Path:
+    """Where provisioning keeps its pre-shared key: ``$KEYFOB_TRANSPORT_KEY_FILE``, else
+    ``$XDG_CONFIG_HOME/keyfob/transport.key`` (``~/.config`` when XDG_CONFIG_HOME is not set)."""
+    env = os.environ.get(KEY_FILE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "keyfob" / "transport.key"
+
+
+def key_file_for(seed_file: str | os.PathLike[str]) -> Path:
+    """The key file that protects a seed file provisioning wrote: the one named by the manifest
+    next to it (``<stem>.manifest.json``), else :func:`default_key_file`. Nothing is read but the
+    manifest; a manifest that is missing, unreadable or says another protection changes nothing."""
+    seed = Path(seed_file)
+    try:
+        doc = json.loads(seed.with_name(seed.stem + MANIFEST_SUFFIX).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        doc = None
+    if isinstance(doc, dict) and doc.get("protection") == "key" and isinstance(doc.get("key_file"), str):
+        return Path(doc["key_file"])
+    return default_key_file()
 
 
 def load_key_file(path: str | os.PathLike[str], create: bool = True) -> tuple[bytes, bool]:

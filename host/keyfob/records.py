@@ -11,10 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MODES = ("hotp", "totp")
-ALGORITHMS = ("sha1", "sha256")
+#: keyfob tokens use SHA-1 or SHA-256 (``SEED_LENGTHS``: what provisioning makes); SHA-512 comes
+#: only with other vendors' tokens the verifier imports (RFC 6238 allows it for TOTP, and HOTP
+#: servers such as multiOTP use it for both)
+ALGORITHMS = ("sha1", "sha256", "sha512")
 DIGITS = (6, 8)
 PERIODS = (30, 60)
 SEED_LENGTHS = {"sha1": 20, "sha256": 32}
+#: the longest manufacturer or model the verifier keeps (its columns are VARCHAR(64))
+TEXT_MAX = 64
+#: a starting TOTP drift (RFC 6030 TimeDrift) is at most this many seconds' worth of steps, the
+#: verifier's widest resync span: anything larger is a broken file, not a slow clock
+MAX_DRIFT_SECONDS = 10 * 86400
 
 
 class RecordError(ValueError):
@@ -32,6 +40,13 @@ class TokenRecord:
     period: int = 30
     manufacturer: str = "keyfob"
     model: str = "keyfob-1"
+    #: TOTP: the token's clock offset at import, in time steps (device step - server step; RFC 6030
+    #: TimeDrift); always 0 for HOTP
+    drift: int = 0
+    #: Unix seconds between which the key may be used, inclusive (RFC 6030 StartDate/ExpiryDate),
+    #: or None for no limit; the verifier imports a key outside them disabled
+    valid_from: float | None = None
+    valid_until: float | None = None
 
     def __post_init__(self) -> None:
         # Messages name neither the serial nor the offending value: a file with shifted columns can
@@ -51,3 +66,19 @@ class TokenRecord:
             )
         if not isinstance(self.secret, bytes | bytearray) or len(self.secret) < 16:
             raise RecordError("seed must be at least 16 bytes (128 bits, RFC 4226)")
+        for name in ("manufacturer", "model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or len(value) > TEXT_MAX or not value.isprintable():
+                raise RecordError(f"{name} must be at most {TEXT_MAX} characters of printable text")
+        if isinstance(self.drift, bool) or not isinstance(self.drift, int):
+            raise RecordError("the drift must be a whole number of time steps")
+        if self.mode == "hotp" and self.drift:
+            raise RecordError("a HOTP token has no clock drift")
+        if self.mode == "totp" and abs(self.drift) * self.period > MAX_DRIFT_SECONDS:
+            raise RecordError("the drift must be within 10 days (RFC 6030 TimeDrift counts time steps)")
+        for name in ("valid_from", "valid_until"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise RecordError(f"{name} must be Unix seconds or None")
+        if self.valid_from is not None and self.valid_until is not None and self.valid_from > self.valid_until:
+            raise RecordError("the key's validity ends before it starts (ExpiryDate before StartDate)")

@@ -6,9 +6,6 @@ Errors are one line on stderr and a non-zero exit. Seeds are printed only with `
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import click
 
 from keyfob import deploy as fwdeploy
@@ -21,7 +18,8 @@ from keyfob.sim import SimError
 from ._common import console, read_secret
 
 #: Default pre-shared key file for seed files (override with $KEYFOB_TRANSPORT_KEY_FILE or --key-file).
-KEY_FILE_ENV = "KEYFOB_TRANSPORT_KEY_FILE"
+KEY_FILE_ENV = prov.KEY_FILE_ENV
+default_key_file = prov.default_key_file
 
 _STAGES = ("info", "provision", "settime", "lock", "check")
 _STAGE_TEXT = {
@@ -41,14 +39,6 @@ _DEPLOY_TEXT = {
     "reset": "Soft reset",
     "check": "Waiting for the firmware",
 }
-
-
-def default_key_file() -> Path:
-    env = os.environ.get(KEY_FILE_ENV)
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "keyfob" / "transport.key"
 
 
 def _progress():

@@ -107,6 +107,15 @@ def import_(source, key_hex, psk_file, passphrase, passphrase_stdin, db, key_fil
 
     Serials starting with KF are keyfob serials and must have their check digit right; other
     vendors' serials are taken as they are. A serial already in the inventory imports nothing.
+
+    An encrypted PSKC file given no key or passphrase is opened with the key file provisioning used
+    for it: the one its manifest names, else $KEYFOB_TRANSPORT_KEY_FILE or
+    ~/.config/keyfob/transport.key.
+
+    A PSKC key whose Policy (or DeviceInfo) dates exclude today is imported disabled, and listed
+    with the reason; a key whose KeyUsage excludes OTP, or whose Policy keyfob cannot enforce,
+    refuses the file. A TOTP key's TimeDrift becomes its starting drift. With --json, "disabled"
+    (serial: reason) is there when a key was imported disabled.
     """
     if source.strip().lower().startswith("otpauth:"):
         if key_hex or psk_file or passphrase or passphrase_stdin:
@@ -115,12 +124,20 @@ def import_(source, key_hex, psk_file, passphrase, passphrase_stdin, db, key_fil
             serials = v.import_uri(source, actor=actor())
     else:
         key, pw = _unlocking(key_hex, psk_file, passphrase, passphrase_stdin)
+        fallback = None
+        if key is None and pw is None:
+            from keyfob.provision import key_file_for
+
+            fallback = key_file_for(source)  # where `keyfob provision` put the key of this file
         with open_verifier(db, key_file) as v:
-            serials = v.import_seed_file(source, key=key, passphrase=pw, actor=actor())
+            serials = v.import_seed_file(source, key=key, passphrase=pw, psk_file=fallback, actor=actor())
+    disabled = {s: s.disabled for s in serials if s.disabled}
     if as_json:
-        emit_json({"imported": serials})
+        emit_json({"imported": list(serials), **({"disabled": disabled} if disabled else {})})
     else:
         click.echo(f"imported {len(serials)} token(s): {', '.join(serials)}")
+        for serial, why in disabled.items():
+            click.echo(f"  {serial} imported disabled: {why} (keyfob token enable {serial} to override)")
 
 
 def _check_out(path: str, force: bool) -> None:

@@ -57,22 +57,30 @@ def detect_format(data: bytes) -> str:
 
 
 def read_seed_file(
-    path: str | os.PathLike[str], key: bytes | str | None = None, passphrase: str | None = None
+    path: str | os.PathLike[str],
+    key: bytes | str | None = None,
+    passphrase: str | None = None,
+    psk_file: str | os.PathLike[str] | None = None,
 ) -> list[TokenRecord]:
     """All the tokens in the seed file at ``path``, or FormatError and none.
 
     ``key`` (bytes or hex) or ``passphrase`` unlocks an encrypted PSKC file;
     CSV and URI files are never encrypted, so giving either with one is refused
     (the caller meant another file, or the file is not what it thinks).
+    ``psk_file`` is where to look for a pre-shared key when neither is given and
+    a PSKC file needs one (a plain file, or a CSV, never reads it).
     """
     where = os.fspath(path)
     data = read_limited(path)
+    if not data.removeprefix(_BOM).strip():
+        # Before sniffing: with no content there is no format to name.
+        raise FormatError(f"{where}: empty file")
     kind = detect_format(data)
     if kind != "pskc" and (key is not None or passphrase is not None):
         what = "an OATH CSV file" if kind == "csv" else "an otpauth URI file"
         raise FormatError(f"{where}: {what} is never encrypted, but a key or passphrase was given")
     if kind == "pskc":
-        records = parse_pskc(data, where, key=key, passphrase=passphrase)
+        records = parse_pskc(data, where, key=key, passphrase=passphrase, psk_file=psk_file)
     else:
         try:
             text = data.decode("utf-8-sig")

@@ -16,6 +16,7 @@ from keyfob.records import SEED_LENGTHS, TokenRecord
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
 UNKNOWN = "unknown"
+SHA512_SEED_LENGTH = 64
 
 
 class FormatError(ValueError):
@@ -27,26 +28,26 @@ class FormatError(ValueError):
 
 
 def hash_from_name(text: str) -> str | None:
-    """``'sha1'`` or ``'sha256'`` from names such as ``HMAC-SHA1``, ``SHA-256``, ``sha256``.
+    """``'sha1'``, ``'sha256'`` or ``'sha512'`` from names such as ``HMAC-SHA1``, ``SHA-256``, ``sha512``.
 
-    Returns None for a hash keyfob does not support (SHA-512, MD5, ...).
+    Returns None for a hash keyfob does not support (MD5, SHA-384, ...).
     """
     name = re.sub(r"[\s_-]", "", text.strip().upper())
     name = name.removeprefix("HMAC")
-    return {"SHA1": "sha1", "SHA256": "sha256"}.get(name)
+    return {"SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}.get(name)
 
 
-def hash_from_seed_length(length: int) -> str | None:
+def hash_from_seed_length(length: int) -> str:
     """The hash a seed of ``length`` bytes was made for, when the file does not say.
 
     RFC 6238 (section 1.2 and appendix B) uses a seed as long as the hash
     output: 32 bytes for SHA-256, 64 for SHA-512. Every other length is taken
-    as SHA-1, the RFC 4226 default. Returns None for SHA-512 (unsupported).
+    as SHA-1, the RFC 4226 default.
     """
     if length == SEED_LENGTHS["sha256"]:
         return "sha256"
-    if length == 64:
-        return None
+    if length == SHA512_SEED_LENGTH:
+        return "sha512"
     return "sha1"
 
 

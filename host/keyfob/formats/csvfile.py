@@ -3,8 +3,9 @@
 This is the layout many OTP servers import and token vendors ship. The seed is
 hex (or base32, RFC 4648), the type ``hotp`` or ``totp``, the last column the
 HOTP counter or the TOTP period in seconds (empty: 0 or 30). An optional sixth
-column names the hash (``sha1``/``sha256``); without it the hash follows from
-the seed length (32 bytes: SHA-256, RFC 6238 appendix B; otherwise SHA-1).
+column names the hash (``sha1``/``sha256``/``sha512``); without it the hash follows
+from the seed length (32 bytes: SHA-256, 64: SHA-512, RFC 6238 appendix B;
+otherwise SHA-1).
 
 A header line (first field ``serial...``), blank lines and ``#`` comments are
 skipped. Any bad line fails the whole file with its line number. Messages never
@@ -67,11 +68,9 @@ def _parse_row(row: list[str], where: str) -> TokenRecord:
     if len(row) == 6 and row[5].strip():
         algorithm = hash_from_name(row[5])
         if algorithm is None:
-            raise FormatError(f"{where}: algorithm (sixth field) must be sha1 or sha256")
+            raise FormatError(f"{where}: algorithm (sixth field) must be sha1, sha256 or sha512")
     else:
         algorithm = hash_from_seed_length(len(secret))
-        if algorithm is None:
-            raise FormatError(f"{where}: a {len(secret)}-byte seed means SHA-512, which is not supported")
     digits = _int_field(row[3], "digits", 6, where)
     last = _int_field(row[4], "counter" if mode == "hotp" else "period", 0 if mode == "hotp" else 30, where)
     try:

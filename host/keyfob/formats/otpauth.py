@@ -32,7 +32,7 @@ from keyfob.records import MODES, RecordError, TokenRecord
 
 DEFAULT_ISSUER = "keyfob"
 MODEL = "otpauth"
-URI_NAMES = {"sha1": "SHA1", "sha256": "SHA256"}
+URI_NAMES = {"sha1": "SHA1", "sha256": "SHA256", "sha512": "SHA512"}
 
 
 class UriError(ValueError):
@@ -101,7 +101,7 @@ def _parse(uri: str) -> TokenRecord:
     algorithm_text = _single(query, "algorithm")
     algorithm = hash_from_name(algorithm_text) if algorithm_text else "sha1"
     if algorithm is None:
-        raise UriError("algorithm must be SHA1 or SHA256")
+        raise UriError("algorithm must be SHA1, SHA256 or SHA512")
     digits = _int_param(query, "digits", 6)
     if mode == "hotp":
         counter, period = _int_param(query, "counter", None), 30

@@ -13,11 +13,14 @@ key itself encrypted, as in Figure 6) or with a key derived from a passphrase
 the clear is written only when asked for explicitly.
 
 Reading accepts what vendors ship: the RFC 6030 examples, Feitian, Yubico
-(OATH-HOTP) and multiOTP style files. Untrusted XML is parsed by defusedxml
+(OATH-HOTP) and multiOTP style files (SHA-512 suites too). Untrusted XML is parsed by defusedxml
 with document type declarations forbidden, so entity expansion and external
-entities (XXE) fail before python-pskc sees the file. Any problem with any
+entities (XXE) fail before python-pskc sees the file; ``pskc_checks`` then holds
+every value to its type strictly (base64, numbers, dates). Any problem with any
 token fails the whole file: nothing is returned. Messages quote no text from the file but a
-key package's serial number.
+key package's serial number. The key's ``<Policy>`` is honoured (section 5): usage
+other than OTP, or rules keyfob cannot enforce, refuse the key; its dates go into
+the record for the verifier to judge. ``<TimeDrift>`` becomes the record's drift.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import io
 import os
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from xml.etree import ElementTree
 
 import defusedxml
@@ -40,15 +44,17 @@ from keyfob.formats._common import (
     check_records,
     hash_from_name,
     hash_from_seed_length,
+    read_key_file,
     write_private,
 )
+from keyfob.formats.pskc_checks import check_values, package_label
 from keyfob.records import RecordError, TokenRecord
 
 ALGORITHM_URIS = {
     "hotp": "urn:ietf:params:xml:ns:keyprov:pskc:hotp",
     "totp": "urn:ietf:params:xml:ns:keyprov:pskc:totp",
 }
-SUITES = {"sha1": "HMAC-SHA1", "sha256": "HMAC-SHA256"}
+SUITES = {"sha1": "HMAC-SHA1", "sha256": "HMAC-SHA256", "sha512": "HMAC-SHA512"}
 AES_CBC = {16: "aes128-cbc", 24: "aes192-cbc", 32: "aes256-cbc"}
 
 # PBKDF2-HMAC-SHA1 (the RFC 8018 default PRF). python-pskc 1.4 writes a
@@ -81,10 +87,10 @@ def coerce_key(key: bytes | str, where: str) -> bytes:
 # --------------------------------------------------------------------------- reading
 
 
-def _safe_check(data: bytes, where: str) -> None:
+def _safe_check(data: bytes, where: str) -> ElementTree.Element:
     """Parse with defusedxml first: no DTD at all, so no entities, no XXE, no billion laughs."""
     try:
-        defusedxml.ElementTree.fromstring(data, forbid_dtd=True)
+        return defusedxml.ElementTree.fromstring(data, forbid_dtd=True)
     except defusedxml.DTDForbidden:
         raise FormatError(f"{where}: XML with a document type declaration (DTD) is refused") from None
     except defusedxml.EntitiesForbidden:
@@ -100,12 +106,59 @@ def _safe_check(data: bytes, where: str) -> None:
         ) from None
 
 
+# python-pskc's messages that quote nothing from the file; any other (e.g. "Unsupported
+# algorithm: 'x'", "Unsupported version 'x'") is replaced by the fixed text of its first words.
+_FIXED_REASONS = {
+    "No algorithm specified": "no encryption algorithm is given",
+    "Invalid padding": "the decrypted value has invalid padding",
+    "No key available": "no key to decrypt with",
+    "Invalid key length": "the key has the wrong length for the encryption algorithm",
+    "Incomplete PBKDF2 configuration": "the PBKDF2 parameters are incomplete",
+    "MAC value does not match": "MAC value does not match",
+    "Ciphertext length wrong": "the encrypted value has the wrong length",
+    "IV does not match": "the key wrap check failed",
+    "CMS key checksum error": "the key wrap check failed",
+    "Missing KeyContainer": "no KeyContainer element",
+    "Error parsing XML": "not well-formed XML",
+}
+_QUOTING_REASONS = (
+    ("Unsupported version", "the PSKC version is not supported (only 1.0)"),
+    ("Unsupported MAC algorithm", "the MAC algorithm is not supported"),
+    ("Unsupported PRF", "the PBKDF2 pseudorandom function is not supported"),
+    ("Pseudorandom function unsupported", "the PBKDF2 pseudorandom function is not supported"),
+    ("Unsupported algorithm", "the encryption or key derivation algorithm is not supported"),
+)
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong in python-pskc, in words that quote nothing from the file."""
+    text = str(exc)
+    if text in _FIXED_REASONS:
+        return _FIXED_REASONS[text]
+    for start, reason in _QUOTING_REASONS:
+        if text.startswith(start):
+            return reason
+    return f"python-pskc refused it ({type(exc).__name__})"
+
+
 def _has_encrypted_values(container: pskc.PSKC) -> bool:
     return any(
         isinstance(getattr(pskc_key, "_" + name, None), EncryptedValue)
         for pskc_key in container.keys
         for name in _VALUE_FIELDS
     )
+
+
+def _fallback_key(container: pskc.PSKC, psk_file: str | os.PathLike[str], where: str) -> bytes | None:
+    """The key in ``psk_file`` if the file needs a pre-shared key (encrypted, no key derivation)."""
+    if container.encryption.derivation.algorithm or not _has_encrypted_values(container):
+        return None
+    if not os.path.exists(psk_file):
+        raise FormatError(
+            f"{where}: the seeds are encrypted with a pre-shared key, and there is no key file at "
+            f"{os.fspath(psk_file)}: give the key, its file, or the passphrase"
+        )
+    return read_key_file(psk_file)
 
 
 def _unlock(container: pskc.PSKC, key: bytes | str | None, passphrase: str | None, where: str) -> None:
@@ -126,16 +179,65 @@ def _unlock(container: pskc.PSKC, key: bytes | str | None, passphrase: str | Non
         try:
             encryption.derive_key(passphrase)
         except PSKCError as exc:
-            raise FormatError(f"{where}: cannot derive the key from the passphrase: {exc}") from None
+            raise FormatError(f"{where}: cannot derive the key from the passphrase: {_reason(exc)}") from None
     elif key is not None:
         encryption.key = coerce_key(key, where)
 
 
 def _profile(pskc_key: pskc.key.Key, what: str) -> str:
-    match = _PROFILE_RE.search((pskc_key.algorithm or "").strip())
+    algorithm = (pskc_key.algorithm or "").strip()
+    if "ocra" in algorithm.lower() or (pskc_key.algorithm_suite or "").strip().upper().startswith("OCRA"):
+        raise FormatError(f"{what}: OCRA (challenge-response, RFC 6287) keys are not supported")
+    match = _PROFILE_RE.search(algorithm)
     if not match:
         raise FormatError(f"{what}: the key's algorithm is neither HOTP nor TOTP")
     return match.group(1).lower()
+
+
+# RFC 6030 section 12.6, the Key Usage registry's initial values
+_KEY_USAGES = {
+    "OTP",
+    "CR",
+    "Encrypt",
+    "Integrity",
+    "Verify",
+    "Unlock",
+    "Decrypt",
+    "KeyWrap",
+    "Unwrap",
+    "Derive",
+    "Generate",
+}
+
+
+def _unix(moment: datetime | None) -> float | None:
+    """Unix seconds of a PSKC date; one without a time zone is taken as UTC (xs:dateTime's usual Z)."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _validity(pskc_key: pskc.key.Key) -> tuple[float | None, float | None]:
+    """The key's usable period: its Policy dates and its device's (DeviceInfo), the narrower of each."""
+    device = pskc_key.device
+    starts = [x for x in (_unix(pskc_key.policy.start_date), _unix(device.start_date)) if x is not None]
+    ends = [x for x in (_unix(pskc_key.policy.expiry_date), _unix(device.expiry_date)) if x is not None]
+    return (max(starts) if starts else None), (min(ends) if ends else None)
+
+
+def _check_policy(pskc_key: pskc.key.Key, what: str) -> None:
+    """RFC 6030 section 5: the key usage must include OTP, and a policy keyfob cannot enforce (or does
+    not understand: "the recipient MUST assume that key usage is not permitted") refuses the key.
+    The dates are not checked here: the verifier decides with its clock (see TokenRecord.valid_from)."""
+    rules = pskc_key.policy
+    if rules.unknown_policy_elements or not set(rules.key_usage) <= _KEY_USAGES:
+        raise FormatError(f"{what}: its Policy has rules keyfob does not know (RFC 6030 section 5: not usable)")
+    if rules.key_usage and "OTP" not in rules.key_usage:
+        raise FormatError(f"{what}: its Policy does not allow OTP (KeyUsage), so it is not an OTP key")
+    if rules.number_of_transactions is not None:
+        raise FormatError(f"{what}: its Policy limits the uses (NumberOfTransactions), which keyfob does not count")
+    if rules.pin_usage is not None and rules.pin_usage != "Local":
+        raise FormatError(f"{what}: its Policy wants a PIN checked with the code, which keyfob does not do")
 
 
 def _check_macs(pskc_key: pskc.key.Key, what: str) -> None:
@@ -155,6 +257,7 @@ def _check_macs(pskc_key: pskc.key.Key, what: str) -> None:
 
 def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
     mode = _profile(pskc_key, what)
+    _check_policy(pskc_key, what)
     _check_macs(pskc_key, what)
     secret = pskc_key.secret
     if not secret:
@@ -162,16 +265,14 @@ def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
     if pskc_key.algorithm_suite:
         algorithm = hash_from_name(pskc_key.algorithm_suite)
         if algorithm is None:
-            raise FormatError(f"{what}: the hash suite is not supported (only HMAC-SHA1 and HMAC-SHA256)")
+            raise FormatError(f"{what}: the hash suite is not supported (only HMAC-SHA1, HMAC-SHA256 and HMAC-SHA512)")
     else:
         algorithm = hash_from_seed_length(len(secret))
-        if algorithm is None:
-            raise FormatError(f"{what}: a {len(secret)}-byte seed means SHA-512, which is not supported")
-    encoding = (pskc_key.response_encoding or "DECIMAL").strip().upper()
-    if encoding != "DECIMAL":
-        raise FormatError(f"{what}: response encoding {encoding} is not supported (only DECIMAL)")
+    if (pskc_key.response_encoding or "DECIMAL").strip().upper() != "DECIMAL":
+        raise FormatError(f"{what}: the response encoding is not supported (only DECIMAL)")
     if pskc_key.response_check:
         raise FormatError(f"{what}: responses with a Luhn check digit are not supported")
+    valid_from, valid_until = _validity(pskc_key)
     return TokenRecord(
         serial=(pskc_key.serial or "").strip(),
         mode=mode,
@@ -182,28 +283,45 @@ def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
         period=(pskc_key.time_interval or 30) if mode == "totp" else 30,
         manufacturer=(pskc_key.manufacturer or "").strip() or UNKNOWN,
         model=(pskc_key.model or "").strip() or UNKNOWN,
+        drift=(pskc_key.time_drift or 0) if mode == "totp" else 0,
+        valid_from=valid_from,
+        valid_until=valid_until,
     )
 
 
 def parse_pskc(
-    data: bytes, where: str, key: bytes | str | None = None, passphrase: str | None = None
+    data: bytes,
+    where: str,
+    key: bytes | str | None = None,
+    passphrase: str | None = None,
+    psk_file: str | os.PathLike[str] | None = None,
 ) -> list[TokenRecord]:
-    """The tokens in a PSKC document (``where`` names it in error messages)."""
-    _safe_check(data, where)
+    """The tokens in a PSKC document (``where`` names it in error messages).
+
+    ``psk_file``: a key file (see ``read_key_file``) to use when neither ``key`` nor ``passphrase``
+    is given and the document needs a pre-shared key, e.g. where provisioning keeps its key."""
+    check_values(_safe_check(data, where), where)
     try:
         container = pskc.PSKC(io.BytesIO(data))
     except PSKCError as exc:
-        raise FormatError(f"{where}: not a PSKC file: {exc}") from None
+        raise FormatError(f"{where}: not a PSKC file: {_reason(exc)}") from None
     except (ValueError, TypeError) as exc:
-        raise FormatError(f"{where}: not a PSKC file: malformed value ({type(exc).__name__})") from None
+        # check_values names the element for every value it knows; this is the rest.
+        raise FormatError(f"{where}: not a PSKC file: a malformed value ({type(exc).__name__})") from None
+    tried = ""
+    if key is None and passphrase is None and psk_file is not None:
+        key = _fallback_key(container, psk_file, where)
+        tried = f" (tried the key file {os.fspath(psk_file)})" if key is not None else ""
     _unlock(container, key, passphrase, where)
     keys = container.keys
     if not keys:
         raise FormatError(f"{where}: contains no keys")
     records = []
-    for number, pskc_key in enumerate(keys, start=1):
+    # numbered by KeyPackage, as pskc_checks numbers them (a package may hold more than one key)
+    numbered = [(n, k) for n, device in enumerate(container.devices, start=1) for k in device.keys]
+    for number, pskc_key in numbered:
         serial = (pskc_key.serial or "").strip()
-        what = f"{where}: key package {number}" + (f" (serial {serial})" if serial else "")
+        what = package_label(where, number, serial)
         if not serial:
             raise FormatError(f"{what}: has no serial number (DeviceInfo/SerialNo)")
         try:
@@ -218,12 +336,12 @@ def parse_pskc(
                     f"{where}: the seeds are encrypted: give the pre-shared key or the passphrase"
                 ) from None
             raise FormatError(
-                f"{what}: cannot decrypt (wrong key or passphrase, or the file was altered): {exc}"
+                f"{what}: cannot decrypt (wrong key or passphrase, or the file was altered): {_reason(exc)}{tried}"
             ) from None
         except PSKCError as exc:
-            raise FormatError(f"{what}: {exc}") from None
+            raise FormatError(f"{what}: {_reason(exc)}") from None
         except (ValueError, TypeError) as exc:
-            raise FormatError(f"{what}: malformed value ({type(exc).__name__})") from None
+            raise FormatError(f"{what}: a malformed value ({type(exc).__name__})") from None
     return records
 
 
@@ -244,8 +362,7 @@ def build_pskc(
     items = check_records(records, where)
     if sum(x is not None for x in (key, passphrase)) + bool(plain) != 1:
         raise FormatError(
-            f"{where}: choose exactly one of a pre-shared key, a passphrase, or plain=True "
-            "(secrets in the clear)"
+            f"{where}: choose exactly one of a pre-shared key, a passphrase, or plain=True (secrets in the clear)"
         )
     if passphrase is not None and not passphrase:
         raise FormatError(f"{where}: the passphrase is empty")

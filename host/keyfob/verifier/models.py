@@ -70,6 +70,9 @@ class Token(Base):
     description: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
+    #: RFC 6030 DeviceInfo, kept for export (added by 0004; NULL: not known)
+    manufacturer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class BackupCode(Base):

@@ -84,6 +84,53 @@ class Result:
         return self.accepted
 
 
+class Imported(str):
+    """The serial of a token just imported (a ``str``, so a list of them compares with serials),
+    and ``disabled``: why it was imported disabled (outside the dates its file allows, RFC 6030
+    section 5), or None."""
+
+    disabled: str | None
+
+    def __new__(cls, serial: str, disabled: str | None = None) -> Imported:
+        self = super().__new__(cls, serial)
+        self.disabled = disabled
+        return self
+
+
+def _outside_dates(record: TokenRecord, now: float) -> str | None:
+    """Why ``record`` may not be used at ``now`` (its dates are inclusive), or None."""
+    if record.valid_until is not None and now > record.valid_until:
+        return "its ExpiryDate has passed"
+    if record.valid_from is not None and now < record.valid_from:
+        return "its StartDate is still to come"
+    return None
+
+
+#: what a seed file says when it does not know the manufacturer or model (kept as NULL)
+_UNKNOWN = "unknown"
+
+
+def _assumed_device(serial: str) -> dict[str, str]:
+    """The manufacturer and model export writes when none is stored: keyfob's own for a keyfob
+    serial, ``unknown`` for others."""
+    if is_valid_serial(serial):
+        return {"manufacturer": TokenRecord.manufacturer, "model": TokenRecord.model}
+    return {"manufacturer": _UNKNOWN, "model": _UNKNOWN}
+
+
+def _device_columns(serial: str, record: TokenRecord) -> dict[str, str]:
+    """The manufacturer/model columns to store: only where they differ from what export would assume
+    (NULL, the column left out, means "as assumed": so rows from before 0004 and new rows agree)."""
+    assumed = _assumed_device(serial)
+    return {name: getattr(record, name) for name in assumed if getattr(record, name) != assumed[name]}
+
+
+def _device_fields(row) -> dict[str, str]:
+    """Manufacturer and model for an exported token: as stored, else as assumed."""
+    stored = {name: getattr(row, name) for name in ("manufacturer", "model")}
+    return _assumed_device(row.serial) | {k: v for k, v in stored.items() if v is not None}
+
+
 @dataclass(frozen=True)
 class UserInfo:
     name: str
@@ -636,12 +683,16 @@ class Verifier:
 
     def import_records(
         self, records: Iterable[TokenRecord], *, actor: str = "admin", source: str | None = None
-    ) -> list[str]:
+    ) -> list[Imported]:
         """Put tokens into the inventory (state ``unassigned``), all or nothing.
 
         Serials follow :func:`keyfob.serials.accept_serial`: keyfob serials need their check digit,
         other vendors' serials are kept as given. A serial already in the inventory refuses the whole batch.
-        ``source`` (e.g. the file name) prefixes error messages."""
+        ``source`` (e.g. the file name) prefixes error messages.
+
+        A token outside its file's dates now (``valid_from``/``valid_until``: before its StartDate or
+        after its ExpiryDate) is imported ``disabled``, and its :class:`Imported` says why; an admin
+        who knows better enables it. A TOTP token starts with the file's drift (RFC 6030 TimeDrift)."""
         recs = list(records)
         serials = []
         for n, r in enumerate(recs, start=1):
@@ -655,15 +706,17 @@ class Verifier:
         if dup:
             raise BadInput(f"the seed file lists token {min(dup)} more than once")
         now = self._clock()
+        disabled = [_outside_dates(r, now) for r in recs]
 
         def run(conn):
             have = conn.execute(select(_T.c.serial).where(_T.c.serial.in_(serials))).scalars().first()
             if have is not None:
                 raise AlreadyExists(f"token {have} is already in the inventory; nothing imported")
-            for s, r in zip(serials, recs, strict=True):
+            for s, r, why in zip(serials, recs, disabled, strict=True):
                 conn.execute(
                     insert(_T),
-                    {
+                    _device_columns(s, r)
+                    | {
                         "serial": s,
                         "mode": r.mode,
                         "algorithm": r.algorithm,
@@ -672,10 +725,10 @@ class Verifier:
                         "seed": self._box.seal(r.secret, s),
                         "counter": r.counter,
                         "last_step": -1,
-                        "drift": 0,
+                        "drift": r.drift,
                         "fail_count": 0,
                         "locked_until": None,
-                        "state": "unassigned",
+                        "state": "unassigned" if why is None else "disabled",
                         "user_id": None,
                         "description": None,
                         "created": now,
@@ -689,23 +742,31 @@ class Verifier:
                     "token-import",
                     "ok",
                     serial=s,
-                    detail=f"{r.mode} {r.algorithm} {r.digits} digits",
+                    detail=f"{r.mode} {r.algorithm} {r.digits} digits"
+                    + ("" if why is None else f"; imported disabled: {why}"),
                 )
 
         db.write(self._engine, run)
-        return serials
+        return [Imported(s, why) for s, why in zip(serials, disabled, strict=True)]
 
     def import_seed_file(
-        self, path, *, key: bytes | str | None = None, passphrase: str | None = None, actor: str = "admin"
-    ) -> list[str]:
+        self,
+        path,
+        *,
+        key: bytes | str | None = None,
+        passphrase: str | None = None,
+        psk_file=None,
+        actor: str = "admin",
+    ) -> list[Imported]:
         """Import a seed file, all or nothing: PSKC (RFC 6030; plain, pre-shared key or passphrase),
-        OATH CSV or otpauth URIs, told apart by content (``keyfob.formats.read_seed_file``)."""
+        OATH CSV or otpauth URIs, told apart by content (``keyfob.formats.read_seed_file``).
+        ``psk_file``: the key file to try when a PSKC file needs a pre-shared key none was given."""
         try:
             from keyfob.formats import FormatError, read_seed_file
         except ImportError:
             raise SeedFileError("reading seed files needs keyfob.formats, which is missing") from None
         try:
-            records = read_seed_file(path, key=key, passphrase=passphrase)
+            records = read_seed_file(path, key=key, passphrase=passphrase, psk_file=psk_file)
         except FormatError as exc:
             raise SeedFileError(str(exc)) from None
         except OSError as exc:
@@ -714,7 +775,7 @@ class Verifier:
             raise SeedFileError(f"seed file {path} holds no tokens")
         return self.import_records(records, actor=actor, source=str(path))
 
-    def import_uri(self, uri: str, *, actor: str = "admin") -> list[str]:
+    def import_uri(self, uri: str, *, actor: str = "admin") -> list[Imported]:
         """Import the token of one otpauth:// URI (Key URI format); its account name is the serial."""
         from keyfob.formats import FormatError, parse_uri
 
@@ -781,7 +842,7 @@ class Verifier:
                 secret=self._box.open(bytes(t.seed), t.serial),
                 counter=t.counter if t.mode == "hotp" else 0,
                 period=t.period,
-                **({} if is_valid_serial(t.serial) else {"manufacturer": "unknown", "model": "unknown"}),
+                **_device_fields(t),
             )
             for t in rows
         ]
