@@ -15,6 +15,9 @@ ALGORITHMS = ("sha1", "sha256")
 DIGITS = (6, 8)
 PERIODS = (30, 60)
 SEED_LENGTHS = {"sha1": 20, "sha256": 32}
+#: seed sizes any record may have: RFC 4226 asks for at least 128 bits; 64 bytes is a hash block,
+#: beyond which HMAC hashes the key first (a 62,500-byte "seed" is a mistake, not a key)
+SEED_MIN, SEED_MAX = 16, 64
 
 
 class RecordError(ValueError):
@@ -49,5 +52,5 @@ class TokenRecord:
                 "counter must be in 0 .. 2**63-1 (RFC 4226 allows 2**64-1;"
                 " a signed 64-bit database column holds one bit less)"
             )
-        if not isinstance(self.secret, bytes | bytearray) or len(self.secret) < 16:
-            raise RecordError("seed must be at least 16 bytes (128 bits, RFC 4226)")
+        if not isinstance(self.secret, bytes | bytearray) or not SEED_MIN <= len(self.secret) <= SEED_MAX:
+            raise RecordError(f"seed must be at least {SEED_MIN} bytes (128 bits, RFC 4226) and at most {SEED_MAX}")
