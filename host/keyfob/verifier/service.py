@@ -2,9 +2,9 @@
 
 A library that never prints. Every method that changes something writes an audit row in the same
 transaction. Before a code (or a password) is checked, the attempt is *reserved*: counted in advance
-as a failure on the token (and on the user's rate window) by one atomic UPDATE that only succeeds
-under the limit, so parallel guesses never get more checks than the lockout allows (see
-``Verifier._reserve``). Codes are checked outside any transaction and a success is written with a
+as a failure on the token (and on the throttle's user and source keys, :mod:`.throttle`) by one
+atomic UPDATE that only succeeds under the limit, so parallel guesses never get more checks than the
+lockout allows (see ``Verifier._reserve``). Codes are checked outside any transaction and a success is written with a
 compare-and-set (``UPDATE tokens ... WHERE id = ? AND counter = ?``) that also gives the
 reservations back, so of any number of parallel submissions of one code, across threads, processes
 or nodes, exactly one is accepted, and only failures stay counted.
@@ -74,9 +74,12 @@ _CAS_SQL: dict = {}
 
 @dataclass(frozen=True)
 class Result:
-    """The outcome of one attempt. ``reason`` is one of: ``ok``, ``backup-code``, ``password``
-    (user without 2FA), ``wrong-code``, ``wrong-backup-code``, ``wrong-password``, ``locked``,
-    ``throttled``, ``no-token`` (no active token of the code's length)."""
+    """The outcome of one attempt. A relying party is told ``accepted`` and nothing else: ``reason``
+    is for the audit log and an admin (:meth:`Verifier.explain`). It is one of: ``ok``,
+    ``backup-code``, ``password`` (user without 2FA), ``wrong-code``, ``wrong-backup-code``,
+    ``wrong-password``, ``replay`` (a code already used), ``locked``, ``throttled``, ``no-token``
+    (no active token of the code's length), ``unknown-user``, ``malformed`` (not a code of an
+    allowed length), ``unexpected-code`` (a code for a user without 2FA)."""
 
     accepted: bool
     user: str
