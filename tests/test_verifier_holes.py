@@ -109,8 +109,8 @@ def test_a_stranger_at_full_speed_does_not_keep_the_user_out(tmp_path, clock):
     enrol(v, "dora", "hotp", SHA1_SEED)
     counter = 1
     attacker = real_in = real_tries = 0
-    # 100 wrong passwords a second for 2 minutes; the real user logs in every 10 s
-    for tick in range(1, 12001):
+    # 100 wrong passwords a second for a minute; the real user logs in every 10 s
+    for tick in range(1, 6001):
         clock.t += 0.01
         if tick % 1000 == 0:
             real_tries += 1
@@ -120,7 +120,8 @@ def test_a_stranger_at_full_speed_does_not_keep_the_user_out(tmp_path, clock):
         elif tick % 10 == 0:  # 10 per second through the library, the other 90 left to the back-off
             attacker += 1
             assert not v.verify("dora", f"guess {tick}", "123456").accepted
-    assert (real_in, real_tries) == (12, 12), (real_in, real_tries, attacker)
+    assert (real_in, real_tries) == (6, 6), (real_in, real_tries, attacker)
+    assert len(v.audit(user="dora", limit=None)) < 30  # 594 wrong passwords, counted in a few rows
     v.close()
 
 
@@ -256,15 +257,18 @@ def test_a_locked_database_gives_one_line_and_exit_2_after_a_bounded_wait(tmp_pa
 
 
 def test_invalid_utf8_is_one_line_exit_2_audited_and_uses_no_slot(tmp_path, cli_env):
-    for args, stdin in [
+    for args, stdin in [  # the issue's command line, and a password+code line on stdin
         ((b"validate", b"judy", b"\xffpassword123287082"), None),
-        ((b"validate", b"j\xffdy", (PW + "123456").encode()), None),
         ((b"validate", b"judy", b"-"), b"\xfe" + PW.encode() + b"123456\n"),
     ]:
         r = keyfob(*args, env=cli_env, input=stdin)
         err = r.stderr.decode().strip()
         assert r.returncode == 2 and "\n" not in err and "UTF-8" in err, err
         assert b"password1232" not in r.stderr and PW.encode() not in r.stderr and b"Traceback" not in r.stderr
+    # a user name's bytes, as Python decodes argv (surrogateescape), through click in-process
+    name = os.fsdecode(b"j\xffdy")
+    r = CliRunner(env=cli_env).invoke(main, ["validate", name, PW + "123456"])
+    assert r.exit_code == 2 and "UTF-8" in r.stderr and r.stderr.count("\n") == 1
     with Verifier.open(tmp_path / "v.db", key_file=tmp_path / "v.key") as v:
         rows = v.audit(action="validate")
         assert [r.detail for r in rows] == ["invalid UTF-8"] * 3
@@ -348,16 +352,20 @@ def test_an_unknown_user_costs_one_argon2_verify_like_a_known_one(tmp_path, cloc
 # --- 7: unknown users, aggregated throttling, retention ---------------------------------------------
 
 
-def test_three_thousand_throttled_attempts_add_few_audit_rows(tmp_path, clock):
+@pytest.mark.parametrize("source", ["192.0.2.1", None], ids=["with-source", "no-source"])
+def test_three_thousand_throttled_attempts_add_few_audit_rows(tmp_path, clock, source):
+    """From one source, 3,000 (refused unchecked); with no source, 1,000 (each costs a dummy Argon2
+    verify, so the suite stays quick: the rows do not grow with the count either way)."""
     v = make(tmp_path, clock)
     before = len(v.audit(limit=None))
-    for i in range(3000):
+    n = 3000 if source else 1000
+    for i in range(n):
         clock.t += 0.01
-        v.verify("nobody", f"password {i}", "123456", source="192.0.2.1")
-    rows = v.audit(limit=None)
-    assert len(rows) - before <= 20, len(rows) - before
-    throttled = [r for r in rows if r.detail == "throttled"]
-    assert sum(r.count for r in throttled) + sum(r.detail == "unknown-user" for r in rows) == 3000
+        v.verify("nobody", f"password {i}", "123456", source=source)
+    rows = v.audit(limit=None)[: -before or None]
+    assert len(rows) <= 20, len(rows)
+    assert {r.detail for r in rows} <= {"throttled", "unknown-user"} and sum(r.count for r in rows) == n
+    assert v.explain("nobody").detail in ("throttled", "unknown-user")
     v.close()
 
 

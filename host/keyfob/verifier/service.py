@@ -548,12 +548,16 @@ class Verifier:
 
     def _refuse(self, att: _Attempt, now, action, reason, serial=None, actor=None) -> Result:
         """Audit a refused attempt (its failure was counted by its reservations, if any; a two-factor
-        login checked during the user's back-off counts it on the user's key now)."""
+        login checked during the user's back-off counts it on the user's key now, and its audit row
+        is aggregated)."""
 
         def run(conn):
-            _audit(conn, now, **self._row(att, action, reason, serial, actor))
-            if att.backoff:
+            row = self._row(att, action, reason, serial, actor)
+            if att.backoff:  # checked during the user's back-off: counted, and audited in aggregate
                 throttle.note_failure(conn, att.ukey, now, self.policy)
+                throttle.aggregate(conn, att.ukey, now, row)
+            else:
+                _audit(conn, now, **row)
 
         db.write(self._engine, run)
         log.info("%s refused for %s: %s", action, att.user.name if att.user else "an unknown user", reason)

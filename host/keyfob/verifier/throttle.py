@@ -25,9 +25,11 @@ Design (issue 11, hole 2: a stranger who knows a user name must not keep that us
   no more. Failures of such checked attempts count on the user's key (keeping its back-off up).
   So the real user's delay under a flood of wrong passwords is zero when they bring both factors;
   users without 2FA have only the per-source back-off to tell them from the stranger.
-* **Audit.** Attempts refused unchecked are aggregated: one audit row per key per
-  :data:`AGGREGATE_SECONDS`, whose ``count`` says how many attempts it stands for; checked attempts
-  get a row each, with their reason.
+* **Audit.** Attempts made while a key is in back-off are aggregated: one audit row per key and
+  reason per :data:`AGGREGATE_SECONDS`, whose ``count`` says how many attempts it stands for
+  (``throttled`` for those refused unchecked; the real reason, e.g. ``wrong-password``, for the
+  two-factor logins checked anyway). Attempts outside back-off get a row each. So a flood, with or
+  without a source, adds a few rows, not one per attempt.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ _ENSURE = text(
 _RELEASE = text("UPDATE throttle SET fails = fails - 1 WHERE key = :key AND fails > 0")
 _AGG_BUMP = text(
     "UPDATE audit SET count = count + 1, ts = :now"
-    " WHERE id = (SELECT agg_id FROM throttle WHERE key = :key AND agg_until > :now)"
+    " WHERE id = (SELECT agg_id FROM throttle WHERE key = :key AND agg_until > :now) AND detail = :detail"
 )
 _AGG_SET = text("UPDATE throttle SET agg_id = :id, agg_until = :until WHERE key = :key")
 _PRUNE = text("DELETE FROM throttle WHERE last_fail <= :cut AND next_ok <= :now")
@@ -133,9 +135,10 @@ def release(conn, key: str) -> None:
 
 
 def aggregate(conn, key: str, now: float, row: dict) -> None:
-    """Audit one attempt refused unchecked because of ``key``'s back-off: add it to the key's current
-    aggregate row, or start one (``row``: the audit columns of the new row)."""
-    if conn.execute(_AGG_BUMP, {"key": key, "now": now}).rowcount == 1:
+    """Audit one attempt made while ``key`` is in back-off: add it to the key's current aggregate row
+    if that has the same reason (``detail``), or start one (``row``: the audit columns of the new
+    row). A flood is one reason over and over: a few rows, whatever its size."""
+    if conn.execute(_AGG_BUMP, {"key": key, "now": now, "detail": row["detail"]}).rowcount == 1:
         return
     new_id = conn.execute(insert(_A).values(ts=now, count=1, **row)).inserted_primary_key[0]
     conn.execute(_AGG_SET, {"id": new_id, "until": now + AGGREGATE_SECONDS, "key": key})
