@@ -145,6 +145,19 @@ def test_backoff_grows_per_failure_per_user_and_per_source(tmp_path, clock):
     assert v.verify("emil", PW, hotp().at(1), source="198.51.100.4").accepted
 
 
+def test_no_backoff_before_the_free_tries_even_with_clocks_a_moment_apart(tmp_path, clock):
+    """Two nodes (or threads) whose clocks read 2 ms apart: the later clock's attempt reserves first;
+    the earlier one is still checked (not throttled) while the free tries last."""
+    v = make(tmp_path, clock)
+    enrol(v, "hugo", "hotp", SHA1_SEED)
+    late = Clock(clock.t + 0.002)
+    other = Verifier.open(tmp_path / "v.db", key=b"K" * 32, policy=v.policy, clock=late)
+    assert other.check_code("hugo", "000000").reason == "wrong-code"
+    assert v.check_code("hugo", "000001").reason == "wrong-code"
+    other.close()
+    v.close()
+
+
 def test_a_stolen_password_still_meets_the_token_lockout(tmp_path, clock):
     v = make(tmp_path, clock, max_fail=5)
     s = enrol(v, "gina", "hotp", SHA1_SEED)

@@ -124,7 +124,7 @@ def test_reservations_follow_the_pure_rules(tmp_path):
     for _ in range(160):
         clock.t += rnd.choice([0, 0, 0, 0.5, 1, 1, 2, 3, 10, 59.9, 60, 61, 299.9, 300, 301, -5, -100])
         now = clock.t
-        after = rules.throttle_reserve(key or (0, now, now), now, p)
+        after = rules.throttle_reserve(key or (0, now, 0), now, p)
         if after is None:
             want = "throttled"
         else:

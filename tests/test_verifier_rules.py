@@ -118,6 +118,9 @@ def test_throttle_backs_off_per_failure_and_forgets():
     assert rules.throttle_reserve(k, 102, p) is None
     # 60 s after the last failure the count is forgotten, whatever the back-off said
     assert rules.throttle_reserve((9, 101, 10**9), 161, p) == (1, 161, 161)
+    # another thread's clock read a moment later reserved first: this attempt is not refused for it
+    assert rules.throttle_reserve((1, 100.002, 0), 100.001, p) == (2, 100.001, 101.001)
+    assert rules.throttle_reserve((0, 100.002, 0), 100.001, p) == (1, 100.001, 0)
 
 
 def test_counter_windows_stop_below_2_63():

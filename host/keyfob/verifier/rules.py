@@ -328,14 +328,17 @@ def backoff(fails: int, policy: Policy) -> float:
 def throttle_reserve(state: tuple[int, float, float], now: float, policy: Policy) -> tuple[int, float, float] | None:
     """A throttle key's ``(fails, last_fail, next_ok)`` after one more reserved failure at ``now``,
     or None if the key is in back-off (nothing changes). Failures are forgotten ``user_rate_window``
-    seconds after the last one. A new key starts as ``(0, now, now)``. The rule
-    :func:`keyfob.verifier.throttle.reserve`'s UPDATE implements."""
+    seconds after the last one. A new key starts as ``(0, now, 0)``. Until a back-off is earned,
+    ``next_ok`` never moves later than it was (nor than now), so attempts whose clocks were read a
+    moment apart, in any order, all pass. The rule :func:`keyfob.verifier.throttle.reserve`'s
+    UPDATE implements."""
     fails, last, next_ok = state
     forgotten = last <= now - policy.user_rate_window
     if next_ok > now and not forgotten:
         return None
     n = 1 if forgotten else fails + 1
-    return n, now, now + backoff(n, policy)
+    wait = backoff(n, policy)
+    return n, now, (now + wait) if wait else min(next_ok, now)
 
 
 # --- One field: password followed by the code -----------------------------------------------------

@@ -49,7 +49,7 @@ SOURCE_MAX = 64
 _A = AuditEntry.__table__
 
 _ENSURE = text(
-    "INSERT INTO throttle (key, fails, last_fail, next_ok) VALUES (:key, 0, :now, :now) ON CONFLICT (key) DO NOTHING"
+    "INSERT INTO throttle (key, fails, last_fail, next_ok) VALUES (:key, 0, :now, 0) ON CONFLICT (key) DO NOTHING"
 )
 _RELEASE = text("UPDATE throttle SET fails = fails - 1 WHERE key = :key AND fails > 0")
 _AGG_BUMP = text(
@@ -94,8 +94,13 @@ _NEW = "(CASE WHEN last_fail <= :cut THEN 1 ELSE fails + 1 END)"
 
 @functools.lru_cache(maxsize=32)
 def _reserve_sql(limit: int, cap: float):
+    # No back-off earned: next_ok never moves later (min(next_ok, now)), so an attempt whose clock
+    # read a moment earlier than another's, in another thread or on another node, is not refused.
+    delay = _delay_sql(limit, cap, _NEW)
     return text(
-        f"UPDATE throttle SET fails = {_NEW}, last_fail = :now, next_ok = :now + {_delay_sql(limit, cap, _NEW)}"
+        f"UPDATE throttle SET fails = {_NEW}, last_fail = :now,"
+        f" next_ok = CASE WHEN {delay} = 0 THEN (CASE WHEN next_ok < :now THEN next_ok ELSE :now END)"
+        f" ELSE :now + {delay} END"
         " WHERE key = :key AND (next_ok <= :now OR last_fail <= :cut)"
     )
 
