@@ -116,7 +116,7 @@ class Throttle(Base):
     __tablename__ = "throttle"
     key: Mapped[str] = mapped_column(String(80), primary_key=True)
     fails: Mapped[int] = mapped_column(Integer)
-    last_fail: Mapped[float] = mapped_column(Float)
+    last_fail: Mapped[float] = mapped_column(Float, index=True)  # pruning forgotten keys
     #: no checked attempt before this time (failures past the free ones push it out)
     next_ok: Mapped[float] = mapped_column(Float)
     #: the audit row that counts this key's throttled attempts until ``agg_until``

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("agg_until", sa.Float, nullable=True),
         sa.PrimaryKeyConstraint("key", name="pk_throttle"),
     )
+    op.create_index("ix_throttle_last_fail", "throttle", ["last_fail"])  # pruning forgotten keys
     # plain ADD COLUMN (with a constant default) on every engine, SQLite included
     op.add_column("tokens", sa.Column("sync_drift", sa.Integer, nullable=False, server_default="0"))
     op.add_column("audit", sa.Column("count", sa.Integer, nullable=False, server_default="1"))
