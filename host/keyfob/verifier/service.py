@@ -217,6 +217,11 @@ class _Attempt:
     keys: list[str] = field(default_factory=list)  # throttle keys reserved (given back on success)
     backoff: bool = False  # the user is in back-off: a two-factor login checked anyway
 
+    @property
+    def shown_source(self) -> str | None:
+        """The source as the audit log shows it (its key without the ``s:`` prefix)."""
+        return self.source[2:] if self.source else None
+
 
 def _utf8(*values) -> None:
     """:class:`BadInput` if a text holds what is not UTF-8 (bytes the command line could not decode
@@ -529,7 +534,8 @@ class Verifier:
             throttle.release(conn, key)
 
     def _attempt(self, name: str, user, source: str | None) -> _Attempt:
-        return _Attempt(name, user, source and throttle.source_key(source), throttle.user_key(self._box.name_tag(name)))
+        skey = None if source is None else throttle.source_key(source)
+        return _Attempt(name, user, skey, throttle.user_key(self._box.name_tag(name)))
 
     def _row(self, att: _Attempt, action: str, reason: str | None, serial=None, actor=None) -> dict:
         """The audit columns of an attempt's refusal. An unknown user's name is not recorded (it may be
@@ -543,7 +549,7 @@ class Verifier:
             "serial": serial,
             "result": "fail",
             "detail": reason,
-            "source": att.source[2:] if att.source else None,
+            "source": att.shown_source,
         }
 
     def _refuse(self, att: _Attempt, now, action, reason, serial=None, actor=None) -> Result:
@@ -1060,7 +1066,7 @@ class Verifier:
                     "ok",
                     user.name,
                     detail="backup-code",
-                    source=att.source and att.source[2:],
+                    source=att.shown_source,
                 )
                 return True
 
@@ -1131,7 +1137,7 @@ class Verifier:
                     return False
                 self._give_back(conn, att, [i for i in reserved if i != tok.id])
                 _audit(
-                    conn, now, user.name, "validate", "ok", user.name, tok.serial, source=att.source and att.source[2:]
+                    conn, now, user.name, "validate", "ok", user.name, tok.serial, source=att.shown_source
                 )
                 return True
 
@@ -1320,7 +1326,7 @@ class Verifier:
                 "ok",
                 user.name,
                 detail="password only (2fa off)",
-                source=att.source and att.source[2:],
+                source=att.shown_source,
             )
 
         db.write(self._engine, run)
