@@ -181,7 +181,7 @@ def test_round_trip_between_two_verifiers(tmp_path, fmt):
     for rec in recs:
         a.ok("token", "link", "alice", rec.serial, code(rec, rec.counter))
     for rec in recs:
-        r = a.ok("validate", "alice", code(rec, rec.counter, 1), "--code-only", "--json")
+        r = a.ok("validate", "alice", code(rec, rec.counter, 1), "--code-only", "--json", "--explain")
         assert json.loads(r.stdout)["serial"] == rec.serial
 
     opts, unlock = UNLOCK[fmt]
@@ -235,7 +235,7 @@ def test_round_trip_between_two_verifiers(tmp_path, fmt):
             assert b("token", "link", "bob", rec.serial, code(rec, rec.counter, 1)).exit_code == 1
         b.ok("token", "link", "bob", rec.serial, code(rec, rec.counter, b_off(rec)))
     for rec in recs:
-        r = b.ok("validate", "bob", PW, code(rec, rec.counter, b_off(rec) + 1), "--json")
+        r = b.ok("validate", "bob", PW, code(rec, rec.counter, b_off(rec) + 1), "--json", "--explain")
         assert json.loads(r.stdout)["serial"] == rec.serial
 
 
@@ -355,7 +355,7 @@ def test_twin_qr_codes_decode_and_their_codes_validate(tmp_path):
     app = pyotp.parse_uri(uri)
     # pyotp's HOTP.at(n) is the code at the URI's counter + n: the app's first code is counter 7
     assert app.name == h.serial and app.initial_count == 7 and app.at(0) == code(h, 7)
-    r = v.ok("validate", "dave", PW + app.at(0), "--json")
+    r = v.ok("validate", "dave", PW + app.at(0), "--json", "--explain")
     assert json.loads(r.stdout)["serial"] == h.serial
 
     svg = tmp_path / "twin.svg"

@@ -93,20 +93,24 @@ def test_full_flow(env):
     r = run("validate", "alice", "-", input=PW + h.at(1) + "\n")
     assert r.exit_code == 0 and "accepted" in r.stdout
     r = run("validate", "alice", "-", "--json", input=PW + h.at(1) + "\n")  # replay
+    assert r.exit_code == 1 and json.loads(r.stdout) == {"accepted": False}  # all a relying party learns
+    r = run("validate", "alice", "-", "--json", "--explain", input=PW + h.at(1) + "\n")  # the admin asks
     assert r.exit_code == 1
-    assert json.loads(r.stdout) == {"accepted": False, "user": "alice", "reason": "wrong-code", "serial": s1}
+    assert json.loads(r.stdout) == {"accepted": False, "reason": "replay", "serial": s1}
     assert run("validate", "alice", PW, h.at(2)).exit_code == 0
     assert run("validate", "alice", h.at(3), "--code-only").exit_code == 0
 
     # resync from 500 presses ahead, then unlock after a lockout
     r = run("token", "resync", s1, h.at(500), h.at(501), "--json")
+    assert r.exit_code == 1  # beyond the narrow search
+    r = run("token", "resync", s1, h.at(500), h.at(501), "--wide", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["accepted"] is True
     for _ in range(10):
         assert run("validate", "alice", "000000", "--code-only").exit_code == 1
     toks = {t["serial"]: t for t in json.loads(run("token", "list", "--json").stdout)}
     assert toks[s1]["locked"] is True and toks[s1]["counter"] == 502 and toks[s1]["user"] == "alice"
     assert toks[s2]["state"] == "unassigned" and "seed" not in toks[s2]
-    r = run("validate", "alice", h.at(502), "--code-only", "--json")
+    r = run("validate", "alice", h.at(502), "--code-only", "--json", "--explain")
     assert r.exit_code == 1 and json.loads(r.stdout)["reason"] in ("locked", "throttled")
     assert run("token", "unlock", s1).exit_code == 0
 
@@ -142,6 +146,10 @@ def test_full_flow(env):
     } <= actions
     assert run("audit").exit_code == 0
     assert run("user", "disable-2fa", "alice").exit_code == 0
+    # alice's 11 failures of the last seconds keep a password-only login in back-off...
+    assert run("validate", "alice", "-", "--explain", input=PW + "\n").stderr == "refused (throttled)\n"
+    # ...until an admin sets her password (which clears her back-off)
+    assert run("user", "passwd", "alice", "--password-stdin", input=PW + "\n").exit_code == 0
     assert run("validate", "alice", "-", input=PW + "\n").exit_code == 0
 
 
@@ -172,10 +180,6 @@ def test_bad_input_one_line_nonzero_nothing_written(env):
     bad_serial = s1[:-1] + str((int(s1[-1]) + 1) % 10)
     before = dump(env / "v.db")
     cases = [
-        ("validate", "nobody", PW + "123456"),
-        ("validate", "bob", PW, "12a456"),
-        ("validate", "bob", PW, "1234567"),
-        ("validate", "bob", h.at(1) + "x", "--code-only"),
         ("token", "link", "bob", bad_serial, "123456"),
         ("token", "unlock", bad_serial),
         ("token", "import", env / "truncated.pskc", "--psk-file", env / "wrong.hex"),
@@ -226,6 +230,15 @@ def test_bad_input_one_line_nonzero_nothing_written(env):
         assert json.loads(r.stdout) == {"error": err.removeprefix("error: ")}, (args, r.stdout)
     assert dump(env / "v.db") == before
     assert (env / "notes.txt").read_text() == "not a database\n"
+    # at a login, an unknown user or a malformed code is a refusal like any other: one line, exit 1
+    for args in [
+        ("validate", "nobody", PW + "123456"),
+        ("validate", "bob", PW, "12a456"),
+        ("validate", "bob", PW, "1234567"),
+        ("validate", "bob", h.at(1) + "x", "--code-only"),
+    ]:
+        r = run(*args)
+        assert (r.exit_code, r.stdout, r.stderr) == (1, "", "refused\n"), args
 
 
 def test_json_for_every_command_that_changes_a_token_or_a_user(env):
@@ -270,18 +283,20 @@ def test_self_service_resync_on_the_command_line(env):
     assert run("token", "link", "dora", s1, h.at(0)).exit_code == 0
     assert run("token", "link", "emil", s2, h2.at(0)).exit_code == 0
 
-    args = ("token", "resync", s1, h.at(300), h.at(301), "--user", "dora", "--password-stdin", "--json")
+    args = ("token", "resync", s1, h.at(30), h.at(31), "--user", "dora", "--password-stdin", "--json")
     r = run(*args, input="wrong password\n")
     assert r.exit_code == 1 and json.loads(r.stdout)["reason"] == "wrong-password"
+    r = run("token", "resync", s1, h.at(30), h.at(31), "--user", "dora", "--wide")  # the wide search: admin only
+    assert r.exit_code == 2 and "admin" in r.stderr
     # someone else's token: refused before the password is read
-    r = run("token", "resync", s2, h2.at(300), h2.at(301), "--user", "dora", "--password-stdin")
+    r = run("token", "resync", s2, h2.at(30), h2.at(31), "--user", "dora", "--password-stdin")
     assert r.exit_code == 2 and "does not belong to user 'dora'" in r.stderr
-    r = run("token", "resync", s1, h.at(300), h.at(302), "--user", "dora", "--password-stdin", input=PW + "\n")
+    r = run("token", "resync", s1, h.at(30), h.at(32), "--user", "dora", "--password-stdin", input=PW + "\n")
     assert r.exit_code == 1 and "wrong-code" in r.stderr
     r = run(*args, input=PW + "\n")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == {"accepted": True, "user": "dora", "serial": s1, "reason": "ok"}
-    assert run("validate", "dora", PW, h.at(302)).exit_code == 0
+    assert run("validate", "dora", PW, h.at(32)).exit_code == 0
     rows = json.loads(run("audit", "--action", "token-resync", "--json").stdout)
     assert [(e["actor"], e["result"], e["detail"]) for e in rows] == [
         ("dora", "ok", None),
@@ -297,7 +312,7 @@ def test_policy_options_at_init_and_server_config(env):
     assert json.loads(r.stdout)["policy"]["max_fail"] == 3
     shown = json.loads(run("server", "config", "--json").stdout)
     assert shown["max_fail"] == 3 and shown["lock_seconds"] is None and shown["hotp_window"] == 4
-    assert shown["totp_window"] == 1 and shown["user_rate_limit"] == 20  # the defaults for the rest
+    assert shown["totp_window"] == 1 and shown["user_rate_limit"] == 10  # the defaults for the rest
     r = run("server", "config", "--set", "max-fail=5", "--set", "lock_seconds=120", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["max_fail"] == 5 and json.loads(r.stdout)["lock_seconds"] == 120
@@ -315,7 +330,7 @@ def test_policy_options_at_init_and_server_config(env):
     assert run("token", "link", "finn", s1, h.at(0)).exit_code == 0
     for _ in range(5):
         run("validate", "finn", "000000", "--code-only")
-    r = run("validate", "finn", h.at(1), "--code-only", "--json")
+    r = run("validate", "finn", h.at(1), "--code-only", "--json", "--explain")
     assert json.loads(r.stdout)["reason"] == "locked"
     assert run("server", "init", "--max-fail", "0", "--db", env / "other.db").exit_code == 2
 

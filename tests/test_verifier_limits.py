@@ -48,9 +48,17 @@ def enrol(v, user, seed=SEED, n=1, counter=0):
     return s
 
 
-def user_window(v, name):
+def throttle_state(v, name):
+    """The user name's throttle row: (fails, last_fail, next_ok), or None."""
+    key = "u:" + v._box.name_tag(name)
     with v._engine.connect() as conn:
-        return tuple(conn.execute(text("SELECT rl_start, rl_count FROM users WHERE name = :n"), {"n": name}).one())
+        q = text("SELECT fails, last_fail, next_ok FROM throttle WHERE key = :k")
+        row = conn.execute(q, {"k": key}).first()
+    return None if row is None else tuple(row)
+
+
+def throttle_fails(v, name):
+    return throttle_state(v, name)[0]
 
 
 def token_lock(v, serial):
@@ -69,16 +77,16 @@ def test_a_valid_code_under_the_limit_works_and_gives_its_reservations_back(tmp_
     ref = hotp()
     for _ in range(2):
         assert v.check_code("ada", "000000").reason == "wrong-code"
-    assert token_lock(v, s) == (2, None) and user_window(v, "ada")[1] == 2
+    assert token_lock(v, s) == (2, None) and throttle_fails(v, "ada") == 2
     # the right code takes the third and last reservation (which locks for a moment) and is accepted
     r = v.check_code("ada", ref.at(1))
     assert (r.accepted, r.reason) == (True, "ok")
     assert token_lock(v, s) == (0, None)  # the success reset the token's count
-    assert user_window(v, "ada")[1] == 2  # and did not count on the user's window
+    assert throttle_fails(v, "ada") == 2  # and did not count on the user's throttle
     assert not v.token(s).locked
     # the same through verify(): password + code
     assert v.verify("ada", PW, ref.at(2)).accepted
-    assert user_window(v, "ada")[1] == 2
+    assert throttle_fails(v, "ada") == 2
     assert [a.result for a in v.audit(user="ada", action="validate", limit=None)] == ["ok", "ok", "fail", "fail"]
     v.close()
 
@@ -102,24 +110,25 @@ def test_success_on_one_token_does_not_count_on_the_users_other_tokens(tmp_path)
 
 def test_reservations_follow_the_pure_rules(tmp_path):
     """A long random run of wrong codes at random times: each attempt's outcome, and the stored fail
-    count, lock and rate window after it, are what rules.after_failure / after_user_failure /
-    is_locked / throttled say."""
+    count, lock and throttle row after it, are what rules.after_failure / throttle_reserve /
+    is_locked say."""
     clock = Clock()
-    policy = dict(max_fail=4, lock_seconds=300, user_rate_limit=6, user_rate_window=60)
+    policy = dict(max_fail=4, lock_seconds=300, user_rate_limit=6, user_rate_window=60, backoff_max=30)
     v = make(tmp_path, clock, **policy)
     p = v.policy
     s = enrol(v, "cy")
     fc, lu = 0, None
-    start, count = None, 0
+    key = None
     rnd = random.Random(20240601)
     seen = set()
     for _ in range(160):
         clock.t += rnd.choice([0, 0, 0, 0.5, 1, 1, 2, 3, 10, 59.9, 60, 61, 299.9, 300, 301, -5, -100])
         now = clock.t
-        if rules.throttled(start, count, now, p):
+        after = rules.throttle_reserve(key or (0, now, 0), now, p)
+        if after is None:
             want = "throttled"
         else:
-            start, count = rules.after_user_failure(start, count, now, p)
+            key = after
             if rules.is_locked(fc, lu, now, p):
                 want = "locked"
             else:
@@ -129,7 +138,7 @@ def test_reservations_follow_the_pure_rules(tmp_path):
         seen.add(got)
         assert got == want, (now, got, want)
         assert token_lock(v, s) == (fc, lu)
-        assert user_window(v, "cy") == ((start, count) if start is not None else (None, 0))
+        assert throttle_state(v, "cy") == key
     assert seen == {"throttled", "locked", "wrong-code"}
     v.close()
 
@@ -141,9 +150,9 @@ def test_a_wrong_password_counts_on_the_user_never_on_the_token(tmp_path):
     for _ in range(3):
         assert v.verify("dan", "not the password", "123456").reason == "wrong-password"
     assert token_lock(v, s) == (0, None)
-    assert v.verify("dan", PW, hotp().at(1)).reason == "throttled"
-    clock.t += 60
-    assert v.verify("dan", PW, hotp().at(1)).accepted
+    assert v.verify("dan", PW, "000000", source="192.0.2.7").reason == "wrong-code"  # in back-off, still checked
+    assert token_lock(v, s) == (1, None)  # a right password's wrong code counts on the token
+    assert v.verify("dan", PW, hotp().at(1)).accepted  # two factors are checked in back-off
     v.close()
 
 
@@ -152,14 +161,14 @@ def test_self_service_resync_reserves_like_a_login(tmp_path):
     v = make(tmp_path, clock, max_fail=2, user_rate_limit=10)
     s = enrol(v, "eve")
     ref = hotp()
-    assert v.resync(s, ref.at(100), ref.at(102), user="eve", password=PW).reason == "wrong-code"
-    assert v.resync(s, ref.at(100), ref.at(102), user="eve", password=PW).reason == "wrong-code"
+    assert v.resync(s, ref.at(30), ref.at(32), user="eve", password=PW).reason == "wrong-code"
+    assert v.resync(s, ref.at(30), ref.at(32), user="eve", password=PW).reason == "wrong-code"
     assert v.token(s).locked
-    assert v.resync(s, ref.at(100), ref.at(101), user="eve", password=PW).reason == "locked"
+    assert v.resync(s, ref.at(30), ref.at(31), user="eve", password=PW).reason == "locked"
     v.unlock(s)
-    r = v.resync(s, ref.at(100), ref.at(101), user="eve", password=PW)
-    assert r.accepted and v.token(s).counter == 102 and token_lock(v, s) == (0, None)
-    assert user_window(v, "eve")[1] == 3  # two wrong codes and the locked attempt; not the success
+    r = v.resync(s, ref.at(30), ref.at(31), user="eve", password=PW)
+    assert r.accepted and v.token(s).counter == 32 and token_lock(v, s) == (0, None)
+    assert throttle_fails(v, "eve") == 3  # two wrong codes and the locked attempt; not the success
     v.close()
 
 

@@ -104,23 +104,23 @@ def test_lockout_counting_and_timeout():
     assert rules.is_locked(fc, lu, 10**12, p2)
 
 
-def test_user_rate_window():
-    p = Policy(user_rate_limit=2, user_rate_window=60)
-    s, c = rules.after_user_failure(None, 0, 100, p)
-    assert not rules.throttled(s, c, 100, p)
-    s, c = rules.after_user_failure(s, c, 110, p)
-    assert (s, c) == (100, 2)
-    assert rules.throttled(s, c, 159.9, p)
-    assert not rules.throttled(s, c, 160, p)
-    assert rules.after_user_failure(s, c, 160, p) == (160, 1)
-    assert not rules.throttled(s, c, 120, Policy(user_rate_limit=0))
-    # another thread or node read its clock a moment earlier than the window's start: same window
-    # (otherwise each such attempt would open a new window and slip past the limit)
-    assert rules.throttled(100, 2, 99.5, p)
-    assert rules.after_user_failure(100, 1, 99.5, p) == (100, 2)
-    # a clock that went back by more than a whole window starts a new one
-    assert rules.after_user_failure(100, 2, 39, p) == (39, 1)
-    assert not rules.throttled(100, 2, 39, p)
+def test_throttle_backs_off_per_failure_and_forgets():
+    p = Policy(user_rate_limit=2, user_rate_window=60, backoff_max=10)
+    assert [rules.backoff(n, p) for n in range(1, 8)] == [0, 1, 2, 4, 8, 10, 10]
+    assert rules.backoff(10**6, p) == 10 and rules.backoff(99, Policy(user_rate_limit=0)) == 0
+    k = rules.throttle_reserve((0, 100, 100), 100, p)
+    assert k == (1, 100, 100)  # the first failure is free: the next attempt may come at once
+    k = rules.throttle_reserve(k, 100, p)
+    assert k == (2, 100, 101)  # the second starts the back-off
+    assert rules.throttle_reserve(k, 100.5, p) is None  # in back-off: refused, nothing counted
+    k = rules.throttle_reserve(k, 101, p)
+    assert k == (3, 101, 103)  # and each failure doubles it
+    assert rules.throttle_reserve(k, 102, p) is None
+    # 60 s after the last failure the count is forgotten, whatever the back-off said
+    assert rules.throttle_reserve((9, 101, 10**9), 161, p) == (1, 161, 161)
+    # another thread's clock read a moment later reserved first: this attempt is not refused for it
+    assert rules.throttle_reserve((1, 100.002, 0), 100.001, p) == (2, 100.001, 101.001)
+    assert rules.throttle_reserve((0, 100.002, 0), 100.001, p) == (1, 100.001, 0)
 
 
 def test_counter_windows_stop_below_2_63():

@@ -95,7 +95,7 @@ def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
         clock.t += 30
         assert v.verify("tia", PASSWORDS[1] + code("totp", int(clock.t)))
     assert not v.verify("sam", PASSWORDS[1] + code("hotp6", 6))  # other user's password
-    assert v.resync(serials["hotp6"], code("hotp6", 400), code("hotp6", 401))
+    assert v.resync(serials["hotp6"], code("hotp6", 400), code("hotp6", 401), wide=True)
     for i in range(10):
         assert not v.check_code("sam", code("hotp6", 1000 + i))
     v.unlock(serials["hotp6"])
@@ -112,17 +112,21 @@ def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
     ]
     errors = []
     bad_calls = [lambda p=p: v.link("tia", p, code("totp", int(clock.t))) for p in pasted]
-    bad_calls += [
-        lambda: v.check_code("sam", code("hotp8", 7) + "x"),
-        lambda: v.check_code("sam", code("hotp8", 7)[:-1]),
-        lambda: v.verify("sam", code("hotp8", 7)),  # the code alone, the password forgotten
-        lambda: v.verify("tia", PASSWORDS[1], code("totp", int(clock.t)) + "0"),
-        lambda: v.resync(pasted[1], code("hotp8", 50), code("hotp8", 51)),
-    ]
+    bad_calls += [lambda: v.resync(pasted[1], code("hotp8", 50), code("hotp8", 51))]
     for call in bad_calls:
         with pytest.raises(VerifierError) as exc:
             call()
         errors.append(str(exc.value))
+    # malformed logins are refusals (audited), not errors: their Result holds nothing typed either
+    for call in (
+        lambda: v.check_code("sam", code("hotp8", 7) + "x"),
+        lambda: v.check_code("sam", code("hotp8", 7)[:-1]),
+        lambda: v.verify("sam", code("hotp8", 7)),  # the code alone, the password forgotten
+        lambda: v.verify("tia", PASSWORDS[1], code("totp", int(clock.t)) + "0"),
+    ):
+        r = call()
+        assert not r.accepted
+        errors.append(repr(r))
 
     monkeypatch.setenv("KEYFOB_DB", str(dbfile))
     monkeypatch.setenv("KEYFOB_KEY_FILE", str(tmp_path / "v.key"))
@@ -161,7 +165,8 @@ def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
     }
     assert len(caplog.records) > 100  # the logs really were captured
     assert all(e and "\n" not in e for e in errors)
-    assert sum("error: " in out for out in cli_out) == 3  # the three bad CLI calls said why
+    assert sum("error: " in out for out in cli_out) == 2  # the two bad CLI calls said why
+    assert sum(out == "refused\n" for out in cli_out) == 2  # a replay and a malformed login: refused
     key_text = (tmp_path / "v.key").read_text().strip()
     for form in (
         key_text.encode(),

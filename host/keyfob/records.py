@@ -23,6 +23,9 @@ TEXT_MAX = 64
 #: a starting TOTP drift (RFC 6030 TimeDrift) is at most this many seconds' worth of steps, the
 #: verifier's widest resync span: anything larger is a broken file, not a slow clock
 MAX_DRIFT_SECONDS = 10 * 86400
+#: seed sizes any record may have: RFC 4226 asks for at least 128 bits; 64 bytes is a hash block,
+#: beyond which HMAC hashes the key first (a 62,500-byte "seed" is a mistake, not a key)
+SEED_MIN, SEED_MAX = 16, 64
 
 
 class RecordError(ValueError):
@@ -64,8 +67,8 @@ class TokenRecord:
                 "counter must be in 0 .. 2**63-1 (RFC 4226 allows 2**64-1;"
                 " a signed 64-bit database column holds one bit less)"
             )
-        if not isinstance(self.secret, bytes | bytearray) or len(self.secret) < 16:
-            raise RecordError("seed must be at least 16 bytes (128 bits, RFC 4226)")
+        if not isinstance(self.secret, bytes | bytearray) or not SEED_MIN <= len(self.secret) <= SEED_MAX:
+            raise RecordError(f"seed must be at least {SEED_MIN} bytes (128 bits, RFC 4226) and at most {SEED_MAX}")
         for name in ("manufacturer", "model"):
             value = getattr(self, name)
             if not isinstance(value, str) or len(value) > TEXT_MAX or not value.isprintable():

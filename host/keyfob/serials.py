@@ -102,7 +102,9 @@ def accept_serial(text: str) -> str:
     mistyped keyfob serial is refused rather than taken in as some other vendor's serial.
 
     Anything else is another vendor's serial: taken as given (surrounding whitespace stripped, case
-    and punctuation kept) if it has 1 to :data:`SERIAL_MAX` printable characters and no whitespace.
+    and punctuation kept) if it has 1 to :data:`SERIAL_MAX` printable ASCII characters and no
+    whitespace. ASCII only, so that a lookalike (``КF000000013`` with a Cyrillic К) cannot pass for
+    a keyfob serial without its check digit, nor list like one.
     """
     if not isinstance(text, str):
         raise SerialError("a serial number is text")
@@ -113,6 +115,8 @@ def accept_serial(text: str) -> str:
         return normalize_serial(stripped)
     if len(stripped) > SERIAL_MAX:
         raise SerialError(f"a serial number has at most {SERIAL_MAX} characters")
+    if not stripped.isascii():
+        raise SerialError("a serial number must be ASCII letters, digits and punctuation (no lookalike letters)")
     if not all(c.isprintable() and not c.isspace() for c in stripped):
         raise SerialError("a serial number must not contain whitespace or control characters")
     return stripped

@@ -39,7 +39,10 @@ def read_secret(prompt: str, *, from_stdin: bool, confirm: bool = False) -> str:
     """A password or passphrase from one stdin line (for scripts) or a hidden prompt; never from
     the command line. No line on standard input: :func:`fail`."""
     if from_stdin or not sys.stdin.isatty():
-        line = sys.stdin.readline()
+        raw = getattr(sys.stdin, "buffer", None)
+        # bytes that are not UTF-8 come through as lone surrogates (as in sys.argv): the library
+        # refuses them with one clear line instead of a decoding traceback here
+        line = raw.readline().decode("utf-8", "surrogateescape") if raw is not None else sys.stdin.readline()
         if not line:
             fail("expected a line on standard input")
         return line.rstrip("\r\n")

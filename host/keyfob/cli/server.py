@@ -97,14 +97,19 @@ def server() -> None:
 
 
 _POLICY_HELP = {
-    "hotp_window": "HOTP look-ahead: counters tried after the expected one",
-    "hotp_sync_window": "HOTP resync window: counters searched for two consecutive codes",
+    "hotp_window": "HOTP look-ahead: N counters tried, the expected counter and the N-1 after it",
+    "hotp_sync_window": "HOTP wide resync (admin, --wide): counters searched for two consecutive codes",
+    "hotp_near_window": "HOTP resync (self-service, and admin without --wide): counters searched",
     "totp_window": "TOTP window: steps accepted each side of now + the token's drift",
-    "totp_sync_seconds": "TOTP resync window: seconds searched each side of now",
+    "totp_sync_seconds": "TOTP wide resync (admin, --wide): seconds searched each side of now",
+    "totp_near_steps": "TOTP resync (self-service, and admin without --wide): steps each side of now + drift",
+    "totp_drift_max": "steps logins may move a TOTP token's drift from its last link/resync (1 per login)",
     "max_fail": "wrong codes in a row that lock a token",
     "lock_seconds": "how long a lock lasts ('never': until an admin unlocks)",
-    "user_rate_limit": "failed attempts per user per window before attempts are refused unchecked (0: off)",
-    "user_rate_window": "length of the per-user window in seconds",
+    "user_rate_limit": "failures per user (and per source) before the back-off starts (0: no throttling)",
+    "user_rate_window": "seconds after the last failure when a user's or source's count is forgotten",
+    "backoff_max": "longest back-off in seconds (it doubles per failure from 1 s)",
+    "audit_days": "days an audit row is kept (0: for ever)",
 }
 
 

@@ -418,20 +418,30 @@ def link(user_name, serial, code, description, db, key_file, as_json) -> None:
     help="Self-service: the token's owner, who gives their password (prompted, or --password-stdin).",
 )
 @click.option("--password-stdin", is_flag=True, help="With --user: read the password from one line of stdin.")
+@click.option(
+    "--wide",
+    is_flag=True,
+    help="Admin only: search the wide window (HOTP hotp_sync_window counters, TOTP ± totp_sync_seconds) "
+    "for a token far off, e.g. one whose clock was reset.",
+)
 @db_options
 @json_option
 @handle_errors
-def resync(serial, code1, code2, user_name, password_stdin, db, key_file, as_json) -> None:
+def resync(serial, code1, code2, user_name, password_stdin, wide, db, key_file, as_json) -> None:
     """Find SERIAL again from two consecutive codes (press twice / wait for the next code).
 
-    As admin (no --user) this also clears the token's lock. With --user it is the owner's
-    self-service: the password must be right and the token theirs and not locked, and a failure
-    counts like a wrong login."""
+    The search is near the token's expected position (HOTP: hotp_near_window counters; TOTP:
+    ± totp_near_steps steps around now + its drift); --wide, an admin's option, searches a day
+    (or 1,000 counters) instead. As admin (no --user) this also clears the token's lock. With
+    --user it is the owner's self-service: the password must be right and the token theirs and not
+    locked, and a failure counts like a wrong login."""
     if password_stdin and user_name is None:
         raise BadInput("--password-stdin is for self-service resync: add --user")
+    if wide and user_name is not None:
+        raise BadInput("--wide is an admin's search: not with --user")
     with open_verifier(db, key_file) as v:
         if user_name is None:
-            r = v.resync(serial, code1, code2, actor=actor())
+            r = v.resync(serial, code1, code2, wide=wide, actor=actor())
         else:
             info = v.token(serial)  # unknown token or user, or not theirs: refused before the password
             v.user(user_name)
@@ -460,11 +470,22 @@ def _simple(name: str, method: str, done: str, help_text: str):
     return cmd
 
 
-_simple("unlink", "unlink", "unlinked (back in the inventory)", "Remove SERIAL from its user.")
+_simple(
+    "unlink",
+    "unlink",
+    "unlinked (back in the inventory)",
+    "Remove SERIAL from its user (its learned drift is forgotten; its counter is kept).",
+)
 _simple("unlock", "unlock", "unlocked", "Clear the fail count and lock of SERIAL.")
 _simple("revoke", "revoke", "revoked", "Refuse SERIAL's codes for good (cannot be linked again).")
 _simple("disable", "disable", "disabled", "Refuse SERIAL's codes until enabled again.")
 _simple("enable", "enable", "enabled", "Accept SERIAL's codes again after `disable`.")
+_simple(
+    "reset-drift",
+    "reset_drift",
+    "drift reset (window centred on now again)",
+    "Forget the clock drift learned for TOTP token SERIAL.",
+)
 
 
 @token.command("lost")

@@ -20,6 +20,7 @@ from keyfob.serials import SerialError, accept_serial
 from .errors import (
     AlreadyExists,
     BadInput,
+    DatabaseBusy,
     DatabaseError,
     KeyFileError,
     SeedFileError,
@@ -35,6 +36,7 @@ __all__ = [
     "AlreadyExists",
     "AuditInfo",
     "BadInput",
+    "DatabaseBusy",
     "DatabaseError",
     "KeyFileError",
     "Policy",

@@ -115,7 +115,7 @@ def resolve_key(key_file: str | os.PathLike | None = None, *, create: bool = Fal
 class SeedBox:
     """Seals and opens token seeds with one AES-256-GCM key. ``repr`` shows nothing of the key."""
 
-    __slots__ = ("_aead", "_backup_key")
+    __slots__ = ("_aead", "_backup_key", "_tag_key")
 
     def __init__(self, key: bytes):
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
@@ -123,6 +123,9 @@ class SeedBox:
         self._aead = AESGCM(bytes(key))
         self._backup_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyfob-backup-codes"
+        ).derive(bytes(key))
+        self._tag_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyfob-name-tags"
         ).derive(bytes(key))
 
     def __repr__(self) -> str:
@@ -158,3 +161,8 @@ class SeedBox:
         """HMAC-SHA256 of a normalised backup code, bound to the user."""
         msg = b"%d:" % user_id + code.encode("ascii")
         return hmac.new(self._backup_key, msg, hashlib.sha256).digest()
+
+    def name_tag(self, name: str) -> str:
+        """A keyed hash of a user name (32 hex digits), so throttle rows name no one: a user field
+        may hold a password typed in the wrong box."""
+        return hmac.new(self._tag_key, name.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:32]

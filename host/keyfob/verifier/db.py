@@ -3,9 +3,11 @@
 SQLite (the default) is opened in WAL mode with a busy timeout; write transactions start with
 ``BEGIN IMMEDIATE`` so two writers never both hold a read snapshot they then try to upgrade (which
 SQLite answers with an immediate "database is locked" that no timeout helps), and a write that still
-meets "database is locked" is retried with back-off. Any other SQLAlchemy URL (e.g. PostgreSQL for
-several nodes) is used as given; the compare-and-set updates in :mod:`.service` are correct under
-READ COMMITTED as well.
+meets "database is locked" is retried with back-off. All of that waits at most a bounded time
+(``lock_wait``: :data:`DEFAULT_WAIT_S`, or ``$KEYFOB_DB_WAIT`` seconds), then raises
+:class:`DatabaseBusy`; on PostgreSQL the same bound is the session's ``lock_timeout``.
+Any other SQLAlchemy URL (e.g. PostgreSQL for several nodes) is used as given; the compare-and-set
+updates in :mod:`.service` are correct under READ COMMITTED as well.
 
 A SQLite file is private: it is created with mode 0600 (its directory 0700 if we make it) before
 SQLite opens it, SQLite gives its -wal and -shm files the same mode, and a database file or WAL
@@ -33,14 +35,17 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 
-from .errors import DatabaseError
+from .errors import DatabaseBusy, DatabaseError
 
 ENV_DB = "KEYFOB_DB"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-BUSY_TIMEOUT_S = 30.0
+ENV_WAIT = "KEYFOB_DB_WAIT"
+#: seconds a write waits for a lock another process holds before :class:`DatabaseBusy`
+DEFAULT_WAIT_S = 5.0
+_WAIT_RE = re.compile(r"[0-9]+(\.[0-9]*)?\Z")
 _MIGRATIONS = Path(__file__).with_name("migrations")
-_LOCKED = ("database is locked", "database is busy", "database table is locked")
+_LOCKED = ("database is locked", "database is busy", "database table is locked", "lock timeout")
 
 
 def default_db() -> str:
@@ -147,7 +152,30 @@ def _create_file(path: str) -> None:
     os.close(fd)
 
 
-def make_engine(db: str | os.PathLike, *, must_exist: bool) -> Engine:
+def lock_wait(value: float | None = None) -> float:
+    """The bounded lock wait: ``value``, else ``$KEYFOB_DB_WAIT``, else :data:`DEFAULT_WAIT_S`."""
+    if value is None:
+        text = os.environ.get(ENV_WAIT)
+        if not text:
+            return DEFAULT_WAIT_S
+        if _WAIT_RE.match(text.strip()) is None:
+            raise DatabaseError(f"${ENV_WAIT} must be a number of seconds (0.1 to 3600)")
+        value = float(text)
+    if isinstance(value, bool) or not 0.1 <= value <= 3600:
+        raise DatabaseError(f"the database lock wait is 0.1 to 3600 seconds, not {value!r}")
+    return float(value)
+
+
+def make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float | None = None) -> Engine:
+    """An engine for ``db`` whose writes wait at most ``wait`` seconds (:func:`lock_wait`) for a
+    lock another process holds."""
+    wait = lock_wait(wait)
+    engine = _make_engine(db, must_exist=must_exist, wait=wait)
+    engine.keyfob_wait = wait  # read by write()
+    return engine
+
+
+def _make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float) -> Engine:
     url = to_url(db)
     try:
         parsed = make_url(url)
@@ -156,9 +184,19 @@ def make_engine(db: str | os.PathLike, *, must_exist: bool) -> Engine:
     path = sqlite_path(url)
     if path is None:
         try:
-            return create_engine(parsed, pool_pre_ping=True)
+            engine = create_engine(parsed, pool_pre_ping=True)
         except (ArgumentError, ImportError) as exc:
             raise DatabaseError(f"cannot use database {display(db)}: {_hide(str(exc), db)}") from None
+        if engine.dialect.name == "postgresql":
+
+            @event.listens_for(engine, "connect")
+            def _pg_connect(dbapi_conn, _record):
+                cur = dbapi_conn.cursor()
+                cur.execute(f"SET lock_timeout = {int(wait * 1000)}")
+                cur.close()
+                dbapi_conn.commit()
+
+        return engine
     if path == ":memory:" or parsed.database in (None, ""):
         raise DatabaseError("an in-memory SQLite database cannot be shared; give a file")
     if must_exist and not os.path.exists(path):
@@ -166,7 +204,7 @@ def make_engine(db: str | os.PathLike, *, must_exist: bool) -> Engine:
     if not must_exist:
         _create_file(path)
     _check_file(path)
-    engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+    engine = create_engine(parsed, connect_args={"timeout": wait, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -175,7 +213,7 @@ def make_engine(db: str | os.PathLike, *, must_exist: bool) -> Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable except on power loss mid-checkpoint
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        cur.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -196,25 +234,29 @@ def read(engine: Engine):
         yield conn
 
 
-def write(engine: Engine, fn, *, tries: int = 20):
+def write(engine: Engine, fn):
     """Run ``fn(conn)`` in one write transaction (BEGIN IMMEDIATE on SQLite), retrying on
-    "database is locked" with jittered back-off. Returns what ``fn`` returns; ``fn`` must be
-    repeatable (it is re-run from scratch after a rollback)."""
+    "database is locked" with jittered back-off for at most the engine's lock wait, then
+    :class:`DatabaseBusy`. Returns what ``fn`` returns; ``fn`` must be repeatable (it is re-run from
+    scratch after a rollback)."""
+    wait = getattr(engine, "keyfob_wait", DEFAULT_WAIT_S)
+    start = time.monotonic()
     delay = 0.002
-    for attempt in range(tries):
+    while True:
         try:
             with engine.connect() as conn:
                 conn.execution_options(write=True)
                 with conn.begin():
                     return fn(conn)
         except OperationalError as exc:
-            if not is_locked_error(exc) or attempt == tries - 1:
-                if is_locked_error(exc):
-                    raise DatabaseError("the database stayed locked; try again") from None
+            if not is_locked_error(exc):
                 raise
+            if time.monotonic() - start >= wait:
+                raise DatabaseBusy(
+                    f"the database is locked by another process (waited {wait:g} s); try again"
+                ) from None
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 0.25)
-    raise AssertionError("unreachable")
 
 
 # --- migrations -----------------------------------------------------------------------------------

@@ -45,9 +45,14 @@ class DatabaseError(VerifierError):
     """The database is missing, not initialised, or of a schema this release cannot open."""
 
 
+class DatabaseBusy(DatabaseError):
+    """Another process held the database locked for longer than the bounded wait."""
+
+
 __all__ = [
     "AlreadyExists",
     "BadInput",
+    "DatabaseBusy",
     "DatabaseError",
     "KeyFileError",
     "SeedFileError",

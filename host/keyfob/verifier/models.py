@@ -41,7 +41,7 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     twofa: Mapped[bool] = mapped_column(Boolean, default=True)
-    #: per-user rate limit: start of the current window and failed attempts in it
+    #: unused since 0004 (the fixed per-user window gave way to the ``throttle`` table)
     rl_start: Mapped[float | None] = mapped_column(Float, nullable=True)
     rl_count: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[float] = mapped_column(Float)
@@ -63,6 +63,9 @@ class Token(Base):
     last_step: Mapped[int] = mapped_column(BigInteger, default=-1)
     #: TOTP: learned clock offset of the token, in steps
     drift: Mapped[int] = mapped_column(Integer, default=0)
+    #: TOTP: the drift the last link or resync set; logins move ``drift`` at most ``totp_drift_max``
+    #: from it (added by 0004)
+    sync_drift: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     fail_count: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[float | None] = mapped_column(Float, nullable=True)
     state: Mapped[str] = mapped_column(String(12), default="unassigned")
@@ -96,9 +99,29 @@ class AuditEntry(Base):
     serial: Mapped[str | None] = mapped_column(String(SERIAL_MAX), nullable=True)  # widened by 0003
     result: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: attempts this row stands for: throttled attempts are aggregated (added by 0004)
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: the source address a front gave for an attempt (added by 0004)
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     # added by revision 0002
     __table_args__ = (
         Index("ix_audit_user_name", "user_name"),
         Index("ix_audit_serial", "serial"),
+        Index("ix_audit_ts", "ts"),  # added by 0004
     )
+
+
+class Throttle(Base):
+    """Back-off state of one key: a user name's tag (``u:...``) or a source address (``s:...``).
+    See :mod:`.throttle`. Added by 0004."""
+
+    __tablename__ = "throttle"
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    fails: Mapped[int] = mapped_column(Integer)
+    last_fail: Mapped[float] = mapped_column(Float, index=True)  # pruning forgotten keys
+    #: no checked attempt before this time (failures past the free ones push it out)
+    next_ok: Mapped[float] = mapped_column(Float)
+    #: the audit row that counts this key's throttled attempts until ``agg_until``
+    agg_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    agg_until: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -20,6 +20,12 @@ PROFILES = ("default", "fast")
 ENV_PROFILE = "KEYFOB_ARGON2_PROFILE"
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
+#: fixed hashes (of a phrase no one types) with each profile's parameters: an unknown user's
+#: attempt is verified against one, so it costs what a known user's does
+_DUMMY = {
+    "default": "$argon2id$v=19$m=65536,t=3,p=4$DmvYLO4qIm/0pz0zeJqg2Q$8K4+v5fitU8Vemmxoyta2Ib0KYNMvN0qXYParfmJHJE",
+    "fast": "$argon2id$v=19$m=1024,t=1,p=1$/9JQREVnOU/vhYtpMXbwIg$4q9i+tZo/IuImq5diqjvmCNkABgqs1KDIjkyH2gc6gc",
+}
 
 
 def profile_from_env(default: str = "default") -> str:
@@ -35,6 +41,10 @@ def check_new_password(password: str) -> None:
         raise BadInput(f"a password must have {MIN_LENGTH} to {MAX_LENGTH} characters")
     if any(ch in "\r\n\0" for ch in password):
         raise BadInput("a password must not contain line breaks or NUL")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the command line could not decode come in as lone surrogates
+        raise BadInput("a password must be valid UTF-8") from None
 
 
 class Passwords:
@@ -59,6 +69,12 @@ class Passwords:
             return self._ph.verify(hashed, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+
+    def verify_dummy(self, password: str) -> bool:
+        """One real Argon2 verify against a fixed hash (always False): for an unknown user, so that
+        unknown and known users take the same time."""
+        self.verify(_DUMMY[self.profile], password)
+        return False
 
     def needs_rehash(self, hashed: str) -> bool:
         return self._ph.check_needs_rehash(hashed)

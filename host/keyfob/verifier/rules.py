@@ -34,15 +34,28 @@ class Policy:
 
     hotp_window: int = 10
     totp_window: int = 1
+    #: the admin's wide resync (``resync(..., wide=True)``, ``keyfob token resync --wide``)
     hotp_sync_window: int = 1000
     totp_sync_seconds: int = 86400
+    #: everyone's narrow resync, self-service included: counters after the expected one (HOTP),
+    #: steps each side of now + the token's drift (TOTP)
+    hotp_near_window: int = 50
+    totp_near_steps: int = 10
+    #: how far logins may move a TOTP token's drift from the one its last link or resync set (steps);
+    #: each login moves it by one step at most
+    totp_drift_max: int = 10
     max_fail: int = 10
     #: seconds a token stays locked after ``max_fail`` failures; ``None`` = until an admin unlocks it.
     lock_seconds: float | None = 900.0
-    #: failed attempts per user per ``user_rate_window`` seconds before further attempts are refused
-    #: unchecked; 0 turns the limit off. See :func:`throttled` for the trade-off.
-    user_rate_limit: int = 20
-    user_rate_window: float = 60.0
+    #: failures per user (and per source) before the back-off starts; 0 turns throttling off.
+    #: See :mod:`keyfob.verifier.throttle` for the design.
+    user_rate_limit: int = 10
+    #: seconds after a key's last failure when its count is forgotten
+    user_rate_window: float = 900.0
+    #: the longest back-off, in seconds (it doubles per failure from 1 s)
+    backoff_max: float = 300.0
+    #: days the audit log keeps a row (pruned on write, or ``keyfob audit prune``); 0: for ever
+    audit_days: int = 365
     backup_codes: int = 10
     password_profile: str = "default"
 
@@ -56,17 +69,23 @@ class Policy:
                 raise BadInput(f"policy: {name} must be a number")
         if not isinstance(self.backup_codes, int) or isinstance(self.backup_codes, bool):
             raise BadInput("policy: backup_codes must be a whole number")
-        for name in ("hotp_window", "hotp_sync_window", "max_fail", "backup_codes"):
+        for name in ("hotp_window", "hotp_sync_window", "hotp_near_window", "max_fail", "backup_codes"):
             if getattr(self, name) < 1:
                 raise BadInput(f"policy: {name} must be at least 1")
-        if self.totp_window < 0 or self.user_rate_limit < 0 or self.totp_sync_seconds < 0:
+        if min(self.totp_window, self.user_rate_limit, self.totp_sync_seconds, self.totp_near_steps) < 0:
             raise BadInput("policy: windows and limits must not be negative")
         if self.lock_seconds is not None and not 0 < self.lock_seconds < 1e12:
             raise BadInput("policy: lock_seconds must be positive (or never)")
         if not 0 < self.user_rate_window < 1e12:
             raise BadInput("policy: user_rate_window must be positive")
+        if not 1 <= self.backoff_max <= 86400:
+            raise BadInput("policy: backoff_max is 1 to 86400 seconds")
+        if not 0 <= self.audit_days <= 36500:
+            raise BadInput("policy: audit_days is 0 (keep for ever) to 36500")
         if self.hotp_window > 10**6 or self.hotp_sync_window > 10**6 or self.totp_window > 10**4:
             raise BadInput("policy: a window that wide is not a window")
+        if self.hotp_near_window > 1000 or self.totp_near_steps > 100 or not 0 <= self.totp_drift_max <= 10**4:
+            raise BadInput("policy: the narrow resync window is at most 1000 counters or 100 steps")
         if self.totp_sync_seconds > 10 * 86400:
             raise BadInput("policy: totp_sync_seconds is at most 10 days")
 
@@ -86,14 +105,19 @@ class Policy:
 SHARED = (
     "hotp_window",
     "hotp_sync_window",
+    "hotp_near_window",
     "totp_window",
     "totp_sync_seconds",
+    "totp_near_steps",
+    "totp_drift_max",
     "max_fail",
     "lock_seconds",
     "user_rate_limit",
     "user_rate_window",
+    "backoff_max",
+    "audit_days",
 )
-_SECONDS = ("lock_seconds", "user_rate_window")
+_SECONDS = ("lock_seconds", "user_rate_window", "backoff_max")
 
 
 def parse_setting(name: str, text: str):
@@ -105,6 +129,9 @@ def parse_setting(name: str, text: str):
     if name == "lock_seconds" and t in ("never", "none", "admin"):
         return None
     try:
+        # Python's int() and float() take any script's digits (int("५") == 5): only ASCII here
+        if (_SECONDS_RE if name in _SECONDS else _INT_RE).match(t) is None:
+            raise ValueError
         if name in _SECONDS:
             val = float(t)
             if val != val or val in (float("inf"), float("-inf")):
@@ -113,7 +140,11 @@ def parse_setting(name: str, text: str):
         return int(t, 10)
     except ValueError:
         kind = "a number of seconds" if name in _SECONDS else "a whole number"
-        raise BadInput(f"{name} must be {kind}, not {text!r}") from None
+        raise BadInput(f"{name} must be {kind} (ASCII digits), not {text!r}") from None
+
+
+_INT_RE = re.compile(r"[+-]?[0-9]+\Z")
+_SECONDS_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([e][+-]?[0-9]+)?\Z")
 
 
 _DIGITS_RE = re.compile(r"[0-9]+\Z")
@@ -179,10 +210,24 @@ def hotp_resync(key: HotpKey, counter: int, code1: str, code2: str, window: int)
 
 
 def totp_check(
-    key: HotpKey, now: float, period: int, drift: int, last_step: int, code: str, window: int
+    key: HotpKey,
+    now: float,
+    period: int,
+    drift: int,
+    last_step: int,
+    code: str,
+    window: int,
+    *,
+    sync_drift: int | None = None,
+    drift_max: int | None = None,
 ) -> tuple[int, int] | None:
     """``(step, new_drift)`` if ``code`` is the code of a step within ``window`` steps of
-    now + ``drift`` and later than ``last_step``; else None. The drift is in steps."""
+    now + ``drift`` and later than ``last_step``; else None. The drift is in steps.
+
+    The drift a login teaches moves one step towards the code's at most, and (with ``sync_drift``
+    and ``drift_max``) stays within ``drift_max`` steps of ``sync_drift``, the drift the token's
+    last link or resync set: so a run of logins with ever older (or newer) codes cannot walk the
+    window away from the token's real clock."""
     now_step = totp_step(now, period)
     center = now_step + drift
     lo = max(center - window, last_step + 1, 0)
@@ -190,17 +235,53 @@ def totp_check(
     if hi < lo:
         return None
     step = key.find(code, lo, hi - lo + 1)
-    return None if step is None else (step, step - now_step)
+    if step is None:
+        return None
+    seen = step - now_step
+    new = drift + (seen > drift) - (seen < drift)
+    if sync_drift is not None and drift_max is not None:
+        new = max(sync_drift - drift_max, min(sync_drift + drift_max, new))
+    return step, new
+
+
+def totp_replayed(key: HotpKey, now: float, period: int, drift: int, last_step: int, code: str, window: int) -> bool:
+    """True if ``code`` is the code of an already used step (at or before ``last_step``) within
+    ``window`` steps of now + ``drift``: a replay, not a guess."""
+    center = totp_step(now, period) + drift
+    lo = max(center - window, 0)
+    hi = min(center + window, last_step)
+    return hi >= lo and key.find(code, lo, hi - lo + 1) is not None
+
+
+def hotp_replayed(key: HotpKey, counter: int, code: str, window: int) -> bool:
+    """True if ``code`` is the code of one of the ``window`` counters just before ``counter`` (the
+    next expected one): a code already accepted, sent again."""
+    lo = max(counter - window, 0)
+    return counter > lo and key.find(code, lo, counter - lo) is not None
 
 
 def totp_resync(
-    key: HotpKey, now: float, period: int, last_step: int, code1: str, code2: str, span_seconds: int
+    key: HotpKey,
+    now: float,
+    period: int,
+    last_step: int,
+    code1: str,
+    code2: str,
+    span_seconds: int | None = None,
+    *,
+    center_drift: int = 0,
+    span_steps: int | None = None,
 ) -> tuple[int, int] | None:
-    """``(step_of_code2, new_drift)`` for two consecutive codes within ±``span_seconds`` of now."""
+    """``(step_of_code2, new_drift)`` for two consecutive codes within ±``span_seconds`` of now (the
+    wide search), or within ±``span_steps`` of now + ``center_drift`` (the narrow one). Never a step
+    at or before ``last_step``."""
     now_step = totp_step(now, period)
-    span = span_seconds // period
-    lo = max(now_step - span, last_step + 1, 0)
-    hi = now_step + span
+    if span_steps is None:
+        span, center = span_seconds // period, now_step
+    else:
+        span, center = span_steps, now_step + center_drift
+    lo = max(center - span, last_step + 1, 0)
+    hi = center + span
     if hi <= lo:
         return None
     i = _consecutive(key.codes(lo, hi - lo + 1), code1, code2)
@@ -232,53 +313,32 @@ def after_failure(fail_count: int, locked_until: float | None, now: float, polic
     return fail_count, locked_until
 
 
-# --- Per-user rate limit --------------------------------------------------------------------------
-#
-# Trade-off. The token lock alone stops guessing codes, but it is also a weapon: anyone who can submit
-# attempts could lock a user's token again and again. So:
-#   * on the login paths that check the password (``Verifier.verify``, self-service resync) a wrong
-#     *password* never counts against a token: without the password an attacker cannot lock the token
-#     there; password guessing is slowed by this per-user limit instead. The code-only path
-#     (``Verifier.check_code``, ``keyfob validate --code-only``) checks no password and does count wrong
-#     codes against the token: it is meant for a stack where the password has already been checked
-#     earlier (e.g. pam_unix before the keyfob PAM module), and must only be reachable after that check;
-#   * the per-user limit is a short fixed window (default 20 failures per 60 s, above the token limit
-#     so it never pre-empts the token lock in normal use). Past it, attempts
-#     are refused *without being checked* and without touching the token's fail count, and the window
-#     ends on its own: no admin is needed and nothing is locked for good.
-# The price: while an attacker keeps sending wrong attempts for a user, that user's own logins are
-# refused too (for at most the rest of each window after the attacker stops). We accept that because
-# the alternatives are worse: no limit lets passwords be guessed at full speed, and a lock that only an
-# admin lifts lets one attacker shut a user out for ever. Limiting per source address belongs in the
-# front end (web server, RADIUS), which sees addresses; this library does not.
-#
-# Both counters are *reserved* before anything is checked (see ``Verifier._reserve``): one atomic
-# ``UPDATE ... SET count = count + 1 WHERE ... count < limit`` per attempt, so parallel attempts can
-# never get more checks than the limit allows. A successful attempt gives its reservations back.
-# :func:`after_failure` and :func:`after_user_failure` are the rules those UPDATEs implement.
+# --- Throttling: back-off per failure (the design is in keyfob.verifier.throttle) ------------------
 
 
-def new_window(rl_start: float | None, now: float, policy: Policy) -> bool:
-    """True if an attempt at ``now`` starts a new rate-limit window. A start slightly after ``now``
-    (another node's or thread's clock read a moment later) is the same window; only a clock that
-    went back by more than a whole window starts a new one."""
-    if rl_start is None:
-        return True
-    return now - rl_start >= policy.user_rate_window or rl_start - now > policy.user_rate_window
+def backoff(fails: int, policy: Policy) -> float:
+    """Seconds a key waits after its ``fails``-th failure: none for the first ``user_rate_limit`` - 1,
+    then 1, 2, 4, ... up to ``backoff_max``."""
+    if policy.user_rate_limit == 0 or fails < policy.user_rate_limit:
+        return 0
+    n = fails - policy.user_rate_limit
+    return policy.backoff_max if n >= 40 else min(2**n, policy.backoff_max)
 
 
-def throttled(rl_start: float | None, rl_count: int, now: float, policy: Policy) -> bool:
-    """True if the user has used up the failed attempts of the current window."""
-    if policy.user_rate_limit == 0 or new_window(rl_start, now, policy):
-        return False
-    return rl_count >= policy.user_rate_limit
-
-
-def after_user_failure(rl_start: float | None, rl_count: int, now: float, policy: Policy) -> tuple[float, int]:
-    """``(rl_start, rl_count)`` after one more failed attempt by the user."""
-    if new_window(rl_start, now, policy):
-        return now, 1
-    return rl_start, rl_count + 1
+def throttle_reserve(state: tuple[int, float, float], now: float, policy: Policy) -> tuple[int, float, float] | None:
+    """A throttle key's ``(fails, last_fail, next_ok)`` after one more reserved failure at ``now``,
+    or None if the key is in back-off (nothing changes). Failures are forgotten ``user_rate_window``
+    seconds after the last one. A new key starts as ``(0, now, 0)``. Until a back-off is earned,
+    ``next_ok`` never moves later than it was (nor than now), so attempts whose clocks were read a
+    moment apart, in any order, all pass. The rule :func:`keyfob.verifier.throttle.reserve`'s
+    UPDATE implements."""
+    fails, last, next_ok = state
+    forgotten = last <= now - policy.user_rate_window
+    if next_ok > now and not forgotten:
+        return None
+    n = 1 if forgotten else fails + 1
+    wait = backoff(n, policy)
+    return n, now, (now + wait) if wait else min(next_ok, now)
 
 
 # --- One field: password followed by the code -----------------------------------------------------

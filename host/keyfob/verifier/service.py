@@ -2,9 +2,9 @@
 
 A library that never prints. Every method that changes something writes an audit row in the same
 transaction. Before a code (or a password) is checked, the attempt is *reserved*: counted in advance
-as a failure on the token (and on the user's rate window) by one atomic UPDATE that only succeeds
-under the limit, so parallel guesses never get more checks than the lockout allows (see
-``Verifier._reserve``). Codes are checked outside any transaction and a success is written with a
+as a failure on the token (and on the throttle's user and source keys, :mod:`.throttle`) by one
+atomic UPDATE that only succeeds under the limit, so parallel guesses never get more checks than the
+lockout allows (see ``Verifier._reserve``). Codes are checked outside any transaction and a success is written with a
 compare-and-set (``UPDATE tokens ... WHERE id = ? AND counter = ?``) that also gives the
 reservations back, so of any number of parallel submissions of one code, across threads, processes
 or nodes, exactly one is accepted, and only failures stay counted.
@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Self
 
 from sqlalchemy import delete, func, insert, select, text, update
@@ -33,7 +33,7 @@ from keyfob.records import DIGITS as RECORD_DIGITS
 from keyfob.records import TokenRecord
 from keyfob.serials import SerialError, accept_serial, is_valid_serial
 
-from . import db, rules
+from . import db, rules, throttle
 from .crypto import SeedBox, resolve_key
 from .errors import (
     AlreadyExists,
@@ -45,7 +45,7 @@ from .errors import (
     UnknownToken,
     UnknownUser,
 )
-from .models import AuditEntry, BackupCode, Setting, Token, User
+from .models import AuditEntry, BackupCode, Setting, Throttle, Token, User
 from .passwords import Passwords
 from .rules import Policy
 
@@ -56,12 +56,15 @@ _U = User.__table__
 _B = BackupCode.__table__
 _A = AuditEntry.__table__
 _S = Setting.__table__
+_TH = Throttle.__table__
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
 _KEY_CHECK = "key_check"
 _POLICY = "policy"
-#: ``Verifier._reserve``'s answer for a user whose rate-limit window is used up
+#: the answer for an attempt refused unchecked by the throttle
 THROTTLED = "throttled"
+#: prune the audit log (``audit_days``) and stale throttle rows at most this often per process
+_PRUNE_EVERY = 3600.0
 _CAS_TRIES = 8
 _CAS_SQL: dict = {}
 
@@ -71,9 +74,12 @@ _CAS_SQL: dict = {}
 
 @dataclass(frozen=True)
 class Result:
-    """The outcome of one attempt. ``reason`` is one of: ``ok``, ``backup-code``, ``password``
-    (user without 2FA), ``wrong-code``, ``wrong-backup-code``, ``wrong-password``, ``locked``,
-    ``throttled``, ``no-token`` (no active token of the code's length)."""
+    """The outcome of one attempt. A relying party is told ``accepted`` and nothing else: ``reason``
+    is for the audit log and an admin (:meth:`Verifier.explain`). It is one of: ``ok``,
+    ``backup-code``, ``password`` (user without 2FA), ``wrong-code``, ``wrong-backup-code``,
+    ``wrong-password``, ``replay`` (a code already used), ``locked``, ``throttled``, ``no-token``
+    (no active token of the code's length), ``unknown-user``, ``malformed`` (not a code of an
+    allowed length), ``unexpected-code`` (a code for a user without 2FA)."""
 
     accepted: bool
     user: str
@@ -166,6 +172,9 @@ class AuditInfo:
     serial: str | None
     result: str
     detail: str | None
+    #: attempts the row stands for (throttled attempts are aggregated)
+    count: int = 1
+    source: str | None = None
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -190,8 +199,8 @@ def _serial(text: str) -> str:
 # The hot path (load, compare-and-set, audit) uses plain portable SQL: building SQLAlchemy Core
 # expressions for every login costs more than the database work itself.
 _AUDIT_SQL = text(
-    "INSERT INTO audit (ts, actor, action, user_name, serial, result, detail)"
-    " VALUES (:ts, :actor, :action, :user_name, :serial, :result, :detail)"
+    "INSERT INTO audit (ts, actor, action, user_name, serial, result, detail, count, source)"
+    " VALUES (:ts, :actor, :action, :user_name, :serial, :result, :detail, 1, :source)"
 )
 _TOKEN_COLS = (
     "id",
@@ -204,12 +213,13 @@ _TOKEN_COLS = (
     "counter",
     "last_step",
     "drift",
+    "sync_drift",
     "fail_count",
     "locked_until",
     "state",
 )
 _LOAD_SQL = text(
-    "SELECT u.id, u.name, u.password_hash, u.twofa, u.rl_start, u.rl_count,"
+    "SELECT u.id, u.name, u.password_hash, u.twofa,"
     " (SELECT count(*) FROM backup_codes b WHERE b.user_id = u.id AND b.used_at IS NULL),"
     + ", ".join("t." + c for c in _TOKEN_COLS)
     + " FROM users u LEFT OUTER JOIN tokens t ON t.user_id = u.id AND t.state = 'active'"
@@ -223,8 +233,6 @@ class _User:
     name: str
     password_hash: str
     twofa: bool
-    rl_start: float | None
-    rl_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +247,38 @@ class _Tok:
     counter: int
     last_step: int
     drift: int
+    sync_drift: int
     fail_count: int
     locked_until: float | None
     state: str
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One attempt in flight: who it names, from where, and what it holds reserved."""
+
+    name: str
+    user: _User | None  # None: no such user
+    source: str | None  # the source's throttle key, if the front gave one
+    ukey: str  # the user name's throttle key
+    keys: list[str] = field(default_factory=list)  # throttle keys reserved (given back on success)
+    backoff: bool = False  # the user is in back-off: a two-factor login checked anyway
+
+    @property
+    def shown_source(self) -> str | None:
+        """The source as the audit log shows it (its key without the ``s:`` prefix)."""
+        return self.source[2:] if self.source else None
+
+
+def _utf8(*values) -> None:
+    """:class:`BadInput` if a text holds what is not UTF-8 (bytes the command line could not decode
+    come in as lone surrogates). The message repeats nothing typed."""
+    for val in values:
+        if isinstance(val, str):
+            try:
+                val.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadInput("the user name, password or code is not valid UTF-8; nothing was checked") from None
 
 
 def _policy_blob(policy: Policy) -> bytes:
@@ -264,17 +301,18 @@ def _policy_from_blob(blob, base: Policy) -> Policy:
         raise DatabaseError(f"the stored policy is not valid: {exc}") from None
 
 
-def _audit(conn, now, actor, action, result, user=None, serial=None, detail=None) -> None:
+def _audit(conn, now, actor, action, result, user_name=None, serial=None, detail=None, source=None) -> None:
     conn.execute(
         _AUDIT_SQL,
         {
             "ts": now,
             "actor": actor,
             "action": action,
-            "user_name": user,
+            "user_name": user_name,
             "serial": serial,
             "result": result,
             "detail": detail,
+            "source": source,
         },
     )
 
@@ -290,6 +328,7 @@ class Verifier:
         self._pw = Passwords(policy.password_profile)
         self._keys: dict[int, tuple[bytes, HotpKey]] = {}
         self._keys_lock = threading.Lock()
+        self._pruned = float("-inf")  # when this process last applied the audit retention
         #: test seam: called after a code matched and before its compare-and-set (see the race test)
         self._before_commit: Callable[[], None] | None = None
 
@@ -344,29 +383,28 @@ class Verifier:
         policy: Policy | None = None,
         password_profile: str | None = None,
         clock: Callable[[], float] = time.time,
+        lock_wait: float | None = None,
     ) -> Verifier:
         """Open an initialised database, upgrading an older schema, and check the key against it.
 
         The policy is the one stored in the database (the defaults for a database made before the
         policy was stored). ``policy``, if given, must agree with it on the shared fields (so no
         node runs with limits of its own); its local fields (``password_profile``,
-        ``backup_codes``) are used. ``password_profile`` alone overrides just that field."""
-        engine = db.make_engine(database, must_exist=True)
+        ``backup_codes``) are used. ``password_profile`` alone overrides just that field.
+        ``lock_wait``: seconds a write waits for another process's lock before :class:`DatabaseBusy`
+        (default ``$KEYFOB_DB_WAIT`` or 5)."""
+        engine = db.make_engine(database, must_exist=True, wait=lock_wait)
         try:
             with db.opening(database):
                 rev = db.current_revision(engine)
                 if rev is None:
-                    raise DatabaseError(
-                        f"{db.display(database)} is not a keyfob database (run `keyfob server init`)"
-                    )
+                    raise DatabaseError(f"{db.display(database)} is not a keyfob database (run `keyfob server init`)")
                 if rev != db.head_revision():
                     db.upgrade(engine)
                 box = SeedBox(key if key is not None else resolve_key(key_file))
                 with db.read(engine) as conn:
                     rows = dict(
-                        conn.execute(
-                            select(_S.c.name, _S.c.value).where(_S.c.name.in_((_KEY_CHECK, _POLICY)))
-                        ).all()
+                        conn.execute(select(_S.c.name, _S.c.value).where(_S.c.name.in_((_KEY_CHECK, _POLICY)))).all()
                     )
             check = rows.get(_KEY_CHECK)
             if check is None or not box.verify_key_check(bytes(check)):
@@ -434,8 +472,18 @@ class Verifier:
             tok.last_step,
             code,
             self.policy.totp_window,
+            sync_drift=tok.sync_drift,
+            drift_max=self.policy.totp_drift_max,
         )
         return None if r is None else ("step", r[0], r[1])
+
+    def _replayed(self, tok, code: str, now: float) -> bool:
+        """True if ``code`` is one the token already used (just before its next counter, or at or
+        before its last step, within the window): a replay, not a guess."""
+        key = self._key(tok)
+        if tok.mode == "hotp":
+            return rules.hotp_replayed(key, tok.counter, code, self.policy.hotp_window)
+        return rules.totp_replayed(key, now, tok.period, tok.drift, tok.last_step, code, self.policy.totp_window)
 
     def _cas(self, conn, tok, new, now: float, extra: dict | None = None) -> bool:
         """Compare-and-set the token's counter (HOTP) or last step and drift (TOTP), also clearing its
@@ -465,17 +513,17 @@ class Verifier:
             params["x_" + k] = val
         return conn.execute(stmt, params).rowcount == 1
 
-    # -- attempt reservations (the lockout and the rate limit, race-free) ------------------------------
+    # -- attempt reservations (the lockout and the throttle, race-free) -------------------------------
     #
     # A check of a code (or of a password) is only made after one atomic UPDATE has counted it as a
     # failure in advance, and only if that UPDATE found the counter under its limit. So of any number
     # of parallel attempts, across threads, processes and nodes, at most ``max_fail`` codes are ever
-    # checked against a token (until a success or an admin resets it) and at most
-    # ``user_rate_limit`` attempts per user per window. A successful attempt gives its reservations
-    # back in the same transaction that records the success (the token's CAS resets its count to 0;
-    # other tokens and the user window are decremented), so only failures stay counted. The UPDATEs
-    # implement :func:`rules.after_failure` and :func:`rules.after_user_failure`; the SET clauses
-    # only read the old values (SQL semantics; listed so that left-to-right engines agree too).
+    # checked against a token (until a success or an admin resets it), and the throttle's keys
+    # (:mod:`.throttle`) count every attempt before it is checked. A successful attempt (or a replay)
+    # gives its reservations back in the same transaction that records it (the token's CAS resets
+    # its count to 0; other tokens and the throttle keys are decremented), so only failures stay
+    # counted. The token UPDATEs implement :func:`rules.after_failure`; the SET clauses only read
+    # the old values (SQL semantics; listed so that left-to-right engines agree too).
 
     _RESERVE_TOKEN = (
         "UPDATE tokens SET"
@@ -495,17 +543,6 @@ class Verifier:
         " fail_count = fail_count - 1"
         " WHERE id = :id AND fail_count > 0"
     )
-    _NEW_WINDOW = "(rl_start IS NULL OR rl_start <= :cut OR rl_start > :ahead)"  # rules.new_window
-    _RESERVE_USER = text(
-        "UPDATE users SET"
-        f" rl_count = CASE WHEN {_NEW_WINDOW} THEN 1 ELSE rl_count + 1 END,"
-        f" rl_start = CASE WHEN {_NEW_WINDOW} THEN :now ELSE rl_start END"
-        f" WHERE id = :id AND ({_NEW_WINDOW} OR rl_count < :limit)"
-    )
-    _USER_START = text("SELECT rl_start FROM users WHERE id = :id")
-    _RELEASE_USER = text(
-        "UPDATE users SET rl_count = rl_count - 1 WHERE id = :id AND rl_start = :start AND rl_count > 0"
-    )
 
     def _reserve_tokens_sql(self):
         admin_only = self.policy.lock_seconds is None  # locked_until stays NULL: locked until unlocked
@@ -515,30 +552,17 @@ class Verifier:
             _CAS_SQL[("reserve", admin_only)] = stmt
         return stmt
 
-    def _reserve(self, user, tokens, now: float, *, count_user: bool = True):
-        """Reserve one attempt on the user's rate window (if ``count_user`` and the limit is on)
-        and then one failure on each of ``tokens``, in one transaction.
+    def _reserve(self, tokens, now: float) -> list[int]:
+        """Reserve one failure on each of ``tokens`` in one transaction; the ids reserved (a token
+        at its limit, or no longer in the state it was read in, is left out: it must not be checked)."""
+        if not tokens:
+            return []
+        return db.write(self._engine, lambda conn: self._reserve_in(conn, tokens, now))
 
-        Returns ``(user_reservation, token_ids)``: the reservation is the window start to give back
-        on success, None if nothing was counted on the user, or :data:`THROTTLED` (then no token was
-        touched); ``token_ids`` are the tokens reserved (a token at its limit, or no longer in the
-        state it was read in, is left out: it must not be checked)."""
-        if not (count_user and user is not None and self.policy.user_rate_limit > 0) and not tokens:
-            return None, []
-        return db.write(self._engine, lambda conn: self._reserve_in(conn, user, tokens, now, count_user=count_user))
-
-    def _reserve_in(self, conn, user, tokens, now: float, *, count_user: bool = True):
+    def _reserve_in(self, conn, tokens, now: float) -> list[int]:
         """:meth:`_reserve` inside the caller's write transaction."""
-        count_user = count_user and user is not None and self.policy.user_rate_limit > 0
         p = self.policy
-        token_sql = self._reserve_tokens_sql() if tokens else None
-        ures = None
-        if count_user:
-            win = p.user_rate_window
-            args = {"id": user.id, "now": now, "cut": now - win, "ahead": now + win, "limit": p.user_rate_limit}
-            if conn.execute(self._RESERVE_USER, args).rowcount != 1:
-                return THROTTLED, []
-            ures = conn.execute(self._USER_START, {"id": user.id}).scalar()
+        token_sql = self._reserve_tokens_sql()
         got = []
         for t in tokens:
             args = {"id": t.id, "state": t.state, "now": now, "max_fail": p.max_fail}
@@ -546,24 +570,51 @@ class Verifier:
                 args["until"] = now + p.lock_seconds
             if conn.execute(token_sql, args).rowcount == 1:
                 got.append(t.id)
-        return ures, got
+        return got
 
-    def _give_back(self, conn, user, ures, token_ids) -> None:
-        """Inside the transaction that records a success: return the attempt's other reservations."""
+    def _give_back(self, conn, att: _Attempt, token_ids) -> None:
+        """Inside the transaction that records a success (or a replay): return the attempt's other
+        reservations."""
         for tid in token_ids:
             conn.execute(self._RELEASE_TOKEN, {"id": tid, "max_fail": self.policy.max_fail})
-        if ures is not None and ures is not THROTTLED:
-            conn.execute(self._RELEASE_USER, {"id": user.id, "start": ures})
+        for key in att.keys:
+            throttle.release(conn, key)
 
-    def _refuse(self, user_row, now, action, reason, serial=None, actor=None) -> Result:
-        """Audit a refused attempt (its failure was counted by its reservations, if any)."""
+    def _attempt(self, name: str, user, source: str | None) -> _Attempt:
+        skey = None if source is None else throttle.source_key(source)
+        return _Attempt(name, user, skey, throttle.user_key(self._box.name_tag(name)))
+
+    def _row(self, att: _Attempt, action: str, reason: str | None, serial=None, actor=None) -> dict:
+        """The audit columns of an attempt's refusal. An unknown user's name is not recorded (it may be
+        a password typed into the wrong field): the actor is the name's keyed hash, which
+        :meth:`explain` can find again."""
+        known = att.user is not None
+        return {
+            "actor": actor or (att.user.name if known else "unknown:" + att.ukey[2:]),
+            "action": action,
+            "user_name": att.user.name if known else None,
+            "serial": serial,
+            "result": "fail",
+            "detail": reason,
+            "source": att.shown_source,
+        }
+
+    def _refuse(self, att: _Attempt, now, action, reason, serial=None, actor=None) -> Result:
+        """Audit a refused attempt (its failure was counted by its reservations, if any; a two-factor
+        login checked during the user's back-off counts it on the user's key now, and its audit row
+        is aggregated)."""
 
         def run(conn):
-            _audit(conn, now, actor or user_row.name, action, "fail", user_row.name, serial, reason)
+            row = self._row(att, action, reason, serial, actor)
+            if att.backoff:  # checked during the user's back-off: counted, and audited in aggregate
+                throttle.note_failure(conn, att.ukey, now, self.policy)
+                throttle.aggregate(conn, att.ukey, now, row)
+            else:
+                _audit(conn, now, **row)
 
         db.write(self._engine, run)
-        log.info("%s refused for user %s: %s", action, user_row.name, reason)
-        return Result(False, user_row.name, reason, serial)
+        log.info("%s refused for %s: %s", action, att.user.name if att.user else "an unknown user", reason)
+        return Result(False, att.user.name if att.user else "", reason, serial)
 
     def _open_tokens(self, tokens, now: float):
         """Tokens not known to be locked (a shortcut: the reservation is what decides)."""
@@ -596,14 +647,15 @@ class Verifier:
         return UserInfo(name, twofa, 0, 0)
 
     def set_password(self, name: str, password: str, *, actor: str = "admin") -> None:
+        """Set ``name``'s password; this also ends the user's throttle back-off."""
         hashed = self._pw.hash(password)
         now = self._clock()
 
         def run(conn):
             self._user(conn, name)
-            conn.execute(
-                update(_U).where(_U.c.name == name).values(password_hash=hashed, rl_start=None, rl_count=0)
-            )
+            conn.execute(update(_U).where(_U.c.name == name).values(password_hash=hashed))
+            # a new password ends the user's back-off (as it reset the old fixed window)
+            conn.execute(delete(_TH).where(_TH.c.key == throttle.user_key(self._box.name_tag(name))))
             _audit(conn, now, actor, "user-passwd", "ok", name)
 
         db.write(self._engine, run)
@@ -915,15 +967,18 @@ class Verifier:
         if tok.state != "unassigned":
             raise TokenStateError(f"token {serial} is {tok.state}, not in the inventory (unlink it first?)")
         rules.check_code_format(code, (tok.digits,))
-        if not self._open_tokens([tok], now) or not self._reserve(None, [tok], now)[1]:
-            return self._refuse(user, now, "token-link", "locked", serial, actor)
+        att = _Attempt(name, user, None, "")
+        if not self._open_tokens([tok], now) or not self._reserve([tok], now):
+            return self._refuse(att, now, "token-link", "locked", serial, actor)
         for _ in range(_CAS_TRIES):
             new = self._match(tok, code, now)
             if new is None:
-                return self._refuse(user, now, "token-link", "wrong-code", serial, actor)
+                return self._refuse(att, now, "token-link", "wrong-code", serial, actor)
 
             def run(conn, tok=tok, new=new):
                 extra = {"state": "active", "user_id": user.id, "description": description}
+                if new[0] == "step":
+                    extra["sync_drift"] = new[2]
                 if not self._cas(conn, tok, new, now, extra):
                     return False
                 conn.execute(update(_U).where(_U.c.id == user.id).values(twofa=True))
@@ -939,9 +994,7 @@ class Verifier:
                 raise TokenStateError(f"token {serial} was linked meanwhile")
         raise DatabaseError("too much contention on token " + serial)
 
-    def _set_state(
-        self, serial: str, action: str, allowed: tuple[str, ...], values: dict, actor: str, extra=None
-    ):
+    def _set_state(self, serial: str, action: str, allowed: tuple[str, ...], values: dict, actor: str, extra=None):
         serial = _serial(serial)
         now = self._clock()
 
@@ -959,7 +1012,8 @@ class Verifier:
         return db.write(self._engine, run)
 
     def unlink(self, serial: str, *, actor: str = "admin") -> None:
-        """Remove a token from its user; it returns to the inventory (its counter is kept: no replay)."""
+        """Remove a token from its user; it returns to the inventory (its counter and last step are
+        kept: no replay; its learned drift is forgotten)."""
         self._set_state(
             serial,
             "token-unlink",
@@ -970,7 +1024,19 @@ class Verifier:
                 "description": None,
                 "fail_count": 0,
                 "locked_until": None,
+                "drift": 0,
+                "sync_drift": 0,
             },
+            actor,
+        )
+
+    def reset_drift(self, serial: str, *, actor: str = "admin") -> None:
+        """Forget a TOTP token's learned clock drift (the window is centred on now again)."""
+        self._set_state(
+            serial,
+            "token-reset-drift",
+            ("unassigned", "active", "disabled", "lost"),
+            {"drift": 0, "sync_drift": 0},
             actor,
         )
 
@@ -1034,8 +1100,9 @@ class Verifier:
 
         return db.write(self._engine, run)
 
-    def _try_backup(self, user, code: str, now: float, ures) -> Result:
+    def _try_backup(self, att: _Attempt, code: str, now: float) -> Result:
         """Use one backup code (normalised). Single use through ``UPDATE ... WHERE used_at IS NULL``."""
+        user = att.user
         want = self._box.backup_hash(user.id, code)
         with db.read(self._engine) as conn:
             rows = conn.execute(
@@ -1048,49 +1115,66 @@ class Verifier:
         if hit is not None:
 
             def run(conn):
-                res = conn.execute(
-                    update(_B).where(_B.c.id == hit, _B.c.used_at.is_(None)).values(used_at=now)
-                )
+                res = conn.execute(update(_B).where(_B.c.id == hit, _B.c.used_at.is_(None)).values(used_at=now))
                 if res.rowcount != 1:
                     return False
-                self._give_back(conn, user, ures, ())
-                _audit(conn, now, user.name, "validate", "ok", user.name, detail="backup-code")
+                self._give_back(conn, att, ())
+                _audit(
+                    conn,
+                    now,
+                    user.name,
+                    "validate",
+                    "ok",
+                    user.name,
+                    detail="backup-code",
+                    source=att.shown_source,
+                )
                 return True
 
             if db.write(self._engine, run):
                 return Result(True, user.name, "backup-code")
-        return self._refuse(user, now, "validate", "wrong-backup-code")
+        return self._refuse(att, now, "validate", "wrong-backup-code")
 
     # -- validation -------------------------------------------------------------------------------------
+    #
+    # What a relying party learns: accept or reject. Every refusal of ``verify`` and ``check_code``
+    # is a ``Result`` with ``accepted=False`` (never an exception that names a cause: unknown user,
+    # malformed code, user without 2FA given a code, disabled or locked token, wrong password or
+    # code, replay, throttled); its ``reason`` is for the audit log and for an admin who asks
+    # (:meth:`explain`, ``keyfob validate --explain``), and a front must not pass it on. Every
+    # ``verify`` that is not throttled costs one Argon2 verify at least, against a fixed dummy hash
+    # for an unknown user, so that unknown users take the time of known ones.
 
-    def _load(self, name: str, conn=None) -> tuple[_User, list[_Tok], bool]:
-        """The user, their active tokens and whether they have unused backup codes: one query (in
-        ``conn``'s transaction if given, else in a read transaction of its own)."""
+    def _load(self, name: str, conn=None) -> tuple[_User | None, list[_Tok], bool]:
+        """The user (None: no such user), their active tokens and whether they have unused backup
+        codes: one query (in ``conn``'s transaction if given, else in a read transaction of its own)."""
         if conn is None:
             with db.read(self._engine) as conn:
                 rows = conn.execute(_LOAD_SQL, {"name": name}).all()
         else:
             rows = conn.execute(_LOAD_SQL, {"name": name}).all()
         if not rows:
-            raise UnknownUser(name)
+            return None, [], False
         r0 = rows[0]
-        user = _User(r0[0], r0[1], r0[2], bool(r0[3]), r0[4], r0[5])
-        tokens = [_Tok(*r[7:13], bytes(r[13]), *r[14:20]) for r in rows if r[7] is not None]
-        return user, tokens, r0[6] > 0
+        user = _User(r0[0], r0[1], r0[2], bool(r0[3]))
+        tokens = [_Tok(*r[5:11], bytes(r[11]), *r[12:19]) for r in rows if r[5] is not None]
+        return user, tokens, r0[4] > 0
 
-    def _check_tokens(self, user, tokens, code: str, now: float, ures, reserved=None) -> Result:
+    def _check_tokens(self, att: _Attempt, tokens, code: str, now: float, reserved=None) -> Result:
         """Check ``code`` against the user's active tokens of its length and commit the match (CAS).
 
         Only tokens reserved by :meth:`_reserve` are checked (``reserved``: their ids, if the caller
-        reserved them already); a wrong code leaves the reservations counted as failures."""
+        reserved them already); a wrong code leaves the reservations counted as failures, a replayed
+        one (:meth:`_replayed`) gives them back."""
+        user = att.user
         cand = [t for t in tokens if t.digits == len(code)]
         if not cand:
-            return self._refuse(user, now, "validate", "no-token")
+            return self._refuse(att, now, "validate", "no-token")
         if reserved is None:
             open_ = self._open_tokens(cand, now)
-            reserved = self._reserve(user, open_, now, count_user=False)[1] if open_ else []
+            reserved = self._reserve(open_, now) if open_ else []
         if not reserved:
-            return self._refuse(user, now, "validate", "locked", cand[0].serial)
+            return self._refuse(att, now, "validate", "locked", cand[0].serial)
         for _ in range(_CAS_TRIES):
             mine = [t for t in tokens if t.id in reserved and t.digits == len(code)]
             hit = None
@@ -1101,7 +1185,10 @@ class Verifier:
                     break
             if hit is None:
                 serial = mine[0].serial if len(mine) == 1 else None
-                return self._refuse(user, now, "validate", "wrong-code", serial)
+                replay = next((t for t in mine if self._replayed(t, code, now)), None)
+                if replay is not None:
+                    return self._replay(att, reserved, replay.serial, now)
+                return self._refuse(att, now, "validate", "wrong-code", serial)
             if self._before_commit is not None:
                 self._before_commit()
             tok, new = hit
@@ -1109,8 +1196,10 @@ class Verifier:
             def run(conn, tok=tok, new=new):
                 if not self._cas(conn, tok, new, now):
                     return False
-                self._give_back(conn, user, ures, [i for i in reserved if i != tok.id])
-                _audit(conn, now, user.name, "validate", "ok", user.name, tok.serial)
+                self._give_back(conn, att, [i for i in reserved if i != tok.id])
+                _audit(
+                    conn, now, user.name, "validate", "ok", user.name, tok.serial, source=att.shown_source
+                )
                 return True
 
             if db.write(self._engine, run):
@@ -1119,6 +1208,18 @@ class Verifier:
             # reservations this attempt already holds (never a second one).
             tokens = self._load(user.name)[1]
         raise DatabaseError(f"too much contention on the tokens of user {user.name!r}")
+
+    def _replay(self, att: _Attempt, reserved, serial: str, now: float) -> Result:
+        """A code the token already used, sent again (a double click, a retrying client): refused and
+        audited as ``replay``, and not a failure: every reservation of the attempt is given back."""
+
+        def run(conn):
+            self._give_back(conn, att, reserved)
+            _audit(conn, now, **self._row(att, "validate", "replay", serial))
+
+        db.write(self._engine, run)
+        log.info("validate refused for user %s: replay", att.user.name)
+        return Result(False, att.user.name, "replay", serial)
 
     def _code_kind(self, code: str, tokens, has_backup: bool) -> tuple[str, str]:
         """``("otp", code)`` or ``("backup", normalised)``; :class:`BadInput` for anything else."""
@@ -1129,84 +1230,136 @@ class Verifier:
         lengths = {t.digits for t in tokens} or set(RECORD_DIGITS)
         return "otp", rules.check_code_format(code, lengths)
 
-    def _start(self, name: str, now: float, prepare):
+    def _start(self, name: str, source: str | None, now: float, prepare, checked_in_backoff):
         """Begin an attempt in one write transaction: load the user and their active tokens, let
-        ``prepare(user, tokens, has_backup)`` check the input (raising :class:`BadInput`, which rolls
-        back: nothing written) and name the tokens to reserve, and reserve the attempt on the user's
-        rate window and on those tokens. A throttled attempt is audited in the same transaction.
+        ``prepare(user, tokens, has_backup)`` make the plan and name the tokens to reserve, and
+        reserve the attempt on the throttle (source key, then user key) and on those tokens.
 
-        Returns ``(user, tokens, plan, user_reservation, reserved_token_ids)``."""
+        A source in back-off refuses the attempt unchecked; a user in back-off too, unless
+        ``checked_in_backoff(plan)`` (a two-factor login, see :mod:`.throttle`). A throttled attempt
+        is audited (aggregated) in the same transaction and gets ``plan`` None.
+
+        Returns ``(attempt, tokens, plan, reserved_token_ids)``."""
+        p = self.policy
 
         def run(conn):
             user, tokens, has_backup = self._load(name, conn)
             plan, to_reserve = prepare(user, tokens, has_backup)
-            ures, reserved = self._reserve_in(conn, user, to_reserve, now)
-            if ures is THROTTLED:
-                _audit(conn, now, user.name, "validate", "fail", user.name, None, "throttled")
-            return user, tokens, plan, ures, reserved
+            att = self._attempt(name, user, source)
+            if p.user_rate_limit > 0:
+                if att.source is not None:
+                    if not throttle.reserve(conn, att.source, now, p):
+                        throttle.aggregate(conn, att.source, now, self._row(att, "validate", THROTTLED))
+                        return att, tokens, None, []
+                    att.keys.append(att.source)
+                if throttle.reserve(conn, att.ukey, now, p):
+                    att.keys.append(att.ukey)
+                elif checked_in_backoff(plan):
+                    att.backoff = True
+                else:
+                    for key in att.keys:
+                        throttle.release(conn, key)  # refused unchecked: not a failure of the source
+                    throttle.aggregate(conn, att.ukey, now, self._row(att, "validate", THROTTLED))
+                    return att, tokens, None, []
+            self._maybe_prune(conn, now)
+            return att, tokens, plan, self._reserve_in(conn, to_reserve, now) if to_reserve else []
 
-        return db.write(self._engine, run)
+        att, tokens, plan, reserved = db.write(self._engine, run)
+        if plan is None:
+            log.info("validate refused for %s: throttled", name if att.user else "an unknown user")
+        return att, tokens, plan, reserved
 
-    def _throttled(self, user) -> Result:
-        log.info("validate refused for user %s: throttled", user.name)
-        return Result(False, user.name, "throttled")
+    def _bad_text(self, now: float, *values) -> None:
+        """Invalid UTF-8 in a login: audited (naming no one), then :class:`BadInput`; nothing else is
+        written and no throttle slot is used."""
+        try:
+            _utf8(*values)
+        except BadInput:
+            db.write(
+                self._engine, lambda conn: _audit(conn, now, "unknown", "validate", "fail", detail="invalid UTF-8")
+            )
+            raise
 
-    def check_code(self, name: str, code: str) -> Result:
+    def check_code(self, name: str, code: str, *, source: str | None = None) -> Result:
         """Validate a code alone, *without any password check*. Also takes a backup code.
 
         This is for a stack that has already checked the password earlier (e.g. pam_unix before a
         keyfob PAM module): wrong codes count against the user's tokens, so this must not be
-        reachable by anyone who has not passed that check (see the trade-off note in
-        :mod:`.rules`). Malformed input raises :class:`BadInput` and writes nothing."""
+        reachable by anyone who has not passed that check (see :mod:`.throttle`). Every refusal is a
+        Result (see "What a relying party learns" above); only text that is not UTF-8 raises
+        :class:`BadInput`. ``source``: where the attempt came from, if the front knows (an address)."""
         now = self._clock()
+        self._bad_text(now, name, code)
 
         def prepare(user, tokens, has_backup):
-            kind, c = self._code_kind(code, tokens, has_backup)
+            if user is None:
+                return ("unknown-user",), ()
+            try:
+                kind, c = self._code_kind(code, tokens, has_backup)
+            except BadInput:
+                return ("malformed",), ()
             if kind == "backup":
                 return (kind, c), ()
             return (kind, c), self._open_tokens([t for t in tokens if t.digits == len(c)], now)
 
-        user, tokens, (kind, c), ures, reserved = self._start(name, now, prepare)
-        if ures is THROTTLED:
-            return self._throttled(user)
+        att, tokens, plan, reserved = self._start(name, source, now, prepare, lambda plan: False)
+        if plan is None:
+            return Result(False, att.user.name if att.user else "", THROTTLED)
+        if len(plan) == 1:
+            return self._refuse(att, now, "validate", plan[0])
+        kind, c = plan
         if kind == "backup":
-            return self._try_backup(user, c, now, ures)
-        return self._check_tokens(user, tokens, c, now, ures, reserved)
+            return self._try_backup(att, c, now)
+        return self._check_tokens(att, tokens, c, now, reserved)
 
-    def verify(self, name: str, password: str, code: str | None = None) -> Result:
+    def verify(self, name: str, password: str, code: str | None = None, *, source: str | None = None) -> Result:
         """A login: password and code, either as two arguments or typed together in one field.
 
         With ``code=None``, ``password`` is the one field: the code is its last ``digits`` characters,
         trying each digit length of the user's active tokens (and a backup code at the end). Users
-        without 2FA give the password alone. Malformed input raises :class:`BadInput`, writes nothing.
+        without 2FA give the password alone. Every refusal is a Result (see "What a relying party
+        learns" above); only text that is not UTF-8 raises :class:`BadInput`. ``source``: where the
+        attempt came from, if the front knows (an address): throttled per source as well.
 
-        The attempt is reserved on the user's rate window before the password is checked, and on
-        the tokens only after the password was right: a wrong password never counts on a token.
+        The attempt is reserved on the throttle before the password is checked, and on the tokens
+        only after the password was right: a wrong password never counts on a token.
         """
-        if not isinstance(password, str):
-            raise BadInput("a password is required")
+        if not isinstance(password, str) or not isinstance(name, str):
+            raise BadInput("a user name and a password are required")
         now = self._clock()
+        self._bad_text(now, name, password, code)
 
         def prepare(user, tokens, has_backup):
+            if user is None:
+                return ("unknown-user",), ()
             if not user.twofa:
-                if code is not None:
-                    raise BadInput(f"user {name!r} has no second factor: give the password alone")
-                return None, ()
-            return self._login_candidates(password, code, tokens, has_backup), ()
+                return (("password-only",) if code is None else ("unexpected-code",)), ()
+            try:
+                cands = self._login_candidates(password, code, tokens, has_backup)
+            except BadInput:
+                return ("malformed",), ()
+            return (("candidates", cands) if cands else ("no-token",)), ()
 
-        user, tokens, candidates, ures, _ = self._start(name, now, prepare)
-        if ures is THROTTLED:
-            return self._throttled(user)
-        if candidates is None:
-            return self._password_only(user, password, now, ures)
-        if not candidates:
-            return self._refuse(user, now, "validate", "no-token")
-        for pw, kind, c in candidates:
+        # a user in back-off is still checked when the login brings two factors (see .throttle)
+        two_factor = lambda plan: plan[0] not in ("password-only", "unexpected-code")  # noqa: E731
+        att, tokens, plan, _ = self._start(name, source, now, prepare, two_factor)
+        if plan is None:
+            return Result(False, att.user.name if att.user else "", THROTTLED)
+        user = att.user
+        if plan[0] == "unknown-user":
+            self._pw.verify_dummy(password)
+            return self._refuse(att, now, "validate", "unknown-user")
+        if plan[0] == "password-only":
+            return self._password_only(att, password, now)
+        if plan[0] != "candidates":
+            self._pw.verify(user.password_hash, password)  # the same time as any other refusal
+            return self._refuse(att, now, "validate", plan[0])
+        for pw, kind, c in plan[1]:
             if self._pw.verify(user.password_hash, pw):
                 if kind == "backup":
-                    return self._try_backup(user, c, now, ures)
-                return self._check_tokens(user, tokens, c, now, ures)
-        return self._refuse(user, now, "validate", "wrong-password")
+                    return self._try_backup(att, c, now)
+                return self._check_tokens(att, tokens, c, now)
+        return self._refuse(att, now, "validate", "wrong-password")
 
     def _login_candidates(self, password: str, code: str | None, tokens, has_backup: bool) -> list:
         """``[(password, "otp"|"backup", code), ...]`` to try; :class:`BadInput` for malformed input."""
@@ -1216,24 +1369,44 @@ class Verifier:
         if has_backup:
             candidates += [(p, "backup", c) for p, c in rules.split_backup_field(password)]
         if not candidates and (tokens or has_backup):
-            want = " or ".join(str(d) for d in sorted({t.digits for t in tokens})) or "a backup"
-            raise BadInput(
-                f"type the password followed by the {want}-digit code"
-                if tokens
-                else "type the password followed by a backup code"
-            )
+            raise BadInput("no code at the end of the field")
         return candidates  # empty: nothing to check a code against, refused (audited) as no-token
 
-    def _password_only(self, user, password: str, now: float, ures) -> Result:
+    def _password_only(self, att: _Attempt, password: str, now: float) -> Result:
+        user = att.user
         if not self._pw.verify(user.password_hash, password):
-            return self._refuse(user, now, "validate", "wrong-password")
+            return self._refuse(att, now, "validate", "wrong-password")
 
         def run(conn):
-            self._give_back(conn, user, ures, ())
-            _audit(conn, now, user.name, "validate", "ok", user.name, detail="password only (2fa off)")
+            self._give_back(conn, att, ())
+            _audit(
+                conn,
+                now,
+                user.name,
+                "validate",
+                "ok",
+                user.name,
+                detail="password only (2fa off)",
+                source=att.shown_source,
+            )
 
         db.write(self._engine, run)
         return Result(True, user.name, "password")
+
+    def explain(self, name: str) -> AuditInfo | None:
+        """Why the last login attempt naming ``name`` ended as it did (its audit row), for an admin:
+        the reason a relying party is never told. Also finds an unknown name's attempts (recorded by
+        the name's keyed hash, never the name). None if there is none."""
+        actor = "unknown:" + self._box.name_tag(name)
+        q = (
+            select(_A)
+            .where(_A.c.action == "validate", (_A.c.user_name == name) | (_A.c.actor == actor))
+            .order_by(_A.c.id.desc())
+            .limit(1)
+        )
+        with db.read(self._engine) as conn:
+            r = conn.execute(q).first()
+        return None if r is None else _audit_info(r)
 
     # -- resync ----------------------------------------------------------------------------------------
 
@@ -1243,17 +1416,25 @@ class Verifier:
         code1: str,
         code2: str,
         *,
+        wide: bool = False,
         user: str | None = None,
         password: str | None = None,
         actor: str = "admin",
     ) -> Result:
-        """Find the token again from two consecutive codes over the wide sync window (HOTP: the next
-        ``hotp_sync_window`` counters; TOTP: ± ``totp_sync_seconds``) and clear its fail count.
+        """Find the token again from two consecutive codes and clear its fail count.
+
+        The search is narrow: HOTP the next ``hotp_near_window`` counters, TOTP ± ``totp_near_steps``
+        steps around now + the token's drift. ``wide=True`` (admin only) searches the
+        wide sync window instead (HOTP: the next ``hotp_sync_window`` counters; TOTP:
+        ± ``totp_sync_seconds`` around now). Never a counter before the next expected one, nor a
+        step at or before the last accepted one.
 
         As admin (no ``user``) it also unlocks the token. As self-service (``user`` and ``password``)
         the password must be right, the token must be the user's and not locked, and failures count.
         """
         serial = _serial(serial)
+        if wide and user is not None:
+            raise BadInput("the wide resync search is for an admin (self-service searches near the token)")
         now = self._clock()
         with db.read(self._engine) as conn:
             tok = self._token(conn, serial)
@@ -1266,36 +1447,49 @@ class Verifier:
         for c in (code1, code2):
             rules.check_code_format(c, (tok.digits,))
         self_service = user is not None
-        ures = None
+        att = _Attempt(user or actor, urow, None, "")
         if self_service:
             if password is None:
                 raise BadInput("self-service resync needs the user's password")
+            _utf8(password)
             if owner is None or owner.id != urow.id:
                 raise TokenStateError(f"token {serial} does not belong to user {user!r}")
-            ures, _ = self._reserve(urow, (), now)
-            if ures is THROTTLED:
-                return self._refuse(urow, now, "token-resync", "throttled", serial)
+            att = self._attempt(user, urow, None)
+            if not self._reserve_key(att, now):
+                return self._refuse(att, now, "token-resync", THROTTLED, serial)
             if not self._open_tokens([tok], now):
-                return self._refuse(urow, now, "token-resync", "locked", serial)
+                return self._refuse(att, now, "token-resync", "locked", serial)
             if not self._pw.verify(urow.password_hash, password):
-                return self._refuse(urow, now, "token-resync", "wrong-password", serial)
-            if not self._reserve(urow, [tok], now, count_user=False)[1]:
-                return self._refuse(urow, now, "token-resync", "locked", serial)
+                return self._refuse(att, now, "token-resync", "wrong-password", serial)
+            if not self._reserve([tok], now):
+                return self._refuse(att, now, "token-resync", "locked", serial)
         who = urow.name if self_service else actor
         name = owner.name if owner is not None else None
+        p = self.policy
         for _ in range(_CAS_TRIES):
             key = self._key(tok)
             if tok.mode == "hotp":
-                n = rules.hotp_resync(key, tok.counter, code1, code2, self.policy.hotp_sync_window)
+                window = p.hotp_sync_window if wide else p.hotp_near_window
+                n = rules.hotp_resync(key, tok.counter, code1, code2, window)
                 new = None if n is None else ("counter", n)
+            elif wide:
+                r = rules.totp_resync(key, now, tok.period, tok.last_step, code1, code2, p.totp_sync_seconds)
+                new = None if r is None else ("step", r[0], r[1])
             else:
                 r = rules.totp_resync(
-                    key, now, tok.period, tok.last_step, code1, code2, self.policy.totp_sync_seconds
+                    key,
+                    now,
+                    tok.period,
+                    tok.last_step,
+                    code1,
+                    code2,
+                    center_drift=tok.drift,
+                    span_steps=p.totp_near_steps,
                 )
                 new = None if r is None else ("step", r[0], r[1])
             if new is None:
                 if self_service:  # the token's reservation stays counted as a failure
-                    return self._refuse(urow, now, "token-resync", "wrong-code", serial)
+                    return self._refuse(att, now, "token-resync", "wrong-code", serial)
 
                 def run_fail(conn):
                     _audit(conn, now, who, "token-resync", "fail", name, serial, "codes not found")
@@ -1304,11 +1498,14 @@ class Verifier:
                 return Result(False, name or "", "wrong-code", serial)
 
             def run(conn, tok=tok, new=new):
-                if not self._cas(conn, tok, new, now):
+                extra = {"sync_drift": new[2]} if new[0] == "step" else None
+                if not self._cas(conn, tok, new, now, extra):
                     return False
                 if self_service:
-                    self._give_back(conn, urow, ures, ())
+                    self._give_back(conn, att, ())
                 detail = f"drift {new[2]:+d} steps" if new[0] == "step" else None
+                if wide:
+                    detail = "wide search" + (f", {detail}" if detail else "")
                 _audit(conn, now, who, "token-resync", "ok", name, serial, detail)
                 return True
 
@@ -1318,7 +1515,23 @@ class Verifier:
                 tok = self._token(conn, serial)
         raise DatabaseError("too much contention on token " + serial)
 
+    def _reserve_key(self, att: _Attempt, now: float) -> bool:
+        """Reserve a self-service attempt on the user's throttle key (False: in back-off, refused)."""
+        if self.policy.user_rate_limit == 0:
+            return True
+
+        def run(conn):
+            if throttle.reserve(conn, att.ukey, now, self.policy):
+                att.keys.append(att.ukey)
+                return True
+            return False
+
+        return db.write(self._engine, run)
+
     # -- audit -----------------------------------------------------------------------------------------
+
+    #: the most rows one ``audit`` call returns
+    AUDIT_LIMIT = 100_000
 
     def audit(
         self,
@@ -1328,7 +1541,11 @@ class Verifier:
         action: str | None = None,
         limit: int | None = 100,
     ) -> list[AuditInfo]:
-        """Audit rows, newest first."""
+        """Audit rows, newest first (``limit``: 1 to :attr:`AUDIT_LIMIT`, or None for all)."""
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= self.AUDIT_LIMIT
+        ):
+            raise BadInput(f"the audit limit is 1 to {self.AUDIT_LIMIT:,}")
         q = select(_A).order_by(_A.c.id.desc())
         if user is not None:
             q = q.where(_A.c.user_name == user)
@@ -1340,4 +1557,43 @@ class Verifier:
             q = q.limit(limit)
         with db.read(self._engine) as conn:
             rows = conn.execute(q).all()
-        return [AuditInfo(r.ts, r.actor, r.action, r.user_name, r.serial, r.result, r.detail) for r in rows]
+        return [_audit_info(r) for r in rows]
+
+    def _prune_in(self, conn, now: float) -> int:
+        """Delete audit rows older than ``audit_days`` and forgotten throttle keys; the audit rows
+        deleted."""
+        throttle.prune(conn, now, self.policy)
+        if self.policy.audit_days == 0:
+            return 0
+        return conn.execute(delete(_A).where(_A.c.ts < now - self.policy.audit_days * 86400.0)).rowcount
+
+    def _maybe_prune(self, conn, now: float) -> None:
+        """Retention on write: at most every :data:`_PRUNE_EVERY` seconds per process, inside a write."""
+        if now - self._pruned >= _PRUNE_EVERY or now < self._pruned:
+            self._pruned = now
+            self._prune_in(conn, now)
+
+    def prune_audit(self, *, actor: str = "admin") -> int:
+        """Apply the retention setting (``audit_days``) now: delete older audit rows (and forgotten
+        throttle keys), audited. Returns how many audit rows went."""
+        now = self._clock()
+
+        def run(conn):
+            n = self._prune_in(conn, now)
+            days = self.policy.audit_days
+            _audit(
+                conn,
+                now,
+                actor,
+                "audit-prune",
+                "ok",
+                detail=f"{n} rows older than {days} days" if days else "0 rows (kept for ever)",
+            )
+            return n
+
+        self._pruned = now
+        return db.write(self._engine, run)
+
+
+def _audit_info(r) -> AuditInfo:
+    return AuditInfo(r.ts, r.actor, r.action, r.user_name, r.serial, r.result, r.detail, r.count, r.source)

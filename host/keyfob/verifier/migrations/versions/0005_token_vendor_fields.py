@@ -4,15 +4,15 @@ Both are nullable: tokens imported before this revision (and tokens whose file n
 have NULL, and export then falls back to what it wrote before (keyfob serials: ``keyfob`` /
 ``keyfob-1``, others ``unknown``). Plain ``ADD COLUMN`` on SQLite and PostgreSQL alike.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
