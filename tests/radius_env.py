@@ -9,7 +9,9 @@ to leave it out, with another secret.
 from __future__ import annotations
 
 import base64
+import glob
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -93,3 +95,53 @@ def stop(env: RadiusEnv) -> str:
         env.proc.kill()
         _, err = env.proc.communicate()
     return err
+
+
+# --- PAM: a service file of a unique name in /etc/pam.d, removed afterwards ----------------------
+
+PAM_DIR = Path("/etc/pam.d")
+
+
+def pam_module(name: str) -> Path | None:
+    """Where Linux-PAM's module ``name`` is installed, if it is (Debian: /lib/<triplet>/security)."""
+    for pattern in ("/lib/*/security/", "/usr/lib/*/security/", "/lib*/security/", "/usr/lib*/security/"):
+        hits = glob.glob(pattern + name)
+        if hits:
+            return Path(hits[0])
+    return None
+
+
+def pam_skip_reason(module: str) -> str | None:
+    """One line saying why a pamtester login cannot run here, or None."""
+    if shutil.which("pamtester") is None:
+        return "pamtester not installed (Debian pamtester; `make test` installs it as root)"
+    if pam_module(module) is None:
+        return f"{module} not installed"
+    if not os.access(PAM_DIR, os.W_OK):
+        return f"cannot write a PAM service into {PAM_DIR} (not root)"
+    return None
+
+
+class PamService:
+    """``with PamService(lines) as name:`` a service /etc/pam.d/<name> for pamtester."""
+
+    def __init__(self, auth_line: str):
+        self.name = f"keyfob-test-{os.getpid()}-{os.urandom(4).hex()}"
+        self.path = PAM_DIR / self.name
+        self.text = f"auth required {auth_line}\naccount required pam_permit.so\n"
+
+    def __enter__(self) -> str:
+        self.path.write_text(self.text)
+        return self.name
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def pamtester(service: str, user: str, typed: str) -> bool:
+    """A real PAM conversation: pamtester authenticates ``user``, answering the prompt with ``typed``."""
+    r = subprocess.run(
+        ["pamtester", service, user, "authenticate"], input=typed + "\n", capture_output=True, text=True, timeout=60
+    )
+    assert ("successfully authenticated" in r.stderr + r.stdout) == (r.returncode == 0), r.stderr
+    return r.returncode == 0

@@ -294,3 +294,25 @@ def test_radclient_wrong_secret_and_unsigned_get_no_answer(srv):
     asks = [("u7", password(7) + code, "wrong-secret-wrong-1", True), ("u7", password(7) + code, SECRET, False)]
     assert radclients(srv, asks) == ["no answer", "no answer"]
     assert radclient(srv, "u7", password(7) + code) == "accept"  # neither used the code
+
+
+# --- a Linux login through pam_radius_auth --------------------------------------------------------
+
+
+def test_pam_radius_auth_login_with_password_and_code(srv, tmp_path):
+    why = renv.pam_skip_reason("pam_radius_auth.so")
+    if why:
+        pytest.skip(why)
+    # Debian 12's pam_radius_auth 2.0 sends no Message-Authenticator: it is the old NAS at
+    # 127.0.0.2 (its source_ip field), the client allowed to omit it
+    conf = tmp_path / "pam_radius_auth.conf"
+    conf.write_text(f"127.0.0.1:{srv.port} {OLD_SECRET} 3 127.0.0.2\n")
+    conf.chmod(0o600)
+    code = srv.code("u8")
+    with renv.PamService(f"pam_radius_auth.so conf={conf}") as service:
+        assert not renv.pamtester(service, "u8", password(8) + "000000")  # wrong code
+        assert not renv.pamtester(service, "u8", "wrong" + code)  # wrong password
+        assert renv.pamtester(service, "u8", password(8) + code)
+        assert not renv.pamtester(service, "u8", password(8) + code)  # the same code again
+        assert renv.pamtester(service, "u8", password(8) + srv.code("u8"))
+    assert not (renv.PAM_DIR / service).exists()
