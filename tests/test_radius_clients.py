@@ -2,6 +2,7 @@
 secret never repeated (no server process: fast)."""
 
 import ipaddress
+import socket
 
 import pytest
 from click.testing import CliRunner
@@ -73,3 +74,19 @@ def test_the_command_refuses_a_readable_or_bad_clients_file_in_one_line(tmp_path
         assert r.exit_code == 2, r.output
         assert words in r.output and SECRET not in r.output
         assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    from keyfob.verifier import Policy, Verifier
+
+    Verifier.init(tmp_path / "v.db", key_file=tmp_path / "v.key", policy=Policy(password_profile="fast")).close()
+    f = tmp_path / "clients.toml"
+    f.write_text(f"[[client]]\naddress = '127.0.0.1'\nsecret = '{SECRET}'\n")
+    f.chmod(0o600)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        args = ["radius", "--port", port, "--db", tmp_path / "v.db", "--key-file", tmp_path / "v.key", "--clients", f]
+        r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 2
+    assert r.output.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
