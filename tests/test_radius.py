@@ -107,6 +107,27 @@ def test_pyrad_accept_reject_and_replay(srv):
     assert decide(request("u0", password(0) + srv.code("u0")), srv.port) == "accept"  # not locked
 
 
+def test_one_code_sent_in_many_requests_at_once_is_accepted_once(srv):
+    code = srv.code("u9")
+    pkts = [request("u9", password(9) + code) for _ in range(20)]  # new identifier, authenticator each
+    socks = []
+    try:
+        for _ in pkts:
+            sk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(sk)
+            sk.bind(("127.0.0.1", 0))
+        for sk, p in zip(socks, pkts):
+            sk.sendto(p.RequestPacket(), ("127.0.0.1", srv.port))
+        answers = []
+        for sk, p in zip(socks, pkts):
+            sk.settimeout(30)
+            answers.append(check_reply(p, sk.recv(8192)))
+    finally:
+        for sk in socks:
+            sk.close()
+    assert sorted(answers) == ["accept"] + ["reject"] * 19
+
+
 def test_a_retransmission_gets_the_same_answer_and_no_second_check(srv):
     before = srv.validations("u1")
     pkt = request("u1", password(1) + srv.code("u1"))
