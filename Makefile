@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PICO   := boards/sim/pico
 NPM_STAMP := $(PICO)/node_modules/.installed
 
-.PHONY: demo test bench soak sim lint clean
+.PHONY: demo test bench soak sim lint clean radius-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,24 @@ $(NPM_STAMP): $(PICO)/package-lock.json
 		npm ci --prefix $(PICO) --no-audit --no-fund --silent && touch $@; \
 	else echo "npm not found: the Pico tier cannot run here"; fi
 
+# The RADIUS and PAM tests' real clients and module (Debian packages), installed only where
+# missing; where apt-get cannot (not root, no network) those tests skip with one line each.
+RADIUS_DEBS := freeradius-utils libpam-radius-auth pamtester
+APT_GET := apt-get -y -q -o DPkg::Lock::Timeout=300
+
+radius-tools:
+	@if ! command -v radclient >/dev/null 2>&1 || ! command -v pamtester >/dev/null 2>&1 \
+		|| ! dpkg-query -W -f='$${Status}' libpam-radius-auth 2>/dev/null | grep -q 'ok installed'; then \
+		echo "installing $(RADIUS_DEBS)"; \
+		$(APT_GET) install $(RADIUS_DEBS) >/dev/null 2>&1 \
+		|| { $(APT_GET) update >/dev/null 2>&1 && $(APT_GET) install $(RADIUS_DEBS) >/dev/null 2>&1; } \
+		|| echo "cannot install $(RADIUS_DEBS): the RADIUS/PAM tests with them will skip"; \
+	fi
+
 demo: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m keyfob.demo
 
-test: $(STAMP) $(NPM_STAMP)
+test: $(STAMP) $(NPM_STAMP) radius-tools
 	$(BIN)/python -m pytest -n 2 tests
 
 bench: $(STAMP) $(NPM_STAMP)

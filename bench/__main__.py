@@ -32,7 +32,13 @@ def _token_rows() -> list[Row]:
     return bench_token.run(log=lambda m: print("  " + m, file=sys.stderr, flush=True))
 
 
-GROUPS = (("token", _token_rows), ("verifier", _verifier_rows))
+def _radius_rows() -> list[Row]:
+    from bench import bench_radius
+
+    return bench_radius.run()
+
+
+GROUPS = (("token", _token_rows), ("verifier", _verifier_rows), ("radius", _radius_rows))
 
 
 def _fmt(value: float) -> str:
