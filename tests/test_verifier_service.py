@@ -546,7 +546,7 @@ def test_older_database_is_upgraded_on_open(tmp_path, clock):
     engine.dispose()
 
     v = Verifier.open(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
-    assert vdb.current_revision(v._engine) == vdb.head_revision() == "0004"
+    assert vdb.current_revision(v._engine) == vdb.head_revision() == "0006"
     schema = _schema(v._engine)
     assert {"ix_audit_user_name", "ix_audit_serial"} <= schema["audit"][1]
     assert schema["tokens"][0]["serial"] == schema["audit"][0]["serial"] == "VARCHAR(64)"
@@ -575,10 +575,10 @@ def test_a_0002_database_takes_long_vendor_serials_after_the_upgrade(tmp_path, c
     engine.dispose()
 
     v = Verifier.open(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
-    assert vdb.current_revision(v._engine) == "0004"
+    assert vdb.current_revision(v._engine) == vdb.head_revision()
     new = _schema(v._engine)
     assert new["tokens"][0]["serial"] == new["audit"][0]["serial"] == "VARCHAR(64)"
-    assert set(new) == set(old) | {"throttle"}  # 0004 adds the throttle table
+    assert set(new) == set(old) | {"throttle", "api_keys"}  # added by 0004 and 0006
     for table, (cols, idx) in old.items():  # only the two serial columns changed (0004 adds some)
         assert new[table][1] - {"ix_audit_ts"} == idx, table
         changed = {c for c in cols if new[table][0][c] != cols[c]}
@@ -610,7 +610,7 @@ def test_a_0002_database_takes_long_vendor_serials_after_the_upgrade(tmp_path, c
     engine = vdb.make_engine(tmp_path / "v.db", must_exist=True)
     with pytest.raises(RuntimeError, match="longer than 16"):
         vdb.write(engine, lambda conn: command.downgrade(vdb._alembic_config(conn), "0002"))
-    assert vdb.current_revision(engine) == "0004"
+    assert vdb.current_revision(engine) == vdb.head_revision()
     assert _schema(engine) == new
     engine.dispose()
 
