@@ -72,6 +72,7 @@ def server(tmp_path_factory):
             name: keys.add(name, scope)[1]
             for name, scope in (("web", "validate"), ("ops", "admin"), ("old", "validate"))
         }
+        api["pam"] = keys.add("pam", "validate", code_only=True)[1]
         keys.revoke("old")
     port = _free_port()
     env = {**os.environ, "KEYFOB_DB": str(db), "KEYFOB_KEY_FILE": str(key_file), "KEYFOB_ARGON2_PROFILE": "fast"}
@@ -161,6 +162,7 @@ def test_link_validate_replay_lockout_unlock_resync(server):
     reasons = {r["detail"] for r in rows if r["action"] == "validate"}
     assert {"replay", "wrong-code", "locked"} <= reasons
     assert {r["via"] for r in rows if r["action"] == "validate"} == {"api:web"}
+    assert {r["source"] for r in rows if r["action"] == "validate"} == {"127.0.0.1"}  # the client address
     assert {r["actor"] for r in rows if r["action"] in ("token-link", "token-unlock", "token-resync")} == {"api:ops"}
 
 
@@ -187,6 +189,17 @@ def test_a_reject_is_the_same_bytes_whatever_failed(server):
         "/validate/check", json={"serial": s, "pass": PW + HOTP_B.at(2)}, headers=auth(server["keys"]["web"])
     )
     assert _value(r) is True  # by serial: the token's owner logs in
+
+
+def test_a_code_only_key_checks_the_code_alone(server):
+    s = server["serials"][0]
+    counter = admin(server, f"/tokens/{s}", method="GET").json()["result"]["value"]["counter"]
+    assert _value(login(server, "alice", HOTP.at(counter), key="pam")) is True
+    assert _value(login(server, "alice", HOTP.at(counter), key="pam")) is False  # replay
+    assert _value(login(server, "alice", PW + HOTP.at(counter + 1), key="pam")) is False  # not a code
+    assert _value(login(server, "alice", HOTP.at(counter + 1), key="web")) is False  # a normal key wants the password
+    why = admin(server, "/explain/alice", method="GET").json()["result"]["value"]
+    assert why["via"] == "api:web" and why["detail"] == "malformed"
 
 
 def test_api_keys_scopes_and_revocation(server):
