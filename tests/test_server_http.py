@@ -200,6 +200,14 @@ def test_a_code_only_key_checks_the_code_alone(server):
     assert _value(login(server, "alice", HOTP.at(counter + 1), key="web")) is False  # a normal key wants the password
     why = admin(server, "/explain/alice", method="GET").json()["result"]["value"]
     assert why["via"] == "api:web" and why["detail"] == "malformed"
+    # a relying party names the end user's address: that is the source the verifier throttles
+    r = server["client"].post(
+        "/validate/check",
+        json={"user": "alice", "pass": PW + "000000", "client": "2001:db8::7"},
+        headers=auth(server["keys"]["web"]),
+    )
+    assert _value(r) is False
+    assert admin(server, "/explain/alice", method="GET").json()["result"]["value"]["source"] == "2001:db8::7"
 
 
 def test_api_keys_scopes_and_revocation(server):
@@ -242,6 +250,8 @@ BAD = [
     ("POST", _V, _J, json.dumps({"user": "a" * 65, "pass": "x"}).encode(), 400),
     ("POST", _V, _J, json.dumps({"user": "alice", "pass": "p" * 257}).encode(), 400),
     ("POST", _V, _F, b"user=alice&pass=%ff%fe", 400),
+    ("POST", _V, _J, b'{"user": "alice", "pass": "x", "client": "10.0.0.1 evil"}', 400),
+    ("POST", _V, _J, b'{"user": "alice", "pass": "x", "client": ""}', 400),
     ("POST", _V, _F, b"user=alice&user=bob&pass=x", 400),
     ("POST", _V, _F, b"user=alice&&pass", 400),
     ("POST", _V, _J, MB, 413),

@@ -14,24 +14,31 @@ from keyfob.verifier.apikeys import ApiKeyInfo
 
 from .answers import ApiError
 
-_bearer = HTTPBearer(auto_error=False, description="An API key made by `keyfob server api-key add`.")
+bearer = HTTPBearer(auto_error=False, description="An API key made by `keyfob server api-key add`.")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def require(scope: str):
-    """A FastAPI dependency: the request's active key with ``scope`` (admin keys have every scope)."""
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
-    async def dependency(
-        request: Request, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-    ) -> ApiKeyInfo:
-        if cred is None:
-            raise ApiError(401, "an API key is required (Authorization: Bearer <key>)", _CHALLENGE)
-        info = await run_in_threadpool(request.app.state.keys.check, cred.credentials)
-        if info is None:
-            raise ApiError(401, "the API key is not valid (unknown or revoked)", _CHALLENGE)
-        if not info.allows(scope):
-            raise ApiError(403, f"this call needs an API key of scope {scope}")
-        return info
+
+def authorize(keys, cred: HTTPAuthorizationCredentials | None, scope: str) -> ApiKeyInfo:
+    """The active key of ``cred`` with ``scope`` (admin keys have every scope), or 401/403.
+    Blocking (one SELECT): call it in a worker thread."""
+    if cred is None:
+        raise ApiError(401, "an API key is required (Authorization: Bearer <key>)", _CHALLENGE)
+    info = keys.check(cred.credentials)
+    if info is None:
+        raise ApiError(401, "the API key is not valid (unknown or revoked)", _CHALLENGE)
+    if not info.allows(scope):
+        raise ApiError(403, f"this call needs an API key of scope {scope}")
+    return info
+
+
+def require(scope: str):
+    """A FastAPI dependency: :func:`authorize` for ``scope``."""
+
+    async def dependency(request: Request, cred: Credentials) -> ApiKeyInfo:
+        return await run_in_threadpool(authorize, request.app.state.keys, cred, scope)
 
     return dependency
 

@@ -17,6 +17,7 @@ BODY_MAX = 16 * 1024
 FIELD_MAX = {
     "user": 64,
     "serial": 64,
+    "client": 64,
     "pass": 256,
     "password": 256,
     "code": 16,

@@ -4,22 +4,23 @@ Fields (JSON object or URL-encoded form): ``user`` (or ``serial``: the token's o
 ``pass``, the password and code in one string as the user typed them (for a key made
 ``--code-only``: the code alone, the password having been checked by the relying party). HTTP 200
 for every decided login, ``value`` true or false; a reject is the same bytes whatever failed. The
-client's address is the verifier's ``source`` (throttled per source)."""
+``client`` (optional) is the end user's address as the relying party saw it: the verifier's
+``source``, throttled per source. Without it the source is the connection's address, which for a
+relying party is its own: give ``client``, or that party's concurrent logins share one throttle
+key (more than ``user_rate_limit`` in flight at once are refused as throttled)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from keyfob.verifier import BadInput, UnknownToken
-from keyfob.verifier.apikeys import ApiKeyInfo
 from keyfob.verifier.service import check_name
+from keyfob.verifier.throttle import source_key
 
 from . import answers, limits
 from .answers import ApiError
-from .keys import require, via
+from .keys import Credentials, authorize, via
 
 router = APIRouter()
 
@@ -34,6 +35,7 @@ _BODY = {
                         "user": {"type": "string", "maxLength": 64},
                         "serial": {"type": "string", "maxLength": 64},
                         "pass": {"type": "string", "maxLength": 256, "description": "password+code, or the code"},
+                        "client": {"type": "string", "maxLength": 64, "description": "the end user's address"},
                     },
                     "required": ["pass"],
                     "additionalProperties": False,
@@ -52,7 +54,10 @@ def _owner(verifier, serial: str) -> str | None:
         return None
 
 
-def _check(verifier, key: ApiKeyInfo, name: str | None, serial: str | None, secret: str, source: str | None) -> bool:
+def _check(app, cred, name: str | None, serial: str | None, secret: str, source: str | None) -> bool:
+    """In one worker thread (one hand-off per login): the key, then the login."""
+    key = authorize(app.state.keys, cred, "validate")
+    verifier = app.state.verifier
     if serial is not None:
         name = _owner(verifier, serial)
         # no owner: still a full attempt under a name no user can have, so it costs and is
@@ -64,8 +69,8 @@ def _check(verifier, key: ApiKeyInfo, name: str | None, serial: str | None, secr
 
 
 @router.post("/validate/check", tags=["validate"], openapi_extra=_BODY, summary="Check one login")
-async def check(request: Request, key: Annotated[ApiKeyInfo, Depends(require("validate"))]):
-    f = limits.fields(await request.body(), request.headers, required=("pass",), optional=("user", "serial"))
+async def check(request: Request, cred: Credentials):
+    f = limits.fields(await request.body(), request.headers, required=("pass",), optional=("user", "serial", "client"))
     if ("user" in f) == ("serial" in f):
         raise ApiError(400, "give either user or serial")
     if "user" in f:
@@ -73,7 +78,11 @@ async def check(request: Request, key: Annotated[ApiKeyInfo, Depends(require("va
             check_name(f["user"])
         except BadInput as exc:
             raise ApiError(400, str(exc)) from None
-    source = request.client.host if request.client else None
-    v = request.app.state.verifier
-    accepted = await run_in_threadpool(_check, v, key, f.get("user"), f.get("serial"), f["pass"], source)
+    source = f["client"] if "client" in f else (request.client.host if request.client else None)
+    if source is not None:
+        try:
+            source_key(source)  # the library's rule for a source, before anything is written
+        except BadInput as exc:
+            raise ApiError(400, str(exc)) from None
+    accepted = await run_in_threadpool(_check, request.app, cred, f.get("user"), f.get("serial"), f["pass"], source)
     return answers.login(accepted)
