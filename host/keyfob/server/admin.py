@@ -69,6 +69,13 @@ async def token(request: Request, serial: str, key: Admin):
     return answers.ok(asdict(t))
 
 
+@router.post("/tokens", openapi_extra=_JSON_BODY, summary="Import one token from an otpauth:// URI (its seed)")
+async def import_uri(request: Request, key: Admin):
+    f = await _fields(request, ("uri",))
+    serials = await _call(request.app.state.verifier.import_uri, f["uri"], actor=via(key))
+    return answers.ok(serials)
+
+
 @router.post("/tokens/{serial}/link", openapi_extra=_JSON_BODY, summary="Link a token to a user (its current code)")
 async def link(request: Request, serial: str, key: Admin):
     f = await _fields(request, ("user", "code"), ("description",))

@@ -18,6 +18,7 @@ FIELD_MAX = {
     "user": 64,
     "serial": 64,
     "client": 64,
+    "uri": 512,
     "pass": 256,
     "password": 256,
     "code": 16,
