@@ -10,6 +10,7 @@ line and the database unchanged (a dump of every table before and after)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -74,26 +75,34 @@ def server(tmp_path_factory):
         }
         api["pam"] = keys.add("pam", "validate", code_only=True)[1]
         keys.revoke("old")
+    with _serve(db, key_file, wd / "serve.log") as base, httpx.Client(base_url=base, timeout=30) as client:
+        yield {"client": client, "db": db, "key_file": key_file, "serials": serials, "keys": api}
+
+
+@contextlib.contextmanager
+def _serve(db, key_file, log_path, *options, scheme="http", ready=None):
+    """`keyfob serve` on a free port of 127.0.0.1 until the block ends; yields its base URL. Its log
+    goes to a file (a pipe nobody reads would fill up and stall the server)."""
     port = _free_port()
     env = {**os.environ, "KEYFOB_DB": str(db), "KEYFOB_KEY_FILE": str(key_file), "KEYFOB_ARGON2_PROFILE": "fast"}
     env.pop("KEYFOB_KEY", None)
-    cmd = [sys.executable, "-c", "from keyfob.cli import main; main()", "serve", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-c", "from keyfob.cli import main; main()", "serve", "--port", str(port), *options]
+    base = f"{scheme}://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30  # a start-up bound, not a timed assertion
         while True:
             if proc.poll() is not None:
-                pytest.fail("keyfob serve exited: " + proc.stderr.read().decode(errors="replace")[-2000:])
+                pytest.fail("keyfob serve exited: " + Path(log_path).read_text(errors="replace")[-2000:])
             try:
-                httpx.get(base + "/openapi.json", timeout=2)
+                httpx.get(base + "/openapi.json", timeout=2, verify=ready if ready is not None else True)
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline:
                     pytest.fail("keyfob serve did not start listening within 30 s")
                 time.sleep(0.1)
-        with httpx.Client(base_url=base, timeout=30) as client:
-            yield {"client": client, "db": db, "serials": serials, "keys": api}
+        yield base
     finally:
         proc.terminate()
         try:
@@ -363,3 +372,50 @@ def test_cli_api_keys_are_shown_once_and_stored_hashed(tmp_path, monkeypatch):
     assert dump(tmp_path / "v.db") == before
     missing = run("serve", "--db", str(tmp_path / "none.db"))
     assert missing.exit_code == 2 and len(missing.output.strip().splitlines()) == 1
+
+
+def _self_signed(wd: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = wd / "cert.pem", wd / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_tls_through_uvicorns_options(server, tmp_path):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=str(cert))
+    opts = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
+    with _serve(server["db"], server["key_file"], tmp_path / "tls.log", *opts, scheme="https", ready=trust) as base:
+        with httpx.Client(base_url=base, verify=trust, timeout=30) as c:
+            body = {"user": "nobody", "pass": PW + "123456"}
+            r = c.post("/validate/check", json=body, headers=auth(server["keys"]["web"]))
+            assert r.json() == readme_shapes()[1]
+        with pytest.raises(httpx.TransportError):  # plain HTTP to the TLS port gets no answer
+            httpx.post(base.replace("https:", "http:") + "/validate/check", json=body, timeout=10)
