@@ -201,22 +201,29 @@ def test_a_reject_is_the_same_bytes_whatever_failed(server):
 
 
 def test_a_code_only_key_checks_the_code_alone(server):
-    s = server["serials"][0]
-    counter = admin(server, f"/tokens/{s}", method="GET").json()["result"]["value"]["counter"]
-    assert _value(login(server, "alice", HOTP.at(counter), key="pam")) is True
-    assert _value(login(server, "alice", HOTP.at(counter), key="pam")) is False  # replay
-    assert _value(login(server, "alice", PW + HOTP.at(counter + 1), key="pam")) is False  # not a code
-    assert _value(login(server, "alice", HOTP.at(counter + 1), key="web")) is False  # a normal key wants the password
-    why = admin(server, "/explain/alice", method="GET").json()["result"]["value"]
+    """Each test makes what it needs (pytest-xdist may run this module's tests in two processes, each
+    with its own server)."""
+    seed = bytes(range(121, 141))
+    ref, serial = pyotp.HOTP(base64.b32encode(seed).decode()), make_serial(304)
+    uri = ref.provisioning_uri(name=serial, issuer_name="keyfob", initial_count=0)
+    assert _value(admin(server, "/tokens", {"uri": uri})) == [serial]
+    assert _value(admin(server, "/users", {"user": "erin", "password": PW}))["name"] == "erin"
+    assert _value(admin(server, f"/tokens/{serial}/link", {"user": "erin", "code": ref.at(0)})) is True
+    counter = 1
+    assert _value(login(server, "erin", ref.at(counter), key="pam")) is True
+    assert _value(login(server, "erin", ref.at(counter), key="pam")) is False  # replay
+    assert _value(login(server, "erin", PW + ref.at(counter + 1), key="pam")) is False  # not a code
+    assert _value(login(server, "erin", ref.at(counter + 1), key="web")) is False  # a normal key wants the password
+    why = admin(server, "/explain/erin", method="GET").json()["result"]["value"]
     assert why["via"] == "api:web" and why["detail"] == "malformed"
     # a relying party names the end user's address: that is the source the verifier throttles
     r = server["client"].post(
         "/validate/check",
-        json={"user": "alice", "pass": PW + "000000", "client": "2001:db8::7"},
+        json={"user": "erin", "pass": PW + "000000", "client": "2001:db8::7"},
         headers=auth(server["keys"]["web"]),
     )
     assert _value(r) is False
-    assert admin(server, "/explain/alice", method="GET").json()["result"]["value"]["source"] == "2001:db8::7"
+    assert admin(server, "/explain/erin", method="GET").json()["result"]["value"]["source"] == "2001:db8::7"
 
 
 def test_import_a_token_from_an_otpauth_uri_then_log_in(server):
@@ -238,6 +245,16 @@ def test_import_a_token_from_an_otpauth_uri_then_log_in(server):
     assert _value(admin(server, f"/tokens/{serial}/link", {"user": "dave", "code": ref.at(0)})) is True
     assert _value(login(server, "dave", PW + ref.at(1))) is True
     assert admin(server, "/tokens", {"uri": uri}, key="web").status_code == 403
+
+
+def test_x_forwarded_for_is_ignored_without_forwarded_allow_ips(server):
+    r = server["client"].post(
+        "/validate/check",
+        json={"user": "bob", "pass": PW + "000000"},
+        headers={**auth(server["keys"]["web"]), "X-Forwarded-For": "198.51.100.9"},
+    )
+    assert _value(r) is False
+    assert admin(server, "/explain/bob", method="GET").json()["result"]["value"]["source"] == "127.0.0.1"
 
 
 def test_api_keys_scopes_and_revocation(server):
