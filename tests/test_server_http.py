@@ -423,16 +423,21 @@ def _self_signed(wd: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_tls_through_uvicorns_options(server, tmp_path):
+def test_tls_and_a_trusted_proxy_through_uvicorns_options(server, tmp_path):
+    """One more server: TLS by uvicorn, and 127.0.0.1 trusted as a proxy (its X-Forwarded-For names
+    the client: the source the verifier throttles)."""
     import ssl
 
     cert, key = _self_signed(tmp_path)
     trust = ssl.create_default_context(cafile=str(cert))
-    opts = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
+    opts = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--forwarded-allow-ips", "127.0.0.1")
     with _serve(server["db"], server["key_file"], tmp_path / "tls.log", *opts, scheme="https", ready=trust) as base:
         with httpx.Client(base_url=base, verify=trust, timeout=30) as c:
             body = {"user": "nobody", "pass": PW + "123456"}
-            r = c.post("/validate/check", json=body, headers=auth(server["keys"]["web"]))
+            proxied = {**auth(server["keys"]["web"]), "X-Forwarded-For": "198.51.100.9"}
+            r = c.post("/validate/check", json=body, headers=proxied)
             assert r.json() == readme_shapes()[1]
+            why = c.get("/admin/explain/nobody", headers=auth(server["keys"]["ops"])).json()["result"]["value"]
+            assert why["source"] == "198.51.100.9" and why["detail"] == "unknown-user"
         with pytest.raises(httpx.TransportError):  # plain HTTP to the TLS port gets no answer
             httpx.post(base.replace("https:", "http:") + "/validate/check", json=body, timeout=10)
