@@ -38,7 +38,13 @@ def _radius_rows() -> list[Row]:
     return bench_radius.run()
 
 
-GROUPS = (("token", _token_rows), ("verifier", _verifier_rows), ("radius", _radius_rows))
+def _http_rows() -> list[Row]:
+    from bench import bench_http
+
+    return bench_http.run()
+
+
+GROUPS = (("token", _token_rows), ("verifier", _verifier_rows), ("radius", _radius_rows), ("http", _http_rows))
 
 
 def _fmt(value: float) -> str:

@@ -546,7 +546,7 @@ def test_older_database_is_upgraded_on_open(tmp_path, clock):
     engine.dispose()
 
     v = Verifier.open(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
-    assert vdb.current_revision(v._engine) == vdb.head_revision() == "0005"
+    assert vdb.current_revision(v._engine) == vdb.head_revision() == "0006"
     schema = _schema(v._engine)
     assert {"ix_audit_user_name", "ix_audit_serial"} <= schema["audit"][1]
     assert schema["tokens"][0]["serial"] == schema["audit"][0]["serial"] == "VARCHAR(64)"
@@ -580,7 +580,7 @@ def test_a_0002_database_takes_long_vendor_serials_after_the_upgrade(tmp_path, c
     assert vdb.current_revision(v._engine) == vdb.head_revision()
     new = _schema(v._engine)
     assert new["tokens"][0]["serial"] == new["audit"][0]["serial"] == "VARCHAR(64)"
-    assert set(new) == set(old) | {"throttle"}  # 0004 adds the throttle table
+    assert set(new) == set(old) | {"throttle", "api_keys"}  # added by 0004 and 0006
     for table, (cols, idx) in old.items():  # only the two serial columns changed (0004 adds some)
         assert new[table][1] - {"ix_audit_ts"} == idx, table
         changed = {c for c in cols if new[table][0][c] != cols[c]}

@@ -15,7 +15,7 @@ def _register() -> None:
     # Each area lives in its own module and adds its group/commands here.
     import importlib
 
-    for name in ("sim", "server", "user", "token", "validate", "device", "provision", "radius"):
+    for name in ("sim", "server", "serve", "user", "token", "validate", "device", "provision", "radius"):
         try:
             mod = importlib.import_module(f"keyfob.cli.{name}")
         except ModuleNotFoundError as exc:  # area not written yet

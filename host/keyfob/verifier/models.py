@@ -8,7 +8,7 @@ Times are Unix seconds (floats) so every engine stores them the same way.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from keyfob.serials import SERIAL_MAX
@@ -103,6 +103,8 @@ class AuditEntry(Base):
     count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     #: the source address a front gave for an attempt (added by 0004)
     source: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the front and API key a login came through, e.g. ``api:web-login`` (added by 0006)
+    via: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
     # added by revision 0002
     __table_args__ = (
@@ -125,3 +127,17 @@ class Throttle(Base):
     #: the audit row that counts this key's throttled attempts until ``agg_until``
     agg_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     agg_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ApiKey(Base):
+    """A key for the HTTP API (``keyfob serve``). Only the key's SHA-256 is kept: the key is 256
+    random bits, so no slow hash is needed. See :mod:`.apikeys`. Added by 0006."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    code_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)

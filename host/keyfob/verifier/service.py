@@ -175,6 +175,8 @@ class AuditInfo:
     #: attempts the row stands for (throttled attempts are aggregated)
     count: int = 1
     source: str | None = None
+    #: the front and API key a login came through (``api:NAME`` for ``keyfob serve``)
+    via: str | None = None
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -184,6 +186,10 @@ def _check_name(name: str) -> str:
     if not isinstance(name, str) or _NAME_RE.match(name) is None:
         raise BadInput("a user name has 1-64 characters: letters, digits and . _ @ + - (not first)")
     return name
+
+
+#: the user-name rule, for fronts that refuse a malformed name before anything is looked up
+check_name = _check_name
 
 
 def _serial(text: str) -> str:
@@ -199,8 +205,8 @@ def _serial(text: str) -> str:
 # The hot path (load, compare-and-set, audit) uses plain portable SQL: building SQLAlchemy Core
 # expressions for every login costs more than the database work itself.
 _AUDIT_SQL = text(
-    "INSERT INTO audit (ts, actor, action, user_name, serial, result, detail, count, source)"
-    " VALUES (:ts, :actor, :action, :user_name, :serial, :result, :detail, 1, :source)"
+    "INSERT INTO audit (ts, actor, action, user_name, serial, result, detail, count, source, via)"
+    " VALUES (:ts, :actor, :action, :user_name, :serial, :result, :detail, 1, :source, :via)"
 )
 _TOKEN_COLS = (
     "id",
@@ -263,6 +269,7 @@ class _Attempt:
     ukey: str  # the user name's throttle key
     keys: list[str] = field(default_factory=list)  # throttle keys reserved (given back on success)
     backoff: bool = False  # the user is in back-off: a two-factor login checked anyway
+    via: str | None = None  # the front and API key the attempt came through (audited)
 
     @property
     def shown_source(self) -> str | None:
@@ -301,7 +308,7 @@ def _policy_from_blob(blob, base: Policy) -> Policy:
         raise DatabaseError(f"the stored policy is not valid: {exc}") from None
 
 
-def _audit(conn, now, actor, action, result, user_name=None, serial=None, detail=None, source=None) -> None:
+def _audit(conn, now, actor, action, result, user_name=None, serial=None, detail=None, source=None, via=None) -> None:
     conn.execute(
         _AUDIT_SQL,
         {
@@ -313,6 +320,7 @@ def _audit(conn, now, actor, action, result, user_name=None, serial=None, detail
             "result": result,
             "detail": detail,
             "source": source,
+            "via": via,
         },
     )
 
@@ -580,9 +588,9 @@ class Verifier:
         for key in att.keys:
             throttle.release(conn, key)
 
-    def _attempt(self, name: str, user, source: str | None) -> _Attempt:
+    def _attempt(self, name: str, user, source: str | None, via: str | None = None) -> _Attempt:
         skey = None if source is None else throttle.source_key(source)
-        return _Attempt(name, user, skey, throttle.user_key(self._box.name_tag(name)))
+        return _Attempt(name, user, skey, throttle.user_key(self._box.name_tag(name)), via=via)
 
     def _row(self, att: _Attempt, action: str, reason: str | None, serial=None, actor=None) -> dict:
         """The audit columns of an attempt's refusal. An unknown user's name is not recorded (it may be
@@ -597,6 +605,7 @@ class Verifier:
             "result": "fail",
             "detail": reason,
             "source": att.shown_source,
+            "via": att.via,
         }
 
     def _refuse(self, att: _Attempt, now, action, reason, serial=None, actor=None) -> Result:
@@ -1128,6 +1137,7 @@ class Verifier:
                     user.name,
                     detail="backup-code",
                     source=att.shown_source,
+                    via=att.via,
                 )
                 return True
 
@@ -1198,7 +1208,8 @@ class Verifier:
                     return False
                 self._give_back(conn, att, [i for i in reserved if i != tok.id])
                 _audit(
-                    conn, now, user.name, "validate", "ok", user.name, tok.serial, source=att.shown_source
+                    conn, now, user.name, "validate", "ok", user.name, tok.serial, source=att.shown_source,
+                    via=att.via,
                 )
                 return True
 
@@ -1230,7 +1241,7 @@ class Verifier:
         lengths = {t.digits for t in tokens} or set(RECORD_DIGITS)
         return "otp", rules.check_code_format(code, lengths)
 
-    def _start(self, name: str, source: str | None, now: float, prepare, checked_in_backoff):
+    def _start(self, name: str, source: str | None, now: float, prepare, checked_in_backoff, via: str | None = None):
         """Begin an attempt in one write transaction: load the user and their active tokens, let
         ``prepare(user, tokens, has_backup)`` make the plan and name the tokens to reserve, and
         reserve the attempt on the throttle (source key, then user key) and on those tokens.
@@ -1245,7 +1256,7 @@ class Verifier:
         def run(conn):
             user, tokens, has_backup = self._load(name, conn)
             plan, to_reserve = prepare(user, tokens, has_backup)
-            att = self._attempt(name, user, source)
+            att = self._attempt(name, user, source, via)
             if p.user_rate_limit > 0:
                 if att.source is not None:
                     if not throttle.reserve(conn, att.source, now, p):
@@ -1280,7 +1291,7 @@ class Verifier:
             )
             raise
 
-    def check_code(self, name: str, code: str, *, source: str | None = None) -> Result:
+    def check_code(self, name: str, code: str, *, source: str | None = None, via: str | None = None) -> Result:
         """Validate a code alone, *without any password check*. Also takes a backup code.
 
         This is for a stack that has already checked the password earlier (e.g. pam_unix before a
@@ -1302,7 +1313,7 @@ class Verifier:
                 return (kind, c), ()
             return (kind, c), self._open_tokens([t for t in tokens if t.digits == len(c)], now)
 
-        att, tokens, plan, reserved = self._start(name, source, now, prepare, lambda plan: False)
+        att, tokens, plan, reserved = self._start(name, source, now, prepare, lambda plan: False, via)
         if plan is None:
             return Result(False, att.user.name if att.user else "", THROTTLED)
         if len(plan) == 1:
@@ -1312,14 +1323,17 @@ class Verifier:
             return self._try_backup(att, c, now)
         return self._check_tokens(att, tokens, c, now, reserved)
 
-    def verify(self, name: str, password: str, code: str | None = None, *, source: str | None = None) -> Result:
+    def verify(
+        self, name: str, password: str, code: str | None = None, *, source: str | None = None, via: str | None = None
+    ) -> Result:
         """A login: password and code, either as two arguments or typed together in one field.
 
         With ``code=None``, ``password`` is the one field: the code is its last ``digits`` characters,
         trying each digit length of the user's active tokens (and a backup code at the end). Users
         without 2FA give the password alone. Every refusal is a Result (see "What a relying party
         learns" above); only text that is not UTF-8 raises :class:`BadInput`. ``source``: where the
-        attempt came from, if the front knows (an address): throttled per source as well.
+        attempt came from, if the front knows (an address): throttled per source as well. ``via``:
+        the front and credential it came through (e.g. ``api:web-login``), written to its audit rows.
 
         The attempt is reserved on the throttle before the password is checked, and on the tokens
         only after the password was right: a wrong password never counts on a token.
@@ -1342,7 +1356,7 @@ class Verifier:
 
         # a user in back-off is still checked when the login brings two factors (see .throttle)
         two_factor = lambda plan: plan[0] not in ("password-only", "unexpected-code")  # noqa: E731
-        att, tokens, plan, _ = self._start(name, source, now, prepare, two_factor)
+        att, tokens, plan, _ = self._start(name, source, now, prepare, two_factor, via)
         if plan is None:
             return Result(False, att.user.name if att.user else "", THROTTLED)
         user = att.user
@@ -1388,6 +1402,7 @@ class Verifier:
                 user.name,
                 detail="password only (2fa off)",
                 source=att.shown_source,
+                via=att.via,
             )
 
         db.write(self._engine, run)
@@ -1596,4 +1611,4 @@ class Verifier:
 
 
 def _audit_info(r) -> AuditInfo:
-    return AuditInfo(r.ts, r.actor, r.action, r.user_name, r.serial, r.result, r.detail, r.count, r.source)
+    return AuditInfo(r.ts, r.actor, r.action, r.user_name, r.serial, r.result, r.detail, r.count, r.source, r.via)

@@ -1,0 +1,99 @@
+"""The app factory. ``create_app(verifier)`` for tests and embedding; ``from_env()`` is what uvicorn
+starts in each worker (``keyfob serve`` passes the database and key file in the environment, the
+way the CLI reads them)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from keyfob import __version__
+from keyfob.verifier import (
+    AlreadyExists,
+    BadInput,
+    DatabaseBusy,
+    SeedFileError,
+    TokenStateError,
+    UnknownToken,
+    UnknownUser,
+    Verifier,
+    VerifierError,
+)
+from keyfob.verifier.apikeys import ApiKeys, UnknownApiKey
+from keyfob.verifier.db import ENV_DB, default_db
+from keyfob.verifier.passwords import profile_from_env
+
+from . import admin, answers, validate
+from .answers import ApiError
+from .limits import BodyLimit
+
+log = logging.getLogger("keyfob.server")
+
+#: the HTTP status of each refusal the library raises (anything else: 500)
+_STATUS = (
+    (BadInput, 400),
+    (SeedFileError, 400),
+    (UnknownUser, 404),
+    (UnknownToken, 404),
+    (UnknownApiKey, 404),
+    (AlreadyExists, 409),
+    (TokenStateError, 409),
+    (DatabaseBusy, 503),
+)
+
+
+def _status(exc: VerifierError) -> int:
+    return next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+
+
+def create_app(verifier: Verifier) -> FastAPI:
+    app = FastAPI(
+        title="keyfob verifier",
+        version=__version__,
+        description="One-time-code logins in privacyIDEA's shape (`POST /validate/check`) and the admin calls. "
+        "Every call needs an API key: `Authorization: Bearer <key>` (`keyfob server api-key add`).",
+        redoc_url=None,
+    )
+    app.state.verifier = verifier
+    app.state.keys = ApiKeys(verifier)
+    app.include_router(validate.router)
+    app.include_router(admin.router)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return answers.error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(VerifierError)
+    async def _verifier_error(request: Request, exc: VerifierError):
+        status = _status(exc)
+        if status == 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        return answers.error(status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
+        return answers.error(400, f"{where or 'request'}: {first.get('msg', 'not valid')}".lower())
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return answers.error(exc.status_code, str(exc.detail).lower())
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        return answers.error(500, "internal error (see the server's log)")
+
+    app.add_middleware(BodyLimit)
+    return app
+
+
+def from_env() -> FastAPI:
+    """The app over ``$KEYFOB_DB`` (and the key of ``$KEYFOB_KEY_FILE`` / ``$KEYFOB_KEY``): uvicorn's factory."""
+    verifier = Verifier.open(os.environ.get(ENV_DB) or default_db(), password_profile=profile_from_env())
+    return create_app(verifier)

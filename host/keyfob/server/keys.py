@@ -1,0 +1,48 @@
+"""The API key a request brings: ``Authorization: Bearer kf_...``. ``/validate/check`` needs a
+validate- or admin-scope key, ``/admin/...`` an admin-scope key. Checking the key is the library's
+(:mod:`keyfob.verifier.apikeys`); this module only reads the header and says 401 or 403."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from keyfob.verifier.apikeys import ApiKeyInfo
+
+from .answers import ApiError
+
+bearer = HTTPBearer(auto_error=False, description="An API key made by `keyfob server api-key add`.")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def authorize(keys, cred: HTTPAuthorizationCredentials | None, scope: str) -> ApiKeyInfo:
+    """The active key of ``cred`` with ``scope`` (admin keys have every scope), or 401/403.
+    Blocking (one SELECT): call it in a worker thread."""
+    if cred is None:
+        raise ApiError(401, "an API key is required (Authorization: Bearer <key>)", _CHALLENGE)
+    info = keys.check(cred.credentials)
+    if info is None:
+        raise ApiError(401, "the API key is not valid (unknown or revoked)", _CHALLENGE)
+    if not info.allows(scope):
+        raise ApiError(403, f"this call needs an API key of scope {scope}")
+    return info
+
+
+def require(scope: str):
+    """A FastAPI dependency: :func:`authorize` for ``scope``."""
+
+    async def dependency(request: Request, cred: Credentials) -> ApiKeyInfo:
+        return await run_in_threadpool(authorize, request.app.state.keys, cred, scope)
+
+    return dependency
+
+
+def via(key: ApiKeyInfo) -> str:
+    """How a call through ``key`` is named in the audit log (``actor`` of admin calls, ``via`` of logins)."""
+    return "api:" + key.name

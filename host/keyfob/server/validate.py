@@ -1,0 +1,88 @@
+"""``POST /validate/check``: one login, answered accept or reject in privacyIDEA's shape.
+
+Fields (JSON object or URL-encoded form): ``user`` (or ``serial``: the token's owner logs in) and
+``pass``, the password and code in one string as the user typed them (for a key made
+``--code-only``: the code alone, the password having been checked by the relying party). HTTP 200
+for every decided login, ``value`` true or false; a reject is the same bytes whatever failed. The
+``client`` (optional) is the end user's address as the relying party saw it: the verifier's
+``source``, throttled per source. Without it the source is the connection's address, which for a
+relying party is its own: give ``client``, or that party's concurrent logins share one throttle
+key (more than ``user_rate_limit`` in flight at once are refused as throttled)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from keyfob.verifier import BadInput, UnknownToken
+from keyfob.verifier.service import check_name
+from keyfob.verifier.throttle import source_key
+
+from . import answers, limits
+from .answers import ApiError
+from .keys import Credentials, authorize, via
+
+router = APIRouter()
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            ctype: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "user": {"type": "string", "maxLength": 64},
+                        "serial": {"type": "string", "maxLength": 64},
+                        "pass": {"type": "string", "maxLength": 256, "description": "password+code, or the code"},
+                        "client": {"type": "string", "maxLength": 64, "description": "the end user's address"},
+                    },
+                    "required": ["pass"],
+                    "additionalProperties": False,
+                }
+            }
+            for ctype in (limits.JSON, limits.FORM)
+        },
+    }
+}
+
+
+def _owner(verifier, serial: str) -> str | None:
+    try:
+        return verifier.token(serial).user
+    except UnknownToken:
+        return None
+
+
+def _check(app, cred, name: str | None, serial: str | None, secret: str, source: str | None) -> bool:
+    """In one worker thread (one hand-off per login): the key, then the login."""
+    key = authorize(app.state.keys, cred, "validate")
+    verifier = app.state.verifier
+    if serial is not None:
+        name = _owner(verifier, serial)
+        # no owner: still a full attempt under a name no user can have, so it costs and is
+        # audited like any other refusal (an unknown user)
+        name = name if name is not None else "-" + serial
+    if key.code_only:
+        return verifier.check_code(name, secret, source=source, via=via(key)).accepted
+    return verifier.verify(name, secret, source=source, via=via(key)).accepted
+
+
+@router.post("/validate/check", tags=["validate"], openapi_extra=_BODY, summary="Check one login")
+async def check(request: Request, cred: Credentials):
+    f = limits.fields(await request.body(), request.headers, required=("pass",), optional=("user", "serial", "client"))
+    if ("user" in f) == ("serial" in f):
+        raise ApiError(400, "give either user or serial")
+    if "user" in f:
+        try:
+            check_name(f["user"])
+        except BadInput as exc:
+            raise ApiError(400, str(exc)) from None
+    source = f["client"] if "client" in f else (request.client.host if request.client else None)
+    if source is not None:
+        try:
+            source_key(source)  # the library's rule for a source, before anything is written
+        except BadInput as exc:
+            raise ApiError(400, str(exc)) from None
+    accepted = await run_in_threadpool(_check, request.app, cred, f.get("user"), f.get("serial"), f["pass"], source)
+    return answers.login(accepted)
