@@ -32,7 +32,13 @@ def _token_rows() -> list[Row]:
     return bench_token.run(log=lambda m: print("  " + m, file=sys.stderr, flush=True))
 
 
-GROUPS = (("token", _token_rows), ("verifier", _verifier_rows))
+def _start_rows() -> list[Row]:
+    from bench import bench_start
+
+    return bench_start.run()
+
+
+GROUPS = (("token", _token_rows), ("verifier", _verifier_rows), ("start", _start_rows))
 
 
 def _fmt(value: float) -> str:
