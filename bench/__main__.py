@@ -44,7 +44,21 @@ def _http_rows() -> list[Row]:
     return bench_http.run()
 
 
-GROUPS = (("token", _token_rows), ("verifier", _verifier_rows), ("radius", _radius_rows), ("http", _http_rows))
+
+def _start_rows() -> list[Row]:
+    from bench import bench_start
+
+    return bench_start.run()
+
+
+
+GROUPS = (
+    ("token", _token_rows),
+    ("verifier", _verifier_rows),
+    ("radius", _radius_rows),
+    ("http", _http_rows),
+    ("start", _start_rows),
+)
 
 
 def _fmt(value: float) -> str:

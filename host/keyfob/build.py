@@ -19,10 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from keyfob import payload
+
 #: Files MicroPython runs by name: deployed as source.
 SOURCE_ONLY = ("main.py", "boot.py")
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 class BuildError(RuntimeError):
@@ -47,8 +48,9 @@ def compile_file(src: Path, out: Path, source_name: str | None = None) -> None:
         raise BuildError(f"{src}: {(proc.stderr or proc.stdout).strip()}")
 
 
-def board_names(root: Path = REPO) -> list[str]:
+def board_names(root: Path | None = None) -> list[str]:
     """Boards that have a ``boards/<name>/board.py``."""
+    root = root or payload.root()
     return sorted(p.parent.name for p in (root / "boards").glob("*/board.py"))
 
 
@@ -63,12 +65,14 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def sources(board: str, root: Path = REPO) -> list[tuple[Path, str]]:
+def sources(board: str, root: Path | None = None) -> list[tuple[Path, str]]:
     """(local source, device file name before compiling) for one board's image.
 
     That is ``firmware/*.py``, the board's own top-level ``boards/<board>/*.py`` and the modules of
     ``boards/common/`` that those board files import (e.g. ``mcu.py`` for the real boards).
+    ``root`` holds ``firmware/`` and ``boards/`` (default: :func:`keyfob.payload.root`).
     """
+    root = root or payload.root()
     board_dir = root / "boards" / board
     if not (board_dir / "board.py").is_file():
         raise BuildError("no board {!r} ({} missing)".format(board, board_dir / "board.py"))
@@ -87,7 +91,7 @@ def sources(board: str, root: Path = REPO) -> list[tuple[Path, str]]:
     return files
 
 
-def build(board: str, out_dir: Path, root: Path = REPO) -> list[tuple[Path, str]]:
+def build(board: str, out_dir: Path, root: Path | None = None) -> list[tuple[Path, str]]:
     """Build one board's image into ``out_dir``; return ``(local_path, device_name)`` pairs to copy."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -107,8 +111,9 @@ def build(board: str, out_dir: Path, root: Path = REPO) -> list[tuple[Path, str]
     return result
 
 
-def check(root: Path = REPO) -> list[str]:
+def check(root: Path | None = None) -> list[str]:
     """Compile every ``.py`` under ``firmware/`` and ``boards/``; return the error messages (empty: all good)."""
+    root = root or payload.root()
     errors = []
     files = sorted((root / "firmware").rglob("*.py")) + sorted((root / "boards").rglob("*.py"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="compile everything, report errors, write nothing"
     )
     parser.add_argument("--board", help="board to build (default: all boards)")
-    parser.add_argument("--out", default=str(REPO / "build"), help="output folder (default: build/)")
-    parser.add_argument("--root", default=str(REPO), help="source tree (default: this checkout)")
+    parser.add_argument("--out", help="output folder (default: build/ in the checkout, else here)")
+    parser.add_argument("--root", help="folder with firmware/ and boards/ (default: this keyfob's own)")
     args = parser.parse_args(argv)
-    root = Path(args.root)
+    root = Path(args.root) if args.root else payload.root()
+    args.out = args.out or str((payload.checkout() or Path.cwd()) / "build")
     if args.check:
         errors = check(root)
         for e in errors:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyfob.payload import checkout as payload_checkout
+from keyfob.payload import root as payload_root
 from keyfob.sim.control import SimError, SimTimeout
 
 if TYPE_CHECKING:
@@ -57,21 +59,25 @@ class PicoInputs:
     bootrom: Path
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
-
-
 def runner_dir() -> Path:
-    return _repo_root() / "boards" / "sim" / "pico"
+    """boards/sim/pico: the runner and its lockfile (in an installed wheel, inside the package;
+    its node_modules come from ``npm ci`` there, see :func:`check_runner`)."""
+    return payload_root() / "boards" / "sim" / "pico"
 
 
 def find_inputs() -> PicoInputs:
-    """The MicroPython UF2 and the RP2040 boot ROM: from ``$KEYFOB_PICO_DIR``, else
-    ``../shared/pico`` beside the checkout, else ``firmware-images/`` in it. Raises
-    :class:`SimError` saying, in one line, what is missing."""
+    """The MicroPython UF2 and the RP2040 boot ROM: from ``$KEYFOB_PICO_DIR``, else (in a checkout)
+    ``../shared/pico`` beside it, else ``firmware-images/`` in it, else (installed) in
+    ``firmware-images/`` of the current folder. Raises :class:`SimError` saying, in one line, what
+    is missing."""
     env = os.environ.get("KEYFOB_PICO_DIR")
-    root = _repo_root()
-    folders = [Path(env)] if env else [root.parent / "shared" / "pico", root / "firmware-images"]
+    root = payload_checkout()
+    if env:
+        folders = [Path(env)]
+    elif root is not None:
+        folders = [root.parent / "shared" / "pico", root / "firmware-images"]
+    else:
+        folders = [Path.cwd() / "firmware-images"]
     for folder in folders:
         uf2s = sorted(folder.glob("RPI_PICO*.uf2")) if folder.is_dir() else []
         roms = sorted(folder.glob("rp2040-bootrom*.bin")) if folder.is_dir() else []

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyfob import payload
 from keyfob.sim import flashimg
 from keyfob.sim.control import ControlServer, SimError, SimTimeout
 from keyfob.sim.pty import PtyBridge
@@ -120,13 +121,9 @@ def read_frame_log(path: str | os.PathLike, start: int = 0, power_ons: int = 0) 
     return out
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
-
-
 def hw_dir() -> Path:
     """boards/sim/hw: the emulated silicon and rom.py (KEYFOB_SIM_HW overrides)."""
-    return Path(os.environ.get("KEYFOB_SIM_HW") or repo_root() / "boards" / "sim" / "hw")
+    return Path(os.environ.get("KEYFOB_SIM_HW") or payload.root() / "boards" / "sim" / "hw")
 
 
 def micropython_exe() -> str:
@@ -466,7 +463,6 @@ __all__ = [
     "VirtualToken",
     "SimError",
     "SimTimeout",
-    "repo_root",
     "hw_dir",
     "micropython_exe",
     "FRAME_LOG_ENV",

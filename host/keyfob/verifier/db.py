@@ -1,4 +1,5 @@
-"""Engine set-up, transactions with retry, and schema migrations (Alembic, run from the library).
+"""Engine set-up, transactions with retry, and schema migrations (Alembic, run from the library,
+imported only when the schema needs one).
 
 SQLite (the default) is opened in WAL mode with a busy timeout; write transactions start with
 ``BEGIN IMMEDIATE`` so two writers never both hold a read snapshot they then try to upgrade (which
@@ -17,7 +18,9 @@ by :func:`display`, which never shows a URL's password.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import os
 import random
 import re
@@ -25,12 +28,7 @@ import stat
 import time
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import DatabaseError as SADatabaseError
@@ -260,22 +258,48 @@ def write(engine: Engine, fn):
 
 
 # --- migrations -----------------------------------------------------------------------------------
+#
+# Alembic takes longer to import than a login takes to check, so it is imported only to migrate:
+# opening a database compares its revision (one SELECT) with the head read from the migration
+# files' own ``revision``/``down_revision`` lines.
 
 
-def _alembic_config(conn) -> Config:
+def _alembic_config(conn):
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.attributes["connection"] = conn
     return cfg
 
 
+@functools.cache
 def head_revision() -> str:
-    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+    """The newest migration's revision, from the migration files (without importing Alembic)."""
+    revisions, parents = set(), set()
+    for path in sorted((_MIGRATIONS / "versions").glob("[0-9]*.py")):
+        found = {}
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                if node.targets[0].id in ("revision", "down_revision") and isinstance(node.value, ast.Constant):
+                    found[node.targets[0].id] = node.value.value
+        revisions.add(found["revision"])
+        parents.add(found.get("down_revision"))
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise AssertionError(f"the migrations must have one head, not {sorted(heads)}")
+    return heads.pop()
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The database's schema revision (Alembic's version table); None if it has none."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(rows) > 1:
+        raise DatabaseError(f"the database has several schema revisions ({', '.join(sorted(rows))})")
+    return rows[0] if rows else None
 
 
 def has_tables(engine: Engine) -> bool:
@@ -284,6 +308,10 @@ def has_tables(engine: Engine) -> bool:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` through the Alembic migrations (in one write transaction)."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     script = ScriptDirectory.from_config(_alembic_config(None))
     current = current_revision(engine)
     if current is not None:
