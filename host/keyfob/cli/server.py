@@ -191,4 +191,8 @@ def config(changes, db, key_file, as_json) -> None:
 
 
 def register(main: click.Group) -> None:
+    # `server api-key` lives beside `serve`, the HTTP API its keys are for: it joins this group
+    # when that module loads, so load it whenever the group is (the CLI imports areas lazily).
+    from keyfob.cli import serve  # noqa: F401
+
     main.add_command(server)
