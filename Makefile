@@ -39,7 +39,7 @@ demo: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m keyfob.demo
 
 test: $(STAMP) $(NPM_STAMP) radius-tools
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist worksteal tests
 
 bench: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m bench

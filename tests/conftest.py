@@ -108,3 +108,25 @@ def make_token(request, tier, tmp_path):
     yield make
     for tok in made:
         tok.close()
+
+
+# The longest tests (minutes each, most of them on the emulated Pico) start first, so that no worker
+# begins one near the end while the other sits idle; `make test` runs with --dist worksteal, so an
+# idle worker takes queued tests from the busy one.
+_LONGEST_FIRST = (
+    "test_lock_boot_flood.py::",
+    "test_reset_power_cut.py::test_pico_",
+    "test_reset_power_cut.py::test_power_cut_",
+    "test_ctrl_c_flood.py::",
+    "test_lock_security.py::test_locked_token_gives_a_usb_attacker_nothing",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    def rank(item) -> int:
+        for i, part in enumerate(_LONGEST_FIRST):
+            if part in item.nodeid:
+                return i
+        return len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
