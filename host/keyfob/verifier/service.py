@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Self
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 
 from keyfob.otp import HotpKey
 from keyfob.records import DIGITS as RECORD_DIGITS
@@ -500,6 +500,16 @@ class Verifier:
             if conn.execute(token_sql, args).rowcount == 1:
                 got.append(t.id)
         return ures, got
+
+    # Row locks in the order the reservations take them (the user's row, then tokens): a transaction
+    # that records a success takes the user's row before its token's compare-and-set, so two
+    # attempts never wait on each other in a circle (PostgreSQL would abort one of them as a
+    # deadlock, after a second). FOR NO KEY UPDATE is what an UPDATE takes; SQLite renders no lock
+    # clause (its write transactions run one at a time anyway).
+    _LOCK_USER = select(_U.c.id).where(_U.c.id == bindparam("id")).with_for_update(key_share=True)
+
+    def _lock_user(self, conn, user) -> None:
+        conn.execute(self._LOCK_USER, {"id": user.id})
 
     def _give_back(self, conn, user, ures, token_ids) -> None:
         """Inside the transaction that records a success: return the attempt's other reservations."""
@@ -1046,6 +1056,7 @@ class Verifier:
             tok, new = hit
 
             def run(conn, tok=tok, new=new):
+                self._lock_user(conn, user)
                 if not self._cas(conn, tok, new, now):
                     return False
                 self._give_back(conn, user, ures, [i for i in reserved if i != tok.id])
@@ -1243,6 +1254,8 @@ class Verifier:
                 return Result(False, name or "", "wrong-code", serial)
 
             def run(conn, tok=tok, new=new):
+                if self_service:
+                    self._lock_user(conn, urow)
                 if not self._cas(conn, tok, new, now):
                     return False
                 if self_service:
