@@ -2,9 +2,10 @@
 
 A test asks for the ``db`` fixture (or ``make_db`` for more than one database, or ``db_kind`` and
 the session's ``databases`` in a wider-scoped fixture); the conftest parametrises them by
-:data:`KINDS`, so the test runs once per kind. A database is a plain string that
-``Verifier.init/open`` and the CLI's ``--db`` take: a SQLite file path, or a PostgreSQL URL of a
-fresh empty database on this worker's throwaway server (:mod:`pgserver`).
+:data:`KINDS`, so the test runs once per kind (:data:`sqlite_only` for a test about the file).
+A database is a plain string that ``Verifier.init/open`` and the CLI's ``--db`` take: a SQLite
+file path, or a PostgreSQL URL of a fresh empty database on this worker's throwaway server
+(:mod:`pgserver`).
 
 The helpers below read a database the same way on both engines, through SQLAlchemy.
 """
@@ -14,12 +15,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from keyfob.verifier import db as vdb
 from pgserver import MISSING, PgServer, find_bindir
 from sqlalchemy import MetaData, create_engine, inspect, select
 from sqlalchemy.pool import NullPool
 
 KINDS = ("sqlite", "postgresql")
+#: for a test about the SQLite file itself (its mode, its WAL): ``db`` and ``make_db`` give SQLite only
+sqlite_only = pytest.mark.parametrize("db_kind", ["sqlite"], indirect=True)
 
 
 def kind(db: str | os.PathLike) -> str:
