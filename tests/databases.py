@@ -12,6 +12,7 @@ The helpers below read a database the same way on both engines, through SQLAlche
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -24,6 +25,14 @@ from sqlalchemy.pool import NullPool
 KINDS = ("sqlite", "postgresql")
 #: for a test about the SQLite file itself (its mode, its WAL): ``db`` and ``make_db`` give SQLite only
 sqlite_only = pytest.mark.parametrize("db_kind", ["sqlite"], indirect=True)
+#: for a test of PostgreSQL's own behaviour (its URLs, its errors)
+postgresql_only = pytest.mark.parametrize("db_kind", ["postgresql"], indirect=True)
+
+
+@functools.cache
+def postgresql_missing() -> str | None:
+    """Why the PostgreSQL cases cannot run here (None: they can)."""
+    return MISSING if find_bindir() is None else None
 
 
 def kind(db: str | os.PathLike) -> str:
@@ -37,12 +46,6 @@ class Databases:
     def __init__(self, tag: str):
         self._tag = tag
         self._server: PgServer | None = None
-
-    def unavailable(self, which: str) -> str | None:
-        """Why databases of kind ``which`` cannot be had here (None: they can)."""
-        if which == "postgresql" and self._server is None and find_bindir() is None:
-            return MISSING
-        return None
 
     @property
     def server(self) -> PgServer:
