@@ -86,6 +86,7 @@ class PgServer:
         self._names = itertools.count(1)
         self._born: dict[str, float] = {}
         self._admin = None
+        self._watcher: subprocess.Popen | None = None
 
     @classmethod
     def start(cls, bindir: Path | None = None, tag: str = "") -> PgServer:
@@ -104,6 +105,7 @@ class PgServer:
             server._run("initdb", ["-D", str(server.data), "-U", SUPERUSER, *_INITDB])
             options = " ".join([*_OPTIONS, f"-p {PORT}", f"-c unix_socket_directories='{folder}'"])
             server._run("pg_ctl", ["-D", str(server.data), "-l", str(server.log), "-o", options, "-w", "start"])
+            server._watch(os.getpid())
         except BaseException:
             server._remove()
             raise
@@ -119,6 +121,22 @@ class PgServer:
             if self.log.exists():
                 tail += self.log.read_text(errors="replace").strip().splitlines()[-3:]
             raise PgServerError(f"{program} failed (exit {proc.returncode}): " + " | ".join(tail))
+
+    def _watch(self, owner: int) -> None:
+        """A watcher that stops the server and deletes its folder if ``owner`` (the test process)
+        dies without calling :meth:`stop` (killed by a timeout, say); it ends with the server."""
+        pid, pg_ctl = self.data / "postmaster.pid", self.bindir / "pg_ctl"
+        script = (
+            f"while [ -e /proc/{owner} ] && [ -e '{pid}' ]; do sleep 1; done; "  # /proc: kill -0 fails as another user
+            f"[ -e '{pid}' ] && '{pg_ctl}' -D '{self.data}' -m immediate stop >/dev/null 2>&1; rm -rf '{self.folder}'"
+        )
+        argv = ["sh", "-c", script]
+        if self._account is not None:
+            argv = ["runuser", "-u", self._account.pw_name, "--", *argv]
+        # its own session: a Ctrl-C to the tests does not reach it before it has cleaned up
+        self._watcher = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
 
     # -- databases ------------------------------------------------------------------------------------
 
@@ -186,6 +204,9 @@ class PgServer:
                 self._run("pg_ctl", ["-D", str(self.data), "-m", "fast", "-t", "60", "-w", "stop"])
         finally:
             self._remove()
+            if self._watcher is not None:
+                self._watcher.wait(10)  # it sees the server gone within a second
+                self._watcher = None
 
     def _remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
