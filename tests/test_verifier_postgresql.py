@@ -1,8 +1,10 @@
 """PostgreSQL's own side of the verifier, on the throwaway server: the URLs a user types reach it
 through psycopg 3, and a server or database that cannot be reached is one clear line and exit 2
-(the rest of the suite runs on PostgreSQL through the ``db`` fixture)."""
+(the rest of the suite runs on PostgreSQL through the ``db`` fixture); a transaction PostgreSQL
+aborts as a deadlock victim runs again."""
 
 import json
+import threading
 
 import databases
 import pgserver
@@ -10,6 +12,9 @@ import pytest
 from click.testing import CliRunner
 from keyfob.cli import main
 from keyfob.verifier import DatabaseError, Verifier
+from keyfob.verifier import db as vdb
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 pytestmark = databases.postgresql_only
 PW = "postgres user pw 1"
@@ -54,3 +59,42 @@ def test_a_postgresql_that_cannot_be_reached_is_one_line(db, databases, tmp_path
         with pytest.raises(DatabaseError) as caught:
             Verifier.open(url, key=b"P" * 32)
         assert "\n" not in str(caught.value) and "Pa55word" not in str(caught.value)
+
+
+def test_a_deadlock_victim_is_run_again(db, databases):
+    """A write that PostgreSQL aborts as a deadlock victim is retried and then succeeds. The other
+    side waits with a long deadlock_timeout, so the write's own session is the one that detects the
+    circle and gives up (deadlock detection, no sleeping)."""
+    engine = vdb.make_engine(db, must_exist=False)
+    other = create_engine(vdb.to_url(db), poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (id integer PRIMARY KEY, n integer)"))
+        conn.execute(text("INSERT INTO t VALUES (1, 0), (2, 0)"))
+    holds_2 = threading.Event()
+    calls = []
+
+    def fn(conn):  # row 2, then row 1: the opposite order of the other side
+        calls.append(1)
+        conn.execute(text("UPDATE t SET n = n + 1 WHERE id = 2"))
+        holds_2.set()
+        conn.execute(text("UPDATE t SET n = n + 1 WHERE id = 1"))
+        return "done"
+
+    before = databases.deadlocks(db)
+    result = []
+    with other.connect() as a:
+        a.execute(text("SET deadlock_timeout = '60s'"))
+        a.execute(text("BEGIN"))
+        a.execute(text("UPDATE t SET n = n + 10 WHERE id = 1"))
+        writer = threading.Thread(target=lambda: result.append(vdb.write(engine, fn)))
+        writer.start()
+        assert holds_2.wait(60)
+        a.execute(text("UPDATE t SET n = n + 10 WHERE id = 2"))  # waits until the writer gives up
+        a.execute(text("COMMIT"))
+        writer.join(60)
+    assert result == ["done"] and len(calls) == 2  # aborted once, run again
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT n FROM t ORDER BY id")).scalars().all() == [11, 11]
+    assert databases.deadlocks(db) == before + 1
+    engine.dispose()
+    other.dispose()

@@ -209,7 +209,7 @@ def is_retry_error(exc: BaseException) -> bool:
     if is_locked_error(exc):
         return True
     orig = getattr(exc, "orig", None)
-    return isinstance(exc, SADatabaseError) and getattr(orig, "sqlstate", None) in _RETRY_STATES
+    return isinstance(exc, OperationalError) and getattr(orig, "sqlstate", None) in _RETRY_STATES
 
 
 @contextlib.contextmanager
@@ -230,11 +230,11 @@ def write(engine: Engine, fn, *, tries: int = 20):
                 conn.execution_options(write=True)
                 with conn.begin():
                     return fn(conn)
-        except SADatabaseError as exc:
-            if not is_retry_error(exc):
+        except OperationalError as exc:  # PostgreSQL's class 40 errors are OperationalErrors too
+            if not is_retry_error(exc) or attempt == tries - 1:
+                if is_retry_error(exc):
+                    raise DatabaseError("the database stayed locked; try again") from None
                 raise
-            if attempt == tries - 1:
-                raise DatabaseError("the database stayed locked; try again") from None
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 0.25)
     raise AssertionError("unreachable")
