@@ -57,10 +57,11 @@ def _node(db: str, key: bytes, profile: str, specs: list, ready, queue) -> None:
         v.close()
 
 
-def _context():
-    """Forkserver: each node is forked from one clean helper process that has imported the verifier
-    already (no threads, no open connections to inherit, unlike forking the test process; and
-    about a second less per node than spawning a fresh interpreter)."""
+def node_context():
+    """The multiprocessing context for verifier nodes. Forkserver: each node is forked from one
+    clean helper process that has imported the verifier already (no threads, no open connections
+    to inherit, unlike forking the test process; and about a second less per node than spawning a
+    fresh interpreter)."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["keyfob.verifier", "psycopg", "sqlalchemy.dialects.postgresql.psycopg"])
     return ctx
@@ -71,7 +72,7 @@ def fire(db: str, key: bytes, attempts: list[tuple], *, nodes: int, policy: Poli
     particular order). ``policy`` gives the nodes' password profile (the limits are the
     database's)."""
     profile = (policy or Policy(password_profile="fast")).password_profile
-    ctx = _context()
+    ctx = node_context()
     ready = ctx.Barrier(nodes, timeout=TIMEOUT_S)
     queue = ctx.Queue()
     shares = [attempts[i::nodes] for i in range(nodes)]

@@ -14,11 +14,11 @@ and then all go at once; still exactly ``max_fail`` (or ``user_rate_limit``) cod
 """
 
 import base64
-import multiprocessing
 import threading
 
 import pyotp
 import pytest
+from concurrency import node_context
 from keyfob.records import TokenRecord
 from keyfob.serials import make_serial
 from keyfob.verifier import Policy, Verifier
@@ -72,7 +72,7 @@ def test_one_code_many_submitters_exactly_one_accept(db, databases, hold_after_m
     audit_before = len(v.audit(user="racer", action="validate", limit=None))
     deadlocks = databases.deadlocks(db)
 
-    ctx = multiprocessing.get_context("spawn")
+    ctx = node_context()
     start = ctx.Barrier(N + 1, timeout=120)  # all submitters + this test thread
     hold = ctx.Barrier(N, timeout=120) if hold_after_match else None
     queue = ctx.Queue()
@@ -172,7 +172,7 @@ def test_parallel_wrong_codes_check_exactly_the_limit(db, databases, how, policy
     audit_before = len(v.audit(user="guesser", action="validate", limit=None))
     deadlocks = databases.deadlocks(db)
 
-    ctx = multiprocessing.get_context("spawn")
+    ctx = node_context()
     start = ctx.Barrier(WRONG_N + 1, timeout=120)
     held = ctx.Barrier(WRONG_N, timeout=120) if how == "password-held" else None
     queue = ctx.Queue()
