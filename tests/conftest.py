@@ -1,4 +1,4 @@
-"""Fixtures shared by the virtual-token tests.
+"""Fixtures shared by the tests: virtual tokens (by tier) and verifier databases (by engine).
 
 The firmware is compiled once per test process and deployed once, with mpremote, onto a
 "golden" virtual flash; each test then gets its own copy of that flash, as if it took a
@@ -9,13 +9,20 @@ board) and ``pico`` (the real rp2 port in an emulated RP2040, boards/rp2040 depl
 A test module that holds on both says ``pytestmark = on_both_tiers``; its ``make_token`` then
 makes the tier's token. The Pico tier is skipped, with one line saying why, only where its
 inputs (the UF2, the boot ROM, rp2040js) are missing.
+
+Verifier databases (tests/databases.py): a test that takes ``db`` (one fresh database) or
+``make_db`` (a factory, for several) runs once on SQLite and once on PostgreSQL, a throwaway
+server started once per test process (per xdist worker). The PostgreSQL cases are skipped, with
+one line saying why, only where PostgreSQL's server binaries are missing.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from databases import KINDS, Databases, postgresql_missing
 from keyfob import build
 from keyfob.sim import SimError, VirtualToken
 from keyfob.sim.devtools import dev_provision  # noqa: F401  (re-exported for the tests)
@@ -130,3 +137,48 @@ def pytest_collection_modifyitems(config, items) -> None:
         return len(_LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the rest keep their order
+# --- verifier databases -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def databases():
+    """This process's source of fresh databases; its PostgreSQL server (if one was started) is
+    stopped at the end of the session."""
+    dbs = Databases(tag=os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    yield dbs
+    dbs.close()
+
+
+@pytest.fixture(scope="session", params=KINDS)
+def db_kind(request) -> str:
+    """The database engine a test runs on: each test that uses it runs once per engine."""
+    return request.param
+
+
+def pytest_runtest_setup(item):
+    # Skipped here rather than in db_kind: pytest then reports every PostgreSQL case under this one
+    # location, so -ra folds them into one line.
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("db_kind") == "postgresql" and postgresql_missing():
+        pytest.skip(f"PostgreSQL cases skipped: {postgresql_missing()}")
+
+
+@pytest.fixture
+def make_db(databases, db_kind, tmp_path):
+    """Factory: make_db(name='v') -> a fresh database of the test's engine (a SQLite path under
+    tmp_path or a PostgreSQL URL), as ``Verifier.init`` and ``--db`` take it; dropped at the end."""
+    made: list[str] = []
+
+    def make(name: str = "v") -> str:
+        made.append(databases.new(db_kind, tmp_path, name))
+        return made[-1]
+
+    yield make
+    for target in made:
+        databases.drop(target)
+
+
+@pytest.fixture
+def db(make_db) -> str:
+    """One fresh database of the test's engine (see make_db)."""
+    return make_db()

@@ -1,13 +1,13 @@
 """The verifier's command line, end to end with click's runner: server init, user add, token import
 of PSKC files (built here with python-pskc itself, plain and with a pre-shared key), link, validate
 (exit codes 0/1/2), lost + backup codes, resync, unlock, audit, --json, and one clear line for bad
-input with nothing written."""
+input with nothing written. On SQLite and PostgreSQL (``KEYFOB_DB`` is the ``db`` fixture)."""
 
 import base64
 import json
-import sqlite3
 import stat
 
+import databases
 import pskc
 import pyotp
 import pytest
@@ -22,10 +22,10 @@ PW = "pw ends in 1234"
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(tmp_path, db, monkeypatch):
     monkeypatch.delenv("KEYFOB_KEY", raising=False)
     e = {
-        "KEYFOB_DB": str(tmp_path / "v.db"),
+        "KEYFOB_DB": db,
         "KEYFOB_KEY_FILE": str(tmp_path / "keys" / "v.key"),
         "KEYFOB_ARGON2_PROFILE": "fast",
     }
@@ -61,17 +61,6 @@ def pskc_file(path, tokens, psk=None):
         p.encryption.setup_preshared_key(key=psk, algorithm="aes128-cbc", key_name="transport")
     p.write(str(path))
     return path
-
-
-def dump(path):
-    con = sqlite3.connect(path)
-    try:
-        return {
-            t: con.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
-            for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-    finally:
-        con.close()
 
 
 def test_full_flow(env):
@@ -153,7 +142,7 @@ def test_full_flow(env):
     assert run("validate", "alice", "-", input=PW + "\n").exit_code == 0
 
 
-def test_bad_input_one_line_nonzero_nothing_written(env):
+def test_bad_input_one_line_nonzero_nothing_written(env, db):
     s1 = make_serial(21)
     assert run("server", "init").exit_code == 0
     assert run("user", "add", "bob", "--password-stdin", input=PW + "\n").exit_code == 0
@@ -178,7 +167,7 @@ def test_bad_input_one_line_nonzero_nothing_written(env):
     (env / "fake.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 3000)
     (env / "fake.db").chmod(0o600)
     bad_serial = s1[:-1] + str((int(s1[-1]) + 1) % 10)
-    before = dump(env / "v.db")
+    before = databases.dump(db)
     cases = [
         ("token", "link", "bob", bad_serial, "123456"),
         ("token", "unlock", bad_serial),
@@ -228,7 +217,7 @@ def test_bad_input_one_line_nonzero_nothing_written(env):
         r = run(*args, "--json")
         assert r.exit_code == 2, (args, r.output)
         assert json.loads(r.stdout) == {"error": err.removeprefix("error: ")}, (args, r.stdout)
-    assert dump(env / "v.db") == before
+    assert databases.dump(db) == before
     assert (env / "notes.txt").read_text() == "not a database\n"
     # at a login, an unknown user or a malformed code is a refusal like any other: one line, exit 1
     for args in [
@@ -335,6 +324,7 @@ def test_policy_options_at_init_and_server_config(env):
     assert run("server", "init", "--max-fail", "0", "--db", env / "other.db").exit_code == 2
 
 
+@databases.sqlite_only
 def test_database_made_by_the_cli_is_private(env):
     assert run("server", "init").exit_code == 0
     assert run("user", "add", "gil", "--password-stdin", input=PW + "\n").exit_code == 0

@@ -47,7 +47,7 @@ def hotp():
 
 
 def test_stale_phished_codes_do_not_resync_or_log_in(tmp_path, clock):
-    v = make(tmp_path, clock)
+    v = make(tmp_path / "v.db", clock)
     s = enrol(v, "alice", "totp", SHA1_SEED)
     ref = totp()
     clock.t += 300
@@ -68,7 +68,7 @@ def test_stale_phished_codes_do_not_resync_or_log_in(tmp_path, clock):
 
 
 def test_self_service_resync_is_narrow_and_the_admins_wide(tmp_path, clock):
-    v = make(tmp_path, clock)
+    v = make(tmp_path / "v.db", clock)
     s = enrol(v, "bob", "totp", SHA1_SEED)
     ref = totp()
     near = clock.t + 5 * 30  # the token's clock 5 steps fast: inside the narrow window
@@ -86,7 +86,7 @@ def test_self_service_resync_is_narrow_and_the_admins_wide(tmp_path, clock):
 
 
 def test_logins_teach_the_drift_slowly_and_only_so_far(tmp_path, clock):
-    v = make(tmp_path, clock, totp_window=3)
+    v = make(tmp_path / "v.db", clock, totp_window=3)
     s = enrol(v, "carol", "totp", SHA1_SEED)
     ref = totp()
     # each login brings the code at the window's back edge: 40 of them would walk the drift to -120
@@ -105,7 +105,7 @@ def test_logins_teach_the_drift_slowly_and_only_so_far(tmp_path, clock):
 
 
 def test_a_stranger_at_full_speed_does_not_keep_the_user_out(tmp_path, clock):
-    v = make(tmp_path, clock)
+    v = make(tmp_path / "v.db", clock)
     enrol(v, "dora", "hotp", SHA1_SEED)
     counter = 1
     attacker = real_in = real_tries = 0
@@ -126,7 +126,7 @@ def test_a_stranger_at_full_speed_does_not_keep_the_user_out(tmp_path, clock):
 
 
 def test_backoff_grows_per_failure_per_user_and_per_source(tmp_path, clock):
-    v = make(tmp_path, clock, user_rate_limit=3, backoff_max=60)
+    v = make(tmp_path / "v.db", clock, user_rate_limit=3, backoff_max=60)
     enrol(v, "emil", "hotp", SHA1_SEED)
     v.add_user("fred", PW, twofa=False)
     # a password-only user cannot be told from a guesser: past the free tries, the back-off refuses
@@ -148,7 +148,7 @@ def test_backoff_grows_per_failure_per_user_and_per_source(tmp_path, clock):
 def test_no_backoff_before_the_free_tries_even_with_clocks_a_moment_apart(tmp_path, clock):
     """Two nodes (or threads) whose clocks read 2 ms apart: the later clock's attempt reserves first;
     the earlier one is still checked (not throttled) while the free tries last."""
-    v = make(tmp_path, clock)
+    v = make(tmp_path / "v.db", clock)
     enrol(v, "hugo", "hotp", SHA1_SEED)
     late = Clock(clock.t + 0.002)
     other = Verifier.open(tmp_path / "v.db", key=b"K" * 32, policy=v.policy, clock=late)
@@ -159,7 +159,7 @@ def test_no_backoff_before_the_free_tries_even_with_clocks_a_moment_apart(tmp_pa
 
 
 def test_a_stolen_password_still_meets_the_token_lockout(tmp_path, clock):
-    v = make(tmp_path, clock, max_fail=5)
+    v = make(tmp_path / "v.db", clock, max_fail=5)
     s = enrol(v, "gina", "hotp", SHA1_SEED)
     window = {hotp().at(c) for c in range(1, 12)}
     guesses = [c for c in (f"{i:06d}" for i in range(200)) if c not in window]
@@ -216,7 +216,7 @@ def test_sixteen_concurrent_logins_with_one_code_are_one_login_and_fifteen_repla
 
 
 def test_a_totp_replay_is_a_replay_and_not_a_failure(tmp_path, clock):
-    v = make(tmp_path, clock, max_fail=2)
+    v = make(tmp_path / "v.db", clock, max_fail=2)
     s = enrol(v, "ivan", "totp", SHA1_SEED)
     clock.t += 60
     code = totp().at(clock.t)
@@ -346,7 +346,7 @@ def test_every_refusal_looks_the_same_to_the_relying_party(tmp_path, monkeypatch
 
 
 def test_an_unknown_user_costs_one_argon2_verify_like_a_known_one(tmp_path, clock, monkeypatch):
-    v = make(tmp_path, clock)
+    v = make(tmp_path / "v.db", clock)
     enrol(v, "olga", "hotp", SHA1_SEED)
     calls = []
     real = argon2.PasswordHasher.verify
@@ -369,7 +369,7 @@ def test_an_unknown_user_costs_one_argon2_verify_like_a_known_one(tmp_path, cloc
 def test_three_thousand_throttled_attempts_add_few_audit_rows(tmp_path, clock, source):
     """From one source, 3,000 (refused unchecked); with no source, 1,000 (each costs a dummy Argon2
     verify, so the suite stays quick: the rows do not grow with the count either way)."""
-    v = make(tmp_path, clock)
+    v = make(tmp_path / "v.db", clock)
     before = len(v.audit(limit=None))
     n = 3000 if source else 1000
     for i in range(n):
@@ -383,7 +383,7 @@ def test_three_thousand_throttled_attempts_add_few_audit_rows(tmp_path, clock, s
 
 
 def test_audit_retention_prunes_old_rows(tmp_path, clock):
-    v = make(tmp_path, clock, audit_days=30)
+    v = make(tmp_path / "v.db", clock, audit_days=30)
     v.add_user("pete", PW)
     clock.t += 31 * 86400
     v.add_user("quin", PW)
@@ -401,7 +401,7 @@ def test_audit_retention_prunes_old_rows(tmp_path, clock):
 
 
 def test_smaller_holes(tmp_path, clock):
-    v = make(tmp_path, clock)
+    v = make(tmp_path / "v.db", clock)
     with pytest.raises(BadInput):
         v.audit(limit=9223372036854775808)
     with pytest.raises(BadInput):

@@ -1,7 +1,8 @@
 """The verifier's limits as the library applies them: attempt reservations (the lockout and the
 per-user rate limit) follow the pure rules and give themselves back on success; the policy lives in
 the database; counters stay below 2**63; the database file is private; a database URL's password is
-never shown. Sequential here (an injected clock, no sleeping); the parallel cases are in
+never shown. On SQLite and PostgreSQL (the ``db`` fixture), but for the file's own checks.
+Sequential here (an injected clock, no sleeping); the parallel cases are in
 test_verifier_race.py."""
 
 import base64
@@ -35,8 +36,8 @@ def hotp(seed=SEED):
     return pyotp.HOTP(base64.b32encode(seed).decode())
 
 
-def make(tmp_path, clock, name="v.db", **policy):
-    return Verifier.init(tmp_path / name, key=KEY, policy=Policy(password_profile="fast", **policy), clock=clock)
+def make(db, clock, **policy):
+    return Verifier.init(db, key=KEY, policy=Policy(password_profile="fast", **policy), clock=clock)
 
 
 def enrol(v, user, seed=SEED, n=1, counter=0):
@@ -70,9 +71,9 @@ def token_lock(v, serial):
 # --- reservations ----------------------------------------------------------------------------------
 
 
-def test_a_valid_code_under_the_limit_works_and_gives_its_reservations_back(tmp_path):
+def test_a_valid_code_under_the_limit_works_and_gives_its_reservations_back(db):
     clock = Clock()
-    v = make(tmp_path, clock, max_fail=3, user_rate_limit=20)
+    v = make(db, clock, max_fail=3, user_rate_limit=20)
     s = enrol(v, "ada")
     ref = hotp()
     for _ in range(2):
@@ -91,9 +92,9 @@ def test_a_valid_code_under_the_limit_works_and_gives_its_reservations_back(tmp_
     v.close()
 
 
-def test_success_on_one_token_does_not_count_on_the_users_other_tokens(tmp_path):
+def test_success_on_one_token_does_not_count_on_the_users_other_tokens(db):
     clock = Clock()
-    v = make(tmp_path, clock, max_fail=3)
+    v = make(db, clock, max_fail=3)
     a = enrol(v, "bea", SEED, n=1)
     b = enrol(v, "bea", SEED_B, n=2)
     ref_b = hotp(SEED_B)
@@ -108,13 +109,13 @@ def test_success_on_one_token_does_not_count_on_the_users_other_tokens(tmp_path)
     v.close()
 
 
-def test_reservations_follow_the_pure_rules(tmp_path):
+def test_reservations_follow_the_pure_rules(db):
     """A long random run of wrong codes at random times: each attempt's outcome, and the stored fail
     count, lock and throttle row after it, are what rules.after_failure / throttle_reserve /
     is_locked say."""
     clock = Clock()
     policy = dict(max_fail=4, lock_seconds=300, user_rate_limit=6, user_rate_window=60, backoff_max=30)
-    v = make(tmp_path, clock, **policy)
+    v = make(db, clock, **policy)
     p = v.policy
     s = enrol(v, "cy")
     fc, lu = 0, None
@@ -143,9 +144,9 @@ def test_reservations_follow_the_pure_rules(tmp_path):
     v.close()
 
 
-def test_a_wrong_password_counts_on_the_user_never_on_the_token(tmp_path):
+def test_a_wrong_password_counts_on_the_user_never_on_the_token(db):
     clock = Clock()
-    v = make(tmp_path, clock, user_rate_limit=3, max_fail=2)
+    v = make(db, clock, user_rate_limit=3, max_fail=2)
     s = enrol(v, "dan")
     for _ in range(3):
         assert v.verify("dan", "not the password", "123456").reason == "wrong-password"
@@ -156,9 +157,9 @@ def test_a_wrong_password_counts_on_the_user_never_on_the_token(tmp_path):
     v.close()
 
 
-def test_self_service_resync_reserves_like_a_login(tmp_path):
+def test_self_service_resync_reserves_like_a_login(db):
     clock = Clock()
-    v = make(tmp_path, clock, max_fail=2, user_rate_limit=10)
+    v = make(db, clock, max_fail=2, user_rate_limit=10)
     s = enrol(v, "eve")
     ref = hotp()
     assert v.resync(s, ref.at(30), ref.at(32), user="eve", password=PW).reason == "wrong-code"
@@ -175,14 +176,14 @@ def test_self_service_resync_reserves_like_a_login(tmp_path):
 # --- the policy is kept in the database ------------------------------------------------------------
 
 
-def test_policy_is_stored_read_by_every_node_and_changed_for_all(tmp_path):
+def test_policy_is_stored_read_by_every_node_and_changed_for_all(db):
     clock = Clock()
-    v = make(tmp_path, clock, max_fail=3, hotp_window=5, lock_seconds=None, user_rate_limit=0)
+    v = make(db, clock, max_fail=3, hotp_window=5, lock_seconds=None, user_rate_limit=0)
     v.close()
-    other = Verifier.open(tmp_path / "v.db", key=KEY, password_profile="fast", clock=clock)
+    other = Verifier.open(db, key=KEY, password_profile="fast", clock=clock)
     assert other.policy.shared() == Policy(max_fail=3, hotp_window=5, lock_seconds=None, user_rate_limit=0).shared()
     with pytest.raises(BadInput, match="max_fail"):  # a node may not bring limits of its own
-        Verifier.open(tmp_path / "v.db", key=KEY, policy=Policy(password_profile="fast"))
+        Verifier.open(db, key=KEY, policy=Policy(password_profile="fast"))
     s = enrol(other, "fay")
     ref = hotp()
     assert other.check_code("fay", ref.at(6)).reason == "wrong-code"  # beyond a look-ahead of 5
@@ -199,7 +200,7 @@ def test_policy_is_stored_read_by_every_node_and_changed_for_all(tmp_path):
         other.set_policy({"password_profile": "fast"})
     other.close()
 
-    third = Verifier.open(tmp_path / "v.db", key=KEY, password_profile="fast", clock=clock)
+    third = Verifier.open(db, key=KEY, password_profile="fast", clock=clock)
     assert (third.policy.hotp_window, third.policy.max_fail) == (20, 2)
     assert third.check_code("fay", ref.at(6 + 19)).accepted  # the wider window applies
     for _ in range(2):
@@ -210,16 +211,16 @@ def test_policy_is_stored_read_by_every_node_and_changed_for_all(tmp_path):
     third.close()
 
 
-def test_a_database_without_a_stored_policy_opens_with_the_defaults(tmp_path):
-    make(tmp_path, Clock(), max_fail=3).close()
-    engine = vdb.make_engine(tmp_path / "v.db", must_exist=True)
+def test_a_database_without_a_stored_policy_opens_with_the_defaults(db):
+    make(db, Clock(), max_fail=3).close()
+    engine = vdb.make_engine(db, must_exist=True)
     vdb.write(engine, lambda conn: conn.execute(text("DELETE FROM settings WHERE name = 'policy'")))
     engine.dispose()
-    v = Verifier.open(tmp_path / "v.db", key=KEY)
+    v = Verifier.open(db, key=KEY)
     assert v.policy.shared() == Policy().shared()
     v.set_policy({"max_fail": 4})  # and the first change stores one
     v.close()
-    assert Verifier.open(tmp_path / "v.db", key=KEY).policy.max_fail == 4
+    assert Verifier.open(db, key=KEY).policy.max_fail == 4
 
 
 def test_setting_values_parse_or_are_refused():
@@ -235,12 +236,12 @@ def test_setting_values_parse_or_are_refused():
 # --- counters stay below 2**63 (the column is a signed 64-bit integer) ----------------------------
 
 
-def test_counters_near_the_top_are_refused_or_stop_cleanly(tmp_path):
+def test_counters_near_the_top_are_refused_or_stop_cleanly(db):
     with pytest.raises(RecordError, match="2\\*\\*63"):
         TokenRecord(make_serial(9), "hotp", "sha1", 6, SEED, counter=2**63)
     top = 2**63 - 1
     clock = Clock()
-    v = make(tmp_path, clock, user_rate_limit=0)
+    v = make(db, clock, user_rate_limit=0)
     ref = hotp()
     s = enrol(v, "gus", counter=top - 3)  # linked: the next counter is top - 2
     assert v.check_code("gus", ref.at(top - 2)).accepted  # stored counter becomes top - 1

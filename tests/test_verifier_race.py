@@ -1,5 +1,6 @@
-"""Acceptance 3: 64 threads plus 4 processes submit the same valid code against one SQLite file:
-exactly one is accepted, the counter moves exactly once, and the audit log has every attempt.
+"""Acceptance 3: 64 threads plus 4 processes submit the same valid code against one database (a SQLite
+file, and a PostgreSQL database: the ``db`` fixture): exactly one is accepted, the counter moves
+exactly once, and the audit log has every attempt.
 
 Two rounds. In the first, every submitter is held (through the verifier's ``_before_commit`` test
 seam) after its code has matched and before its compare-and-set, until all of them have matched:
@@ -16,11 +17,11 @@ and then all go at once; still exactly ``max_fail`` (or ``user_rate_limit``) cod
 """
 
 import base64
-import multiprocessing
 import threading
 
 import pyotp
 import pytest
+from concurrency import node_context
 from keyfob.records import TokenRecord
 from keyfob.serials import make_serial
 from keyfob.verifier import Policy, Verifier
@@ -62,8 +63,7 @@ def _child(db, code, start, hold, queue, policy=POLICY):
 
 
 @pytest.mark.parametrize("hold_after_match", [True, False], ids=["all-matched-then-race", "start-together"])
-def test_one_code_many_submitters_exactly_one_accept(tmp_path, hold_after_match):
-    db = tmp_path / "race.db"
+def test_one_code_many_submitters_exactly_one_accept(db, databases, hold_after_match):
     policy = OPEN_POLICY if hold_after_match else POLICY
     v = Verifier.init(db, key=KEY, policy=policy)
     serial = make_serial(4242)
@@ -73,8 +73,9 @@ def test_one_code_many_submitters_exactly_one_accept(tmp_path, hold_after_match)
     assert v.link("racer", serial, ref.at(0)).accepted
     code = ref.at(1)
     audit_before = len(v.audit(user="racer", action="validate", limit=None))
+    deadlocks = databases.deadlocks(db)
 
-    ctx = multiprocessing.get_context("spawn")
+    ctx = node_context()
     start = ctx.Barrier(N + 1, timeout=120)  # all submitters + this test thread
     hold = ctx.Barrier(N, timeout=120) if hold_after_match else None
     queue = ctx.Queue()
@@ -107,6 +108,7 @@ def test_one_code_many_submitters_exactly_one_accept(tmp_path, hold_after_match)
     rows = v.audit(user="racer", action="validate", limit=None)
     assert sum(r.count for r in rows) - audit_before == N  # every attempt is in the audit log
     assert sum(r.result == "ok" for r in rows) == 1
+    assert databases.deadlocks(db) == deadlocks  # rows are locked in one order: no deadlock to retry
     v.close()
 
 
@@ -165,8 +167,7 @@ FAST = {"password_profile": "fast"}
     ],
     ids=["token-lock-first", "rate-limit-first", "stale-reads"],
 )
-def test_parallel_wrong_codes_check_exactly_the_limit(tmp_path, how, policy, checked, blocked):
-    db = tmp_path / "lock.db"
+def test_parallel_wrong_codes_check_exactly_the_limit(db, databases, how, policy, checked, blocked):
     v = Verifier.init(db, key=KEY, policy=policy)
     serial = make_serial(4343)
     v.import_records([TokenRecord(serial, "hotp", "sha1", 6, SEED)])
@@ -176,8 +177,9 @@ def test_parallel_wrong_codes_check_exactly_the_limit(tmp_path, how, policy, che
     window = {ref.at(c) for c in range(1, 1 + policy.hotp_window)}
     wrong = [c for c in (f"{i:06d}" for i in range(1000, 2000)) if c not in window][:WRONG_N]
     audit_before = len(v.audit(user="guesser", action="validate", limit=None))
+    deadlocks = databases.deadlocks(db)
 
-    ctx = multiprocessing.get_context("spawn")
+    ctx = node_context()
     start = ctx.Barrier(WRONG_N + 1, timeout=120)
     held = ctx.Barrier(WRONG_N, timeout=120) if how == "password-held" else None
     queue = ctx.Queue()
@@ -218,4 +220,5 @@ def test_parallel_wrong_codes_check_exactly_the_limit(tmp_path, how, policy, che
     new = rows[: len(rows) - audit_before]
     # every attempt audited with its real result, throttled ones counted in aggregate rows
     assert sorted(d for r in new for d in [r.detail] * r.count) == sorted(results)
+    assert databases.deadlocks(db) == deadlocks
     v.close()

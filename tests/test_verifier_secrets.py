@@ -1,9 +1,10 @@
 """Acceptance 6: after a whole run (import, link, logins right and wrong, resync, lockout, lost
-token, backup codes, bad input, CLI commands), neither the database file (with its WAL) nor the logs
-hold a seed (raw, hex, base32, base64), a password, or a code that was typed; nor do the CLI's output
-and the messages of the errors raised on the way. SQL statement logging with bound parameters is
-switched on, so even that must be clean. The key that seals the seeds is not in the database
-either (a copy of the database alone reveals no seed)."""
+token, backup codes, bad input, CLI commands), neither the database (the SQLite file with its WAL;
+PostgreSQL's data files, write-ahead log and server log) nor the logs hold a seed (raw, hex,
+base32, base64), a password, or a code that was typed; nor do the CLI's output and the messages
+of the errors raised on the way. SQL statement logging with bound parameters is switched on, so
+even that must be clean. The key that seals the seeds is not in the database either (a copy of
+the database alone reveals no seed)."""
 
 import base64
 import logging
@@ -55,13 +56,12 @@ def forms(seed: bytes) -> list[bytes]:
     return out + [f.decode("latin-1").encode("utf-16-le") for f in out[1:]]
 
 
-def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
+def test_no_secret_in_database_or_logs(tmp_path, db, databases, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.INFO, logger="sqlalchemy.engine")  # SQL with bound parameters (restored after)
     clock = Clock()
-    dbfile = tmp_path / "v.db"
     v = Verifier.init(
-        dbfile, key_file=tmp_path / "v.key", policy=Policy(password_profile="fast"), clock=clock
+        db, key_file=tmp_path / "v.key", policy=Policy(password_profile="fast"), clock=clock
     )
     serials = {name: make_serial(900 + i) for i, name in enumerate(SEEDS)}
     v.import_records(
@@ -128,7 +128,7 @@ def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
         assert not r.accepted
         errors.append(repr(r))
 
-    monkeypatch.setenv("KEYFOB_DB", str(dbfile))
+    monkeypatch.setenv("KEYFOB_DB", db)
     monkeypatch.setenv("KEYFOB_KEY_FILE", str(tmp_path / "v.key"))
     monkeypatch.setenv("KEYFOB_ARGON2_PROFILE", "fast")
     monkeypatch.delenv("KEYFOB_KEY", raising=False)
@@ -153,17 +153,18 @@ def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
         r = runner.invoke(main, args, input=stdin)
         cli_out.append(r.output)
     PASSWORDS.append("a new password 4 tia")
-    wal = (tmp_path / "v.db-wal").read_bytes() if (tmp_path / "v.db-wal").exists() else b""
+    database = databases.on_disk(db)  # with the verifier still open: the SQLite WAL is still there
     v.close()
 
-    database = dbfile.read_bytes() + wal
     stores = {
         "database": database,
+        "database server log": databases.server_log(db).encode(),
         "logs": "\n".join(r.getMessage() for r in caplog.records).encode(),
         "cli output": "\n".join(cli_out).encode(),
         "error messages": "\n".join(errors).encode(),
     }
     assert len(caplog.records) > 100  # the logs really were captured
+    assert all(s.encode() in database for s in serials.values())  # the right files were read
     assert all(e and "\n" not in e for e in errors)
     assert sum("error: " in out for out in cli_out) == 2  # the two bad CLI calls said why
     assert sum(out == "refused\n" for out in cli_out) == 2  # a replay and a malformed login: refused
@@ -185,7 +186,8 @@ def test_no_secret_in_database_or_logs(tmp_path, caplog, monkeypatch):
         for c in set(typed):
             if c.isdigit():
                 # a code on its own, not a piece of a longer number (serials, timestamps)
-                assert re.search(rb"(?<![0-9])%s(?![0-9])" % c.encode(), blob) is None, (
+                found = c.encode() in blob and re.search(rb"(?<![0-9])%s(?![0-9])" % c.encode(), blob)
+                assert not found, (
                     f"a typed code is in the {where}"
                 )
             else:

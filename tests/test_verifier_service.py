@@ -1,4 +1,5 @@
-"""The Verifier through its library API, on a SQLite file, with an injected clock (no sleeping).
+"""The Verifier through its library API, on SQLite and on PostgreSQL (the ``db`` fixture), with an
+injected clock (no sleeping).
 
 Acceptance points 1 (RFC values through import -> link -> validate), 2 (windows, replay, resync,
 drift), 4 (lockout, unlock, backup codes) and 5 (password+code in one field); also a hypothesis
@@ -10,6 +11,7 @@ import itertools
 import os
 import stat
 
+import databases
 import pyotp
 import pytest
 from hypothesis import given, settings
@@ -84,14 +86,14 @@ def clock():
     return Clock()
 
 
-def make(tmp_path, clock, **policy):
+def make(db, clock, **policy):
     policy.setdefault("password_profile", "fast")
-    return Verifier.init(tmp_path / "v.db", key=b"K" * 32, policy=Policy(**policy), clock=clock)
+    return Verifier.init(db, key=b"K" * 32, policy=Policy(**policy), clock=clock)
 
 
 @pytest.fixture
-def v(tmp_path, clock):
-    ver = make(tmp_path, clock)
+def v(db, clock):
+    ver = make(db, clock)
     yield ver
     ver.close()
 
@@ -121,6 +123,9 @@ def audit_count(v):
 # --- 1: RFC values through the verifier -----------------------------------------------------------
 
 
+# RFC arithmetic through the verifier: on SQLite only (the hypothesis tests below and the rest of
+# the suite hold the verifier's storage of counters and steps on PostgreSQL too)
+@databases.sqlite_only
 @pytest.mark.parametrize("digits", [6, 8])
 def test_rfc4226_hotp_through_verifier(v, digits):
     codes = [str(x % 10**digits).zfill(digits) for x in RFC4226_TRUNC]
@@ -132,6 +137,7 @@ def test_rfc4226_hotp_through_verifier(v, digits):
         assert r.accepted and r.serial == s
 
 
+@databases.sqlite_only
 @pytest.mark.parametrize("algorithm", ["sha1", "sha256"])
 @pytest.mark.parametrize("digits", [6, 8])
 @pytest.mark.parametrize("period", [30, 60])
@@ -148,6 +154,7 @@ def test_rfc6238_totp_through_verifier(v, clock, algorithm, digits, period):
         assert r.accepted and r.serial == s, (t, r)
 
 
+@databases.sqlite_only
 def test_rfc_values_through_a_seed_file(v, clock, tmp_path):
     """Point 1 from the seed file on: a PSKC file written by python-pskc itself (not keyfob's
     writer) with the RFC 4226 and RFC 6238 seeds, imported, linked and validated."""
@@ -291,8 +298,8 @@ def test_totp_drift_followed_after_success(v, clock):
 # --- 4: lockout, unlock, backup codes -------------------------------------------------------------
 
 
-def test_lockout_unlock_by_admin(tmp_path, clock):
-    v = make(tmp_path, clock, user_rate_limit=0)
+def test_lockout_unlock_by_admin(db, clock):
+    v = make(db, clock, user_rate_limit=0)
     s = enrol(v, "hank", "hotp", SHA1_SEED)
     ref = pyotp.HOTP(base64.b32encode(SHA1_SEED).decode())
     for _ in range(9):
@@ -308,8 +315,8 @@ def test_lockout_unlock_by_admin(tmp_path, clock):
     v.close()
 
 
-def test_lockout_ends_after_timeout_and_success_resets(tmp_path, clock):
-    v = make(tmp_path, clock, user_rate_limit=0, lock_seconds=600)
+def test_lockout_ends_after_timeout_and_success_resets(db, clock):
+    v = make(db, clock, user_rate_limit=0, lock_seconds=600)
     s = enrol(v, "ivan", "hotp", SHA1_SEED)
     ref = pyotp.HOTP(base64.b32encode(SHA1_SEED).decode())
     for _ in range(9):
@@ -328,8 +335,8 @@ def test_lockout_ends_after_timeout_and_success_resets(tmp_path, clock):
     v.close()
 
 
-def test_user_rate_limit_throttles_without_locking(tmp_path, clock):
-    v = make(tmp_path, clock, user_rate_limit=3, user_rate_window=60)
+def test_user_rate_limit_throttles_without_locking(db, clock):
+    v = make(db, clock, user_rate_limit=3, user_rate_window=60)
     s = enrol(v, "judy", "hotp", SHA1_SEED)
     v.add_user("karl", PW, twofa=False)
     ref = pyotp.HOTP(base64.b32encode(SHA1_SEED).decode())
@@ -436,23 +443,10 @@ def test_users_without_2fa_use_the_password_alone(v):
 # --- bad input: one clear error, nothing written --------------------------------------------------
 
 
-def dump(path):
-    import sqlite3
-
-    con = sqlite3.connect(path)
-    try:
-        return {
-            t: con.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
-            for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-    finally:
-        con.close()
-
-
-def test_bad_input_writes_nothing(v, tmp_path):
+def test_bad_input_writes_nothing(v, db):
     s = enrol(v, "pam", "hotp", SHA1_SEED)
     bad_serial = s[:-1] + str((int(s[-1]) + 1) % 10)
-    before = dump(tmp_path / "v.db")
+    before = databases.dump(db)
     cases = [
         (BadInput, lambda: v.link("pam", bad_serial, "123456")),
         (BadInput, lambda: v.resync(s, "123456", "12345")),
@@ -468,7 +462,7 @@ def test_bad_input_writes_nothing(v, tmp_path):
         msg = str(exc.value)
         assert "\n" not in msg and msg
         assert PW not in msg and "123456" not in msg
-    after = dump(tmp_path / "v.db")
+    after = databases.dump(db)
     assert after["audit"][:-1] == before["audit"] and after["audit"][-1][7] == "invalid UTF-8"
     assert {t: r for t, r in after.items() if t != "audit"} == {t: r for t, r in before.items() if t != "audit"}
     # at a login, malformed input and unknown users are refusals like any other (audited, counted)
@@ -486,40 +480,31 @@ def test_bad_input_writes_nothing(v, tmp_path):
 # --- keys and migrations ----------------------------------------------------------------------------
 
 
-def test_key_file_created_0600_and_wrong_key_refused(tmp_path, monkeypatch):
+def test_key_file_created_0600_and_wrong_key_refused(tmp_path, make_db, monkeypatch):
     monkeypatch.delenv("KEYFOB_KEY", raising=False)
+    a, b = make_db("a"), make_db("b")
     kf = tmp_path / "conf" / "verifier.key"
-    Verifier.init(tmp_path / "a.db", key_file=kf, policy=Policy(password_profile="fast")).close()
+    Verifier.init(a, key_file=kf, policy=Policy(password_profile="fast")).close()
     assert stat.S_IMODE(os.stat(kf).st_mode) == 0o600
-    Verifier.open(tmp_path / "a.db", key_file=kf).close()
+    Verifier.open(a, key_file=kf).close()
     other = tmp_path / "other.key"
-    Verifier.init(tmp_path / "b.db", key_file=other).close()
+    Verifier.init(b, key_file=other).close()
     with pytest.raises(KeyFileError, match="does not belong"):
-        Verifier.open(tmp_path / "a.db", key_file=other)
+        Verifier.open(a, key_file=other)
     os.chmod(kf, 0o644)
     with pytest.raises(KeyFileError, match="chmod 600"):
-        Verifier.open(tmp_path / "a.db", key_file=kf)
+        Verifier.open(a, key_file=kf)
     os.chmod(kf, 0o600)
     monkeypatch.setenv("KEYFOB_KEY", kf.read_text().strip())
-    Verifier.open(tmp_path / "a.db").close()
+    Verifier.open(a).close()
     monkeypatch.setenv("KEYFOB_KEY", "not base64 at all")
     with pytest.raises(KeyFileError, match="KEYFOB_KEY"):
-        Verifier.open(tmp_path / "a.db")
+        Verifier.open(a)
     with pytest.raises(AlreadyExists):
-        Verifier.init(tmp_path / "a.db", key_file=kf)
-    with pytest.raises(DatabaseError, match="does not exist"):
-        Verifier.open(tmp_path / "missing.db", key_file=kf)
-
-
-def _schema(engine) -> dict:
-    """Per table: {column: declared type} and the set of index names (SQLite)."""
-    out = {}
-    with engine.connect() as conn:
-        for (table,) in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'")):
-            cols = {r[1]: r[2] for r in conn.execute(text(f"PRAGMA table_info('{table}')"))}
-            idx = {r[1] for r in conn.execute(text(f"PRAGMA index_list('{table}')"))}
-            out[table] = (cols, idx)
-    return out
+        Verifier.init(a, key_file=kf)
+    missing = make_db("missing")  # never initialised
+    with pytest.raises(DatabaseError, match="does not exist|not a keyfob database"):
+        Verifier.open(missing, key_file=kf)
 
 
 def _assert_models_match(engine):
@@ -531,23 +516,23 @@ def _assert_models_match(engine):
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
 
-def test_older_database_is_upgraded_on_open(tmp_path, clock):
+def test_older_database_is_upgraded_on_open(db, clock):
     from alembic import command
 
-    v = make(tmp_path, clock)
+    v = make(db, clock)
     s = enrol(v, "rita", "hotp", SHA1_SEED)
     v.close()
-    engine = vdb.make_engine(tmp_path / "v.db", must_exist=True)
+    engine = vdb.make_engine(db, must_exist=True)
     vdb.write(engine, lambda conn: command.downgrade(vdb._alembic_config(conn), "0001"))
     assert vdb.current_revision(engine) == "0001"
-    schema = _schema(engine)
+    schema = databases.schema(db)
     assert "ix_audit_user_name" not in schema["audit"][1]
     assert schema["tokens"][0]["serial"] == schema["audit"][0]["serial"] == "VARCHAR(16)"
     engine.dispose()
 
-    v = Verifier.open(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
+    v = Verifier.open(db, key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
     assert vdb.current_revision(v._engine) == vdb.head_revision() == "0006"
-    schema = _schema(v._engine)
+    schema = databases.schema(db)
     assert {"ix_audit_user_name", "ix_audit_serial"} <= schema["audit"][1]
     assert schema["tokens"][0]["serial"] == schema["audit"][0]["serial"] == "VARCHAR(64)"
     _assert_models_match(v._engine)
@@ -556,7 +541,7 @@ def test_older_database_is_upgraded_on_open(tmp_path, clock):
     v.close()
 
 
-def test_a_0002_database_takes_long_vendor_serials_after_the_upgrade(tmp_path, clock):
+def test_a_0002_database_takes_long_vendor_serials_after_the_upgrade(db, clock):
     """A database made by the release whose head was 0002 (16-character serial columns) opens with
     this one, is widened by 0003 (and 0004 adds its columns) (a table copy on SQLite), keeps its data, constraints and
     indexes, and then holds a 64-character vendor serial in the inventory and the audit log."""
@@ -564,31 +549,33 @@ def test_a_0002_database_takes_long_vendor_serials_after_the_upgrade(tmp_path, c
 
     # The 0002 release's database, with a token in use: made at the head and taken down to 0002
     # (playing the old release with today's code stopped working once the tokens table grew, 0004).
-    v = make(tmp_path, clock)
+    v = make(db, clock)
     s = enrol(v, "sara", "hotp", SHA1_SEED)
     ref = pyotp.HOTP(base64.b32encode(SHA1_SEED).decode())
     assert v.verify("sara", PW + ref.at(1)).accepted
     v.close()
-    engine = vdb.make_engine(tmp_path / "v.db", must_exist=True)
+    engine = vdb.make_engine(db, must_exist=True)
     vdb.write(engine, lambda conn: command.downgrade(vdb._alembic_config(conn), "0002"))
     assert vdb.current_revision(engine) == "0002"
-    old = _schema(engine)
+    old = databases.schema(db)
     assert old["tokens"][0]["serial"] == old["audit"][0]["serial"] == "VARCHAR(16)"
     engine.dispose()
 
-    v = Verifier.open(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
+    v = Verifier.open(db, key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
     assert vdb.current_revision(v._engine) == vdb.head_revision()
-    new = _schema(v._engine)
+    new = databases.schema(db)
     assert new["tokens"][0]["serial"] == new["audit"][0]["serial"] == "VARCHAR(64)"
     assert set(new) == set(old) | {"throttle", "api_keys"}  # added by 0004 and 0006
-    for table, (cols, idx) in old.items():  # only the two serial columns changed (0004 adds some)
+    for table, (cols, idx, *keys) in old.items():  # only the two serial columns changed (0004 adds some)
         assert new[table][1] - {"ix_audit_ts"} == idx, table
+        assert new[table][2:] == tuple(keys), table  # unique constraints, foreign keys
         changed = {c for c in cols if new[table][0][c] != cols[c]}
         assert changed == ({"serial"} if table in ("tokens", "audit") else set()), table
     _assert_models_match(v._engine)
-    with v._engine.connect() as conn:
-        assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
-        assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    if databases.kind(db) == "sqlite":  # the table copy kept every row's references sound
+        with v._engine.connect() as conn:
+            assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+            assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
 
     assert v.verify("sara", PW + ref.at(2)).serial == s  # data and state survived
     assert not v.verify("sara", PW + ref.at(1)).accepted  # the counter too: no replay
@@ -609,11 +596,11 @@ def test_a_0002_database_takes_long_vendor_serials_after_the_upgrade(tmp_path, c
     v.close()
 
     # going back below 0003 would cut the long serial: refused, nothing changed
-    engine = vdb.make_engine(tmp_path / "v.db", must_exist=True)
+    engine = vdb.make_engine(db, must_exist=True)
     with pytest.raises(RuntimeError, match="longer than 16"):
         vdb.write(engine, lambda conn: command.downgrade(vdb._alembic_config(conn), "0002"))
     assert vdb.current_revision(engine) == vdb.head_revision()
-    assert _schema(engine) == new
+    assert databases.schema(db) == new
     engine.dispose()
 
 
@@ -621,24 +608,25 @@ def test_models_match_the_migrations(v):
     _assert_models_match(v._engine)
 
 
-def test_newer_schema_is_refused(tmp_path, clock):
-    make(tmp_path, clock).close()
-    engine = vdb.make_engine(tmp_path / "v.db", must_exist=True)
+def test_newer_schema_is_refused(db, clock):
+    make(db, clock).close()
+    engine = vdb.make_engine(db, must_exist=True)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     engine.dispose()
     with pytest.raises(DatabaseError, match="newer"):
-        Verifier.open(tmp_path / "v.db", key=b"K" * 32)
+        Verifier.open(db, key=b"K" * 32)
 
 
 # --- 7 (service level): the verifier and pyotp agree ------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
+def shared(databases, db_kind, tmp_path_factory):
     clock = Clock()
+    target = databases.new(db_kind, tmp_path_factory.mktemp("hyp"), "h")
     ver = Verifier.init(
-        tmp_path_factory.mktemp("hyp") / "h.db",
+        target,
         key=b"H" * 32,
         policy=Policy(password_profile="fast", user_rate_limit=0, max_fail=10**6),
         clock=clock,
@@ -646,6 +634,7 @@ def shared(tmp_path_factory):
     ver.add_user("hyp", PW)
     yield ver, clock
     ver.close()
+    databases.drop(target)
 
 
 @settings(max_examples=40, deadline=None)

@@ -33,7 +33,7 @@ def db_options(fn):
         envvar=ENV_DB,
         default=None,
         metavar="PATH|URL",
-        help=f"Verifier database: a SQLite file or a SQLAlchemy URL [env {ENV_DB}; "
+        help=f"Verifier database: a SQLite file, or a URL such as postgresql://user@host/keyfob [env {ENV_DB}; "
         "default ~/.local/share/keyfob/verifier.db].",
     )
     @click.option(

@@ -7,8 +7,14 @@ SQLite answers with an immediate "database is locked" that no timeout helps), an
 meets "database is locked" is retried with back-off. All of that waits at most a bounded time
 (``lock_wait``: :data:`DEFAULT_WAIT_S`, or ``$KEYFOB_DB_WAIT`` seconds), then raises
 :class:`DatabaseBusy`; on PostgreSQL the same bound is the session's ``lock_timeout``.
-Any other SQLAlchemy URL (e.g. PostgreSQL for several nodes) is used as given; the compare-and-set
-updates in :mod:`.service` are correct under READ COMMITTED as well.
+
+PostgreSQL (for several nodes) is reached through psycopg 3: ``postgresql://`` and ``postgres://``
+URLs are read as ``postgresql+psycopg://``; any other SQLAlchemy URL is used as given. Its
+transactions run at the server's default, READ COMMITTED, where the conditional UPDATEs of
+:mod:`.service` (``... WHERE counter = :old``, ``... WHERE fail_count < :max_fail``) are still
+atomic: an UPDATE that meets a row changed by a concurrent transaction waits for it and checks its
+WHERE again on the new row. A transaction the server aborts as a deadlock victim or a
+serialization failure is retried like a locked SQLite one.
 
 A SQLite file is private: it is created with mode 0600 (its directory 0700 if we make it) before
 SQLite opens it, SQLite gives its -wal and -shm files the same mode, and a database file or WAL
@@ -44,6 +50,11 @@ DEFAULT_WAIT_S = 5.0
 _WAIT_RE = re.compile(r"[0-9]+(\.[0-9]*)?\Z")
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCKED = ("database is locked", "database is busy", "database table is locked", "lock timeout")
+#: PostgreSQL's SQLSTATEs for "run the transaction again": serialization_failure, deadlock_detected
+_RETRY_STATES = ("40001", "40P01")
+#: URL schemes taken as PostgreSQL through psycopg 3 (SQLAlchemy's bare "postgresql" means psycopg2)
+_PG_SCHEMES = ("postgresql://", "postgres://")
+_PG_DRIVER = "postgresql+psycopg://"
 
 
 def default_db() -> str:
@@ -54,6 +65,9 @@ def default_db() -> str:
 def to_url(db: str | os.PathLike) -> str:
     """A SQLAlchemy URL from a URL or a plain file path (taken as a SQLite file)."""
     text = os.fspath(db)
+    for scheme in _PG_SCHEMES:
+        if text.startswith(scheme):
+            return _PG_DRIVER + text[len(scheme) :]
     if "://" in text:
         return text
     return "sqlite:///" + os.path.abspath(text)
@@ -225,6 +239,15 @@ def is_locked_error(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and any(m in str(exc.orig).lower() for m in _LOCKED)
 
 
+def is_retry_error(exc: BaseException) -> bool:
+    """A transaction the database gave up on and that may simply run again: SQLite's "database is
+    locked", PostgreSQL's serialization failure or deadlock victim."""
+    if is_locked_error(exc):
+        return True
+    orig = getattr(exc, "orig", None)
+    return isinstance(exc, OperationalError) and getattr(orig, "sqlstate", None) in _RETRY_STATES
+
+
 @contextlib.contextmanager
 def read(engine: Engine):
     """A short read transaction."""
@@ -233,8 +256,9 @@ def read(engine: Engine):
 
 
 def write(engine: Engine, fn):
-    """Run ``fn(conn)`` in one write transaction (BEGIN IMMEDIATE on SQLite), retrying on
-    "database is locked" with jittered back-off for at most the engine's lock wait, then
+    """Run ``fn(conn)`` in one write transaction (BEGIN IMMEDIATE on SQLite), retrying with jittered
+    back-off while the database gives up on it (:func:`is_retry_error`) for at most the engine's lock
+    wait, then
     :class:`DatabaseBusy`. Returns what ``fn`` returns; ``fn`` must be repeatable (it is re-run from
     scratch after a rollback)."""
     wait = getattr(engine, "keyfob_wait", DEFAULT_WAIT_S)
@@ -246,8 +270,8 @@ def write(engine: Engine, fn):
                 conn.execution_options(write=True)
                 with conn.begin():
                     return fn(conn)
-        except OperationalError as exc:
-            if not is_locked_error(exc):
+        except OperationalError as exc:  # PostgreSQL's class 40 errors are OperationalErrors too
+            if not is_retry_error(exc):
                 raise
             if time.monotonic() - start >= wait:
                 raise DatabaseBusy(

@@ -582,11 +582,19 @@ class Verifier:
 
     def _give_back(self, conn, att: _Attempt, token_ids) -> None:
         """Inside the transaction that records a success (or a replay): return the attempt's other
-        reservations."""
-        for tid in token_ids:
-            conn.execute(self._RELEASE_TOKEN, {"id": tid, "max_fail": self.policy.max_fail})
+        reservations: its throttle rows, then its tokens, the order the reservation took them in (so
+        that two transactions never wait on each other in a circle). A transaction that changes a
+        token before this must :meth:`_lock_keys` first."""
         for key in att.keys:
             throttle.release(conn, key)
+        for tid in token_ids:
+            conn.execute(self._RELEASE_TOKEN, {"id": tid, "max_fail": self.policy.max_fail})
+
+    @staticmethod
+    def _lock_keys(conn, att: _Attempt) -> None:
+        """Take the attempt's throttle rows before any token row, the order its reservation took them
+        in (see :func:`throttle.lock`)."""
+        throttle.lock(conn, att.keys)
 
     def _attempt(self, name: str, user, source: str | None, via: str | None = None) -> _Attempt:
         skey = None if source is None else throttle.source_key(source)
@@ -1124,6 +1132,7 @@ class Verifier:
         if hit is not None:
 
             def run(conn):
+                self._lock_keys(conn, att)
                 res = conn.execute(update(_B).where(_B.c.id == hit, _B.c.used_at.is_(None)).values(used_at=now))
                 if res.rowcount != 1:
                     return False
@@ -1204,6 +1213,7 @@ class Verifier:
             tok, new = hit
 
             def run(conn, tok=tok, new=new):
+                self._lock_keys(conn, att)
                 if not self._cas(conn, tok, new, now):
                     return False
                 self._give_back(conn, att, [i for i in reserved if i != tok.id])
@@ -1514,6 +1524,8 @@ class Verifier:
 
             def run(conn, tok=tok, new=new):
                 extra = {"sync_drift": new[2]} if new[0] == "step" else None
+                if self_service:
+                    self._lock_keys(conn, att)
                 if not self._cas(conn, tok, new, now, extra):
                     return False
                 if self_service:

@@ -37,16 +37,20 @@ from __future__ import annotations
 import functools
 import ipaddress
 
-from sqlalchemy import insert, text
+from sqlalchemy import bindparam, insert, select, text
 
 from .errors import BadInput
-from .models import AuditEntry
+from .models import AuditEntry, Throttle
 from .rules import Policy
 
 #: one aggregated audit row covers at most this many seconds of a key's throttled attempts
 AGGREGATE_SECONDS = 60.0
 SOURCE_MAX = 64
 _A = AuditEntry.__table__
+_T = Throttle.__table__
+# FOR NO KEY UPDATE (what an UPDATE takes) on PostgreSQL; SQLite renders no lock clause (its write
+# transactions run one at a time anyway)
+_LOCK = select(_T.c.key).where(_T.c.key == bindparam("key")).with_for_update(key_share=True)
 
 _ENSURE = text(
     "INSERT INTO throttle (key, fails, last_fail, next_ok) VALUES (:key, 0, :now, 0) ON CONFLICT (key) DO NOTHING"
@@ -131,6 +135,15 @@ def reserve(conn, key: str, now: float, policy: Policy) -> bool:
 def note_failure(conn, key: str, now: float, policy: Policy) -> None:
     """Count a failure that was checked without a reservation (a two-factor login in back-off)."""
     conn.execute(_note_sql(policy.user_rate_limit, float(policy.backoff_max)), _args(key, now, policy))
+
+
+def lock(conn, keys) -> None:
+    """Take an attempt's throttle rows, in the order its reservation took them, at the start of a
+    transaction that will give them back after changing a token. Reservations lock throttle rows,
+    then tokens; without this, a success (token, then throttle rows) and a reservation of the same
+    user wait on each other in a circle, and PostgreSQL aborts one as a deadlock after a second."""
+    for key in keys:
+        conn.execute(_LOCK, {"key": key})
 
 
 def release(conn, key: str) -> None:
