@@ -572,6 +572,65 @@ def test_cli_import_names_each_disabled_key(tmp_path, verifier_env):
     assert listed == {"VX-1001": "unassigned", "VX-1002": "disabled", "VX-1003": "disabled", "VX-1004": "disabled"}
 
 
+def test_a_token_is_refused_once_its_expiry_date_has_passed(tmp_path):
+    """A key imported while valid is not valid for ever: after its ExpiryDate (inclusive) every login
+    with it is refused, the right code too, and the refusal reads as any other; the audit says why."""
+    import pyotp
+
+    seed = secrets.token_bytes(20)
+    expiry = 1_798_761_600.0  # FUTURE, 2027-01-01T00:00:00Z
+    data = "<TimeInterval><PlainValue>30</PlainValue></TimeInterval>"
+    text = container(package("VX-5001", secret=b64(seed), algorithm=TOTP, data=data,
+                             policy=policy(f"<ExpiryDate>{FUTURE}</ExpiryDate>")))
+    ref = pyotp.TOTP(base64.b32encode(seed).decode())
+    clock = Clock(NOW)
+    from keyfob.verifier import Policy, Verifier
+
+    v = Verifier.init(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
+    try:
+        (imported,) = v.import_seed_file(write(tmp_path, "expiring.pskc", text))
+        assert imported.disabled is None
+        v.add_user("ann", "pw ann 1234")
+        assert v.link("ann", "VX-5001", ref.at(int(clock.t))).accepted
+        clock.t = expiry - 30  # the last steps before the date: still fine
+        assert v.verify("ann", "pw ann 1234" + ref.at(int(clock.t))).accepted
+        clock.t = expiry  # the date itself is still valid
+        assert v.check_code("ann", ref.at(int(clock.t))).accepted
+        for later in (expiry + 30, expiry + 86400 * 400):  # the next step, and a year on
+            clock.t = later
+            good = ref.at(int(later))
+            for r in (v.verify("ann", "pw ann 1234" + good), v.check_code("ann", good)):
+                assert (r.accepted, r.reason, r.serial) == (False, "expired", "VX-5001")
+        assert v.explain("ann").detail == "expired"  # the audit says why; the answer did not
+        assert v.token("VX-5001").state == "active"  # refused by its date, not by a state change
+    finally:
+        v.close()
+
+
+def test_the_expiry_date_is_kept_across_export_and_import(tmp_path):
+    from keyfob.formats import build_pskc, read_seed_file
+    from keyfob.verifier import Policy, Verifier
+
+    text = container(package("VX-5002", policy=policy(f"<ExpiryDate>{FUTURE}</ExpiryDate>")))
+    v = verifier(tmp_path)
+    try:
+        v.import_seed_file(write(tmp_path, "in.pskc", text))
+        data = v.export_records(["VX-5002"], render=lambda recs: build_pskc(recs, plain=True))
+    finally:
+        v.close()
+    assert b"<pskc:ExpiryDate>2027-01-01T00:00:00Z</pskc:ExpiryDate>" in data
+    (back,) = read_seed_file(write(tmp_path, "out.pskc", data))
+    assert back.valid_until == 1_798_761_600.0
+    # a later server refuses it after the date as this one does
+    w = Verifier.init(tmp_path / "w.db", key=b"K" * 32, policy=Policy(password_profile="fast"),
+                      clock=Clock(1_798_761_600.0 + 1))
+    try:
+        (imported,) = w.import_seed_file(tmp_path / "out.pskc")
+        assert imported.disabled == "its ExpiryDate has passed"
+    finally:
+        w.close()
+
+
 # ----------------------------------------------------------------------------- <TimeDrift>
 
 
@@ -599,6 +658,33 @@ def test_time_drift_is_the_tokens_starting_drift(tmp_path):
         assert v.link("ann", "VX-2001", behind).accepted
     finally:
         v.close()
+
+
+def test_the_drift_is_exported_as_time_drift(tmp_path):
+    """The drift a token came with, and what the verifier learned since, goes out as <TimeDrift>,
+    so the next server starts where this one is (RFC 6030: in time steps, negative when behind)."""
+    import pyotp
+    from keyfob.formats import build_pskc, read_seed_file
+
+    seed = secrets.token_bytes(20)
+    data = "<TimeInterval><PlainValue>30</PlainValue></TimeInterval><TimeDrift><PlainValue>-3</PlainValue></TimeDrift>"
+    path = write(tmp_path, "drift.pskc", container(package("VX-2001", secret=b64(seed), algorithm=TOTP, data=data)))
+    v = verifier(tmp_path)
+    try:
+        v.import_seed_file(path)
+        first = v.export_records(["VX-2001"], render=lambda recs: build_pskc(recs, key=b"P" * 16))
+        v.add_user("ann", "pw ann 1234")
+        late = pyotp.TOTP(base64.b32encode(seed).decode()).at(int(NOW) - 120)  # its clock now 4 steps behind
+        assert v.link("ann", "VX-2001", late).accepted
+        learned = v.token("VX-2001").drift
+        later = v.export_records(["VX-2001"], render=lambda recs: build_pskc(recs, plain=True))
+    finally:
+        v.close()
+    (start,) = read_seed_file(write(tmp_path, "first.pskc", first), key=b"P" * 16)
+    assert (start.drift, learned) == (-3, -4)
+    assert b"<pskc:TimeDrift>" in later
+    (back,) = read_seed_file(write(tmp_path, "later.pskc", later))
+    assert back.drift == learned and back.secret == seed
 
 
 @pytest.mark.parametrize("drift", ["100000", "-28801"])

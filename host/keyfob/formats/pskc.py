@@ -20,7 +20,8 @@ every value to its type strictly (base64, numbers, dates). Any problem with any
 token fails the whole file: nothing is returned. Messages quote no text from the file but a
 key package's serial number. The key's ``<Policy>`` is honoured (section 5): usage
 other than OTP, or rules keyfob cannot enforce, refuse the key; its dates go into
-the record for the verifier to judge. ``<TimeDrift>`` becomes the record's drift.
+the record for the verifier to judge (and are written back). ``<TimeDrift>`` becomes the
+record's drift, and a TOTP record's drift is written as ``<TimeDrift>``.
 """
 
 from __future__ import annotations
@@ -383,6 +384,13 @@ def build_pskc(
             fields["counter"] = record.counter
         else:
             fields["time_interval"] = record.period
+            if record.drift:  # what the verifier learned of the token's clock, for the next server
+                fields["time_drift"] = record.drift
+        # the key's dates, as the verifier holds them (it refuses logins past the ExpiryDate)
+        if record.valid_from is not None:
+            fields["policy.start_date"] = datetime.fromtimestamp(record.valid_from, UTC)
+        if record.valid_until is not None:
+            fields["policy.expiry_date"] = datetime.fromtimestamp(record.valid_until, UTC)
         container.add_key(**fields)
     if key is not None:
         aes_key = coerce_key(key, where)
