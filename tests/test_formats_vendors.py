@@ -161,6 +161,12 @@ def test_a_bad_cipher_value_is_named_too(tmp_path):
         ),
         ({"policy": "<Policy><StartDate>next tuesday</StartDate></Policy>"}, "Key/Policy/StartDate"),
         ({"device": "<ExpiryDate>2026-02-30T00:00:00Z</ExpiryDate>"}, "DeviceInfo/ExpiryDate"),
+        # ISO 8601 forms that are no xs:dateTime: week dates (python-pskc's dateutil then failed
+        # with a bare "malformed value (ParserError)"), the basic format, a space for the T
+        ({"policy": "<Policy><ExpiryDate>2026-W05-1</ExpiryDate></Policy>"}, "Key/Policy/ExpiryDate"),
+        ({"device": "<StartDate>2026-W05-1T00:00:00</StartDate>"}, "DeviceInfo/StartDate"),
+        ({"policy": "<Policy><StartDate>20260131T000000Z</StartDate></Policy>"}, "Key/Policy/StartDate"),
+        ({"device": "<ExpiryDate>2026-01-31 00:00:00</ExpiryDate>"}, "DeviceInfo/ExpiryDate"),
         (
             {"algorithm": TOTP, "data": "<TimeInterval><PlainValue>30s</PlainValue></TimeInterval>"},
             "Key/Data/TimeInterval/PlainValue",
@@ -175,7 +181,26 @@ def test_a_malformed_value_names_its_element(tmp_path, change, element):
     with pytest.raises(FormatError) as err:
         read_seed_file(write(tmp_path, "bad.pskc", container(package(**change))))
     assert f"key package 1 (serial VX-1001): {element} is not" in str(err.value)
-    assert "ValueError" not in str(err.value)
+    assert "ValueError" not in str(err.value) and "malformed value" not in str(err.value)
+
+
+def test_a_value_only_python_pskc_cannot_read_is_named_too(tmp_path, monkeypatch):
+    """The net behind check_values: were a value to pass it that python-pskc still cannot read,
+    the message names that element, not a bare exception type. (check_values is turned off here
+    to reach it: with it on, every value python-pskc reads is checked first.)"""
+    from keyfob.formats import pskc as kf_pskc
+
+    monkeypatch.setattr(kf_pskc, "check_values", lambda root, where: None)
+    for change, element in (
+        ({"policy": "<Policy><ExpiryDate>2026-W05-1</ExpiryDate></Policy>"}, "Key/Policy/ExpiryDate"),
+        ({"data": "<Counter><PlainValue>ten</PlainValue></Counter>"}, "Key/Data/Counter/PlainValue"),
+        ({"parameters": '<ResponseFormat Length="6" Encoding="DECIMAL" CheckDigits="maybe"/>'},
+         "Key/AlgorithmParameters/ResponseFormat@CheckDigits"),
+    ):
+        with pytest.raises(FormatError) as err:
+            read_seed_file(write(tmp_path, "bad.pskc", container(package(**change))))
+        assert str(err.value).startswith(f"{tmp_path / 'bad.pskc'}: key package 1 (serial VX-1001): {element} "), err
+        assert "Error" not in str(err.value) and "malformed value" not in str(err.value)
 
 
 def test_the_second_package_is_the_one_named(tmp_path):
