@@ -36,7 +36,7 @@ def test_the_readme_table_is_the_one_the_library_uses():
 
 def _library_exceptions() -> list[type]:
     for info in pkgutil.walk_packages(keyfob.__path__, "keyfob."):
-        if info.name != "keyfob.verifier.migrations.env":  # runs only under alembic
+        if not info.name.startswith("keyfob.verifier.migrations"):  # alembic's scripts: no errors of ours
             importlib.import_module(info.name)
     found = []
     for name, module in list(sys.modules.items()):
