@@ -135,7 +135,7 @@ def one_error_line(result) -> str:
     assert result.exit_code != 0, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
+    assert lines[0].startswith("error: ")
     return lines[0]
 
 

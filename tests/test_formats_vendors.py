@@ -161,6 +161,12 @@ def test_a_bad_cipher_value_is_named_too(tmp_path):
         ),
         ({"policy": "<Policy><StartDate>next tuesday</StartDate></Policy>"}, "Key/Policy/StartDate"),
         ({"device": "<ExpiryDate>2026-02-30T00:00:00Z</ExpiryDate>"}, "DeviceInfo/ExpiryDate"),
+        # ISO 8601 forms that are no xs:dateTime: week dates (python-pskc's dateutil then failed
+        # with a bare "malformed value (ParserError)"), the basic format, a space for the T
+        ({"policy": "<Policy><ExpiryDate>2026-W05-1</ExpiryDate></Policy>"}, "Key/Policy/ExpiryDate"),
+        ({"device": "<StartDate>2026-W05-1T00:00:00</StartDate>"}, "DeviceInfo/StartDate"),
+        ({"policy": "<Policy><StartDate>20260131T000000Z</StartDate></Policy>"}, "Key/Policy/StartDate"),
+        ({"device": "<ExpiryDate>2026-01-31 00:00:00</ExpiryDate>"}, "DeviceInfo/ExpiryDate"),
         (
             {"algorithm": TOTP, "data": "<TimeInterval><PlainValue>30s</PlainValue></TimeInterval>"},
             "Key/Data/TimeInterval/PlainValue",
@@ -175,7 +181,26 @@ def test_a_malformed_value_names_its_element(tmp_path, change, element):
     with pytest.raises(FormatError) as err:
         read_seed_file(write(tmp_path, "bad.pskc", container(package(**change))))
     assert f"key package 1 (serial VX-1001): {element} is not" in str(err.value)
-    assert "ValueError" not in str(err.value)
+    assert "ValueError" not in str(err.value) and "malformed value" not in str(err.value)
+
+
+def test_a_value_only_python_pskc_cannot_read_is_named_too(tmp_path, monkeypatch):
+    """The net behind check_values: were a value to pass it that python-pskc still cannot read,
+    the message names that element, not a bare exception type. (check_values is turned off here
+    to reach it: with it on, every value python-pskc reads is checked first.)"""
+    from keyfob.formats import pskc as kf_pskc
+
+    monkeypatch.setattr(kf_pskc, "check_values", lambda root, where: None)
+    for change, element in (
+        ({"policy": "<Policy><ExpiryDate>2026-W05-1</ExpiryDate></Policy>"}, "Key/Policy/ExpiryDate"),
+        ({"data": "<Counter><PlainValue>ten</PlainValue></Counter>"}, "Key/Data/Counter/PlainValue"),
+        ({"parameters": '<ResponseFormat Length="6" Encoding="DECIMAL" CheckDigits="maybe"/>'},
+         "Key/AlgorithmParameters/ResponseFormat@CheckDigits"),
+    ):
+        with pytest.raises(FormatError) as err:
+            read_seed_file(write(tmp_path, "bad.pskc", container(package(**change))))
+        assert str(err.value).startswith(f"{tmp_path / 'bad.pskc'}: key package 1 (serial VX-1001): {element} "), err
+        assert "Error" not in str(err.value) and "malformed value" not in str(err.value)
 
 
 def test_the_second_package_is_the_one_named(tmp_path):
@@ -572,6 +597,65 @@ def test_cli_import_names_each_disabled_key(tmp_path, verifier_env):
     assert listed == {"VX-1001": "unassigned", "VX-1002": "disabled", "VX-1003": "disabled", "VX-1004": "disabled"}
 
 
+def test_a_token_is_refused_once_its_expiry_date_has_passed(tmp_path):
+    """A key imported while valid is not valid for ever: after its ExpiryDate (inclusive) every login
+    with it is refused, the right code too, and the refusal reads as any other; the audit says why."""
+    import pyotp
+
+    seed = secrets.token_bytes(20)
+    expiry = 1_798_761_600.0  # FUTURE, 2027-01-01T00:00:00Z
+    data = "<TimeInterval><PlainValue>30</PlainValue></TimeInterval>"
+    text = container(package("VX-5001", secret=b64(seed), algorithm=TOTP, data=data,
+                             policy=policy(f"<ExpiryDate>{FUTURE}</ExpiryDate>")))
+    ref = pyotp.TOTP(base64.b32encode(seed).decode())
+    clock = Clock(NOW)
+    from keyfob.verifier import Policy, Verifier
+
+    v = Verifier.init(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
+    try:
+        (imported,) = v.import_seed_file(write(tmp_path, "expiring.pskc", text))
+        assert imported.disabled is None
+        v.add_user("ann", "pw ann 1234")
+        assert v.link("ann", "VX-5001", ref.at(int(clock.t))).accepted
+        clock.t = expiry - 30  # the last steps before the date: still fine
+        assert v.verify("ann", "pw ann 1234" + ref.at(int(clock.t))).accepted
+        clock.t = expiry  # the date itself is still valid
+        assert v.check_code("ann", ref.at(int(clock.t))).accepted
+        for later in (expiry + 30, expiry + 86400 * 400):  # the next step, and a year on
+            clock.t = later
+            good = ref.at(int(later))
+            for r in (v.verify("ann", "pw ann 1234" + good), v.check_code("ann", good)):
+                assert (r.accepted, r.reason, r.serial) == (False, "expired", "VX-5001")
+        assert v.explain("ann").detail == "expired"  # the audit says why; the answer did not
+        assert v.token("VX-5001").state == "active"  # refused by its date, not by a state change
+    finally:
+        v.close()
+
+
+def test_the_expiry_date_is_kept_across_export_and_import(tmp_path):
+    from keyfob.formats import build_pskc, read_seed_file
+    from keyfob.verifier import Policy, Verifier
+
+    text = container(package("VX-5002", policy=policy(f"<ExpiryDate>{FUTURE}</ExpiryDate>")))
+    v = verifier(tmp_path)
+    try:
+        v.import_seed_file(write(tmp_path, "in.pskc", text))
+        data = v.export_records(["VX-5002"], render=lambda recs: build_pskc(recs, plain=True))
+    finally:
+        v.close()
+    assert b"<pskc:ExpiryDate>2027-01-01T00:00:00Z</pskc:ExpiryDate>" in data
+    (back,) = read_seed_file(write(tmp_path, "out.pskc", data))
+    assert back.valid_until == 1_798_761_600.0
+    # a later server refuses it after the date as this one does
+    w = Verifier.init(tmp_path / "w.db", key=b"K" * 32, policy=Policy(password_profile="fast"),
+                      clock=Clock(1_798_761_600.0 + 1))
+    try:
+        (imported,) = w.import_seed_file(tmp_path / "out.pskc")
+        assert imported.disabled == "its ExpiryDate has passed"
+    finally:
+        w.close()
+
+
 # ----------------------------------------------------------------------------- <TimeDrift>
 
 
@@ -599,6 +683,33 @@ def test_time_drift_is_the_tokens_starting_drift(tmp_path):
         assert v.link("ann", "VX-2001", behind).accepted
     finally:
         v.close()
+
+
+def test_the_drift_is_exported_as_time_drift(tmp_path):
+    """The drift a token came with, and what the verifier learned since, goes out as <TimeDrift>,
+    so the next server starts where this one is (RFC 6030: in time steps, negative when behind)."""
+    import pyotp
+    from keyfob.formats import build_pskc, read_seed_file
+
+    seed = secrets.token_bytes(20)
+    data = "<TimeInterval><PlainValue>30</PlainValue></TimeInterval><TimeDrift><PlainValue>-3</PlainValue></TimeDrift>"
+    path = write(tmp_path, "drift.pskc", container(package("VX-2001", secret=b64(seed), algorithm=TOTP, data=data)))
+    v = verifier(tmp_path)
+    try:
+        v.import_seed_file(path)
+        first = v.export_records(["VX-2001"], render=lambda recs: build_pskc(recs, key=b"P" * 16))
+        v.add_user("ann", "pw ann 1234")
+        late = pyotp.TOTP(base64.b32encode(seed).decode()).at(int(NOW) - 120)  # its clock now 4 steps behind
+        assert v.link("ann", "VX-2001", late).accepted
+        learned = v.token("VX-2001").drift
+        later = v.export_records(["VX-2001"], render=lambda recs: build_pskc(recs, plain=True))
+    finally:
+        v.close()
+    (start,) = read_seed_file(write(tmp_path, "first.pskc", first), key=b"P" * 16)
+    assert (start.drift, learned) == (-3, -4)
+    assert b"<pskc:TimeDrift>" in later
+    (back,) = read_seed_file(write(tmp_path, "later.pskc", later))
+    assert back.drift == learned and back.secret == seed
 
 
 @pytest.mark.parametrize("drift", ["100000", "-28801"])

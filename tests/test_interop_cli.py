@@ -132,8 +132,9 @@ def spellings(secret: bytes) -> list[str]:
     return [secret.hex(), secret.hex().upper(), base64.b32encode(secret).decode().rstrip("=")]
 
 
-def assert_one_clear_line(r, *secrets_: bytes) -> str:
-    assert r.exit_code == 2, r.output
+def assert_one_clear_line(r, *secrets_: bytes, code: int = 2) -> str:
+    """One line, naming no secret; exit 2 (bad input) unless ``code`` says another kind."""
+    assert r.exit_code == code, r.output
     err = r.stderr.strip()
     assert err.startswith("error: ") and "\n" not in err, err
     assert "Traceback" not in r.output
@@ -281,7 +282,7 @@ def test_rfc6030_figures_into_the_verifier(tmp_path, figure, opts, server):
 
     # the same file again: the serial is in the inventory, nothing imported, nothing written
     before = v.dump()
-    err = assert_one_clear_line(v("token", "import", path, *opts, input=stdin), RFC4226_SECRET)
+    err = assert_one_clear_line(v("token", "import", path, *opts, input=stdin), RFC4226_SECRET, code=1)
     assert "987654321" in err and "already in the inventory" in err
     assert v.dump() == before
 
@@ -391,7 +392,7 @@ def test_twin_qr_codes_decode_and_their_codes_validate(tmp_path, server):
     # no twin of a lost token, nor of an unknown one; nothing written
     v.ok("token", "lost", h.serial)
     before = v.dump()
-    assert "lost" in assert_one_clear_line(v("token", "twin", h.serial, flag))
+    assert "lost" in assert_one_clear_line(v("token", "twin", h.serial, flag), code=1)  # refused
     assert_one_clear_line(v("token", "twin", make_serial(999), flag))
     assert_one_clear_line(v("token", "twin", t.serial, "--png", tmp_path / "x.svg", flag))
     assert v.dump() == before
@@ -417,9 +418,9 @@ def test_twin_with_json(tmp_path, server):
     # a terminal drawing is not JSON: refused (as JSON too), nothing audited
     for extra in ((), ("--terminal",)):
         r = v("token", "twin", t.serial, flag, "--json", *extra)
-        assert r.exit_code == 2 and "--png" in json.loads(r.stdout)["error"]
+        assert r.exit_code == 2 and "--png" in json.loads(r.stdout)["error"]["message"]
     r = v("token", "twin", t.serial, "--json")
-    assert r.exit_code == 2 and flag in json.loads(r.stdout)["error"]
+    assert r.exit_code == 2 and flag in json.loads(r.stdout)["error"]["message"]
     assert len(v.audit("token-twin")) == 2
 
 
@@ -508,7 +509,8 @@ def test_bad_files_and_requests_change_nothing(tmp_path, server):
     before = v.dump()
     listed = v.tokens()
     for args, needle in cases:
-        err = assert_one_clear_line(v(*args), *(r.secret for r in recs))
+        refused = needle == "already in the inventory"  # a name taken: refused, not bad input
+        err = assert_one_clear_line(v(*args), *(r.secret for r in recs), code=1 if refused else 2)
         assert needle in err, (args, err)
     assert v.dump() == before and v.tokens() == listed
     assert (tmp_path / "exists.csv").read_text() == "keep me\n"
@@ -555,7 +557,7 @@ def test_export_names_tokens_and_skips_lost_and_revoked(tmp_path, server):
     lines = named.read_text().splitlines()
     assert sorted(pyotp.parse_uri(x).name for x in lines) == sorted([recs[0].serial, recs[4].serial])
     err = assert_one_clear_line(
-        v("token", "export", recs[1].serial, "--out", tmp_path / "lost.pskc", "--plain")
+        v("token", "export", recs[1].serial, "--out", tmp_path / "lost.pskc", "--plain"), code=1
     )
     assert "lost" in err
     # replacing a file needs --force

@@ -88,5 +88,5 @@ def test_a_port_in_use_is_one_line(tmp_path):
         port = taken.getsockname()[1]
         args = ["radius", "--port", port, "--db", tmp_path / "v.db", "--key-file", tmp_path / "v.key", "--clients", f]
         r = CliRunner().invoke(main, [str(a) for a in args])
-    assert r.exit_code == 2
+    assert r.exit_code == 3  # unavailable
     assert r.output.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"

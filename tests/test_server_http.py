@@ -377,7 +377,7 @@ def test_cli_api_keys_are_shown_once_and_stored_hashed(tmp_path, monkeypatch):
     with Verifier.open(tmp_path / "v.db", key_file=tmp_path / "v.key") as v:
         assert ApiKeys(v).check(key).name == "web"
     again = run("server", "api-key", "add", "--name", "web", "--scope", "admin")
-    assert again.exit_code == 2 and len(again.output.strip().splitlines()) == 1
+    assert again.exit_code == 1 and len(again.output.strip().splitlines()) == 1  # the name is taken: refused
     assert run("server", "api-key", "revoke", "web").exit_code == 0
     with Verifier.open(tmp_path / "v.db", key_file=tmp_path / "v.key") as v:
         assert ApiKeys(v).check(key) is None
@@ -388,7 +388,7 @@ def test_cli_api_keys_are_shown_once_and_stored_hashed(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
     assert dump(tmp_path / "v.db") == before
     missing = run("serve", "--db", str(tmp_path / "none.db"))
-    assert missing.exit_code == 2 and len(missing.output.strip().splitlines()) == 1
+    assert missing.exit_code == 3 and len(missing.output.strip().splitlines()) == 1  # unavailable
 
 
 def _self_signed(wd: Path) -> tuple[Path, Path]:

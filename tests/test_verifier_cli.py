@@ -1,6 +1,6 @@
 """The verifier's command line, end to end with click's runner: server init, user add, token import
 of PSKC files (built here with python-pskc itself, plain and with a pre-shared key), link, validate
-(exit codes 0/1/2), lost + backup codes, resync, unlock, audit, --json, and one clear line for bad
+(exit codes 0/1/2/3), lost + backup codes, resync, unlock, audit, --json, and one clear line for bad
 input with nothing written. On SQLite and PostgreSQL (``KEYFOB_DB`` is the ``db`` fixture)."""
 
 import base64
@@ -205,9 +205,12 @@ def test_bad_input_one_line_nonzero_nothing_written(env, db):
         ("user", "passwd", "nobody"): "unknown user",
         ("token", "resync", s1, "123456", "654321", "--user", "nobody"): "unknown user",
     }
+    kinds = {2: "bad-input", 1: "refused", 3: "unavailable"}  # README, "Exit codes and errors"
     for args in cases:
+        # a database that is not there or not keyfob's: unavailable; a name taken: refused
+        code = 3 if args[0] == "audit" else 1 if args == ("user", "add", "bob") else 2
         r = run(*args)
-        assert r.exit_code == 2, (args, r.output)
+        assert r.exit_code == code, (args, r.output)
         err = r.stderr.strip()
         assert err.startswith("error: ") and "\n" not in err, (args, err)
         assert "Traceback" not in r.output
@@ -215,8 +218,9 @@ def test_bad_input_one_line_nonzero_nothing_written(env, db):
         assert needles.get(args, "") in err, (args, err)
         # with --json the same error is also one JSON object on stdout, with the same exit code
         r = run(*args, "--json")
-        assert r.exit_code == 2, (args, r.output)
-        assert json.loads(r.stdout) == {"error": err.removeprefix("error: ")}, (args, r.stdout)
+        assert r.exit_code == code, (args, r.output)
+        want = {"error": {"kind": kinds[code], "message": err.removeprefix("error: ")}, "exit": code}
+        assert json.loads(r.stdout) == want, (args, r.stdout)
     assert databases.dump(db) == before
     assert (env / "notes.txt").read_text() == "not a database\n"
     # at a login, an unknown user or a malformed code is a refusal like any other: one line, exit 1
@@ -257,7 +261,7 @@ def test_json_for_every_command_that_changes_a_token_or_a_user(env):
         assert r.exit_code == 0, (cmd, r.output)
         assert json.loads(r.stdout) == {"serial": s1, **want}, cmd
     r = run("token", "enable", s1, "--json")  # not allowed for a revoked token
-    assert r.exit_code == 2 and "revoked" in json.loads(r.stdout)["error"]
+    assert r.exit_code == 1 and "revoked" in json.loads(r.stdout)["error"]["message"]  # refused
 
 
 def test_self_service_resync_on_the_command_line(env):
@@ -279,7 +283,7 @@ def test_self_service_resync_on_the_command_line(env):
     assert r.exit_code == 2 and "admin" in r.stderr
     # someone else's token: refused before the password is read
     r = run("token", "resync", s2, h2.at(30), h2.at(31), "--user", "dora", "--password-stdin")
-    assert r.exit_code == 2 and "does not belong to user 'dora'" in r.stderr
+    assert r.exit_code == 1 and "does not belong to user 'dora'" in r.stderr
     r = run("token", "resync", s1, h.at(30), h.at(32), "--user", "dora", "--password-stdin", input=PW + "\n")
     assert r.exit_code == 1 and "wrong-code" in r.stderr
     r = run(*args, input=PW + "\n")
@@ -331,12 +335,12 @@ def test_database_made_by_the_cli_is_private(env):
     assert stat.S_IMODE((env / "v.db").stat().st_mode) == 0o600
     (env / "v.db").chmod(0o640)
     r = run("user", "list")
-    assert r.exit_code == 2 and "accessible by others" in r.stderr and "chmod 600" in r.stderr
+    assert r.exit_code == 3 and "accessible by others" in r.stderr and "chmod 600" in r.stderr
 
 
 def test_a_database_url_password_is_not_printed(env):
     url = "postgresql://admin:Hunter2secret@127.0.0.1:1/keyfob"
     for args in (("server", "init"), ("user", "list"), ("audit", "--json")):
         r = run(*args, "--db", url)
-        assert r.exit_code == 2, r.output
+        assert r.exit_code == 3, r.output  # unavailable
         assert "Hunter2secret" not in r.output and "admin" in r.stderr, r.output

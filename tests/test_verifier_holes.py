@@ -251,13 +251,13 @@ def cli_env(tmp_path):
     return env
 
 
-def test_a_locked_database_gives_one_line_and_exit_2_after_a_bounded_wait(tmp_path, cli_env):
+def test_a_locked_database_gives_one_line_and_exit_3_after_a_bounded_wait(tmp_path, cli_env):
     holder = sqlite3.connect(tmp_path / "v.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process's write lock, held
     try:
         r = keyfob(b"validate", b"judy", (PW + "123456").encode(), env=cli_env, timeout=30)
         err = r.stderr.decode().strip()
-        assert r.returncode == 2 and "\n" not in err and "locked" in err, err
+        assert r.returncode == 3 and "\n" not in err and "locked" in err, err  # unavailable
         with pytest.raises(DatabaseBusy):
             with Verifier.open(tmp_path / "v.db", key_file=tmp_path / "v.key", lock_wait=0.2) as v:
                 v.verify("judy", PW, "123456")

@@ -20,13 +20,14 @@ import tempfile
 from pathlib import Path
 
 from keyfob import payload
+from keyfob.errors import Failed
 
 #: Files MicroPython runs by name: deployed as source.
 SOURCE_ONLY = ("main.py", "boot.py")
 
 
 
-class BuildError(RuntimeError):
+class BuildError(Failed, RuntimeError):
     """mpy-cross rejected a file (the message holds its diagnostics)."""
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from keyfob import build as fwbuild
 from keyfob.device.client import DeviceError, TokenClient, TokenInfo
+from keyfob.errors import BadInput, KeyfobError, Refused, Unavailable
 
 BOARDS = ("esp32", "rp2040", "sim")
 PROBE_TIMEOUT = 1.5
@@ -45,12 +46,20 @@ CHUNK = 512
 Progress = Callable[[str, int, int], None]
 
 
-class DeployError(Exception):
+class DeployError(KeyfobError):
     """Deploying failed; the message is one line for people."""
 
 
-class LockedTokenError(DeployError):
+class LockedTokenError(DeployError, Refused):
     """The token is locked: its REPL is closed, nothing can be copied onto it."""
+
+
+class PortUnavailable(DeployError, Unavailable):
+    """The port cannot be opened, or nothing on it answers as MicroPython."""
+
+
+class BoardUnknown(DeployError, BadInput):
+    """The board is not named and cannot be told, or is not the one named."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,7 @@ def probe(port: str, timeout: float = PROBE_TIMEOUT) -> TokenInfo | None:
     except DeviceError:
         return None
     except OSError as exc:
-        raise DeployError(f"cannot open {port}: {exc.strerror or exc}") from None
+        raise PortUnavailable(f"cannot open {port}: {exc.strerror or exc}") from None
 
 
 # --- the USB side: mpremote's transport -------------------------------------------------------
@@ -93,7 +102,7 @@ class Repl:
         try:
             self.t = SerialTransport(port, baudrate=115200, timeout=1)  # wait=0: prints nothing
         except (TransportError, OSError) as exc:
-            raise DeployError(f"cannot open {port}: {exc}") from None
+            raise PortUnavailable(f"cannot open {port}: {exc}") from None
 
     def __enter__(self) -> Repl:
         return self
@@ -122,7 +131,7 @@ class Repl:
         banner = b"raw REPL; CTRL-B to exit\r\n"
         got = t.read_until(1, banner, timeout_overall=self.timeout)
         if not got.endswith(banner):
-            raise DeployError(
+            raise PortUnavailable(
                 f"no raw REPL on {self.port}: the board does not run MicroPython, is busy, or is a "
                 "locked token (factory-reset it first)"
             )
@@ -276,7 +285,7 @@ def deploy(
     """
     cb = progress or _nothing
     if board is not None and board not in BOARDS:
-        raise DeployError(f"unknown board {board!r} (choose one of {', '.join(BOARDS)})")
+        raise BoardUnknown(f"unknown board {board!r} (choose one of {', '.join(BOARDS)})")
     cb("probe", 0, 1)
     before = probe(port)
     if before is not None and before.locked:
@@ -287,12 +296,12 @@ def deploy(
         )
     if board is None:
         if before is None:
-            raise DeployError(f"{port} does not answer as a keyfob token: name the board (--board esp32|rp2040|sim)")
+            raise BoardUnknown(f"{port} does not answer as a keyfob token: name the board (--board esp32|rp2040|sim)")
         board = before.board
         if board not in BOARDS:
-            raise DeployError(f"the token on {port} reports an unknown board {board!r}: name it")
+            raise BoardUnknown(f"the token on {port} reports an unknown board {board!r}: name it")
     elif before is not None and before.board != board:
-        raise DeployError(f"the token on {port} runs the {before.board} firmware, not {board}: wrong --board?")
+        raise BoardUnknown(f"the token on {port} runs the {before.board} firmware, not {board}: wrong --board?")
     cb("probe", 1, 1)
 
     with contextlib.ExitStack() as stack:

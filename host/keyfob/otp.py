@@ -15,6 +15,8 @@ import hashlib
 import hmac
 import struct
 
+from keyfob.errors import BadInput
+
 #: SHA-512 only for imported tokens: keyfob tokens (and the firmware) use SHA-1 or SHA-256
 ALGORITHMS = ("sha1", "sha256", "sha512")
 DIGITS = (6, 7, 8)
@@ -31,7 +33,7 @@ _TRANS_IPAD = bytes(x ^ 0x36 for x in range(256))
 _TRANS_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
-class OtpError(ValueError):
+class OtpError(BadInput, ValueError):
     """A parameter out of range (algorithm, digits, counter, period, time)."""
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from keyfob.errors import Unavailable
+
 _PACKAGED = Path(__file__).resolve().with_name("_payload")
 
 
-class PayloadMissing(RuntimeError):
+class PayloadMissing(Unavailable, RuntimeError):
     """This keyfob has no firmware/ and boards/ (a broken install)."""
 
 

@@ -42,7 +42,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from keyfob import errors
 from keyfob.device.client import DeviceError, KcvMismatch, Refused, TimeSync, TokenClient, TokenInfo
+from keyfob.errors import BadInput, KeyfobError
 from keyfob.formats import FormatError, write_pskc
 from keyfob.formats._common import read_key_file, write_private
 from keyfob.records import SEED_LENGTHS, RecordError, TokenRecord
@@ -83,15 +85,15 @@ Progress = Callable[[int, int, str, str], None]
 # --------------------------------------------------------------------------- errors
 
 
-class ProvisionError(Exception):
+class ProvisionError(KeyfobError):
     """Provisioning failed; the message is one line for people and never holds a secret."""
 
 
-class OutputError(ProvisionError):
+class OutputError(ProvisionError, BadInput):
     """The output directory, the ledger, a key file or a seed file cannot be used as asked."""
 
 
-class SerialInUse(OutputError):
+class SerialInUse(ProvisionError, errors.Refused):
     """A serial given by hand was already used in this output directory."""
 
 
@@ -109,8 +111,12 @@ class TokenFailed(ProvisionError):
         self.seed_on_token = seed_on_token
 
 
-class AlreadyProvisioned(TokenFailed):
+class AlreadyProvisioned(TokenFailed, errors.Refused):
     """The token already holds a seed: it must be factory-reset first. Nothing was changed."""
+
+
+class TokenRefused(TokenFailed, errors.Refused):
+    """The token refused a request (docs/protocol.md section 4), e.g. time mode without a DS3231."""
 
 
 # --------------------------------------------------------------------------- records
@@ -346,7 +352,7 @@ def provision_token(
         ) from None
     except Refused as exc:
         landed = False if stage == "provision" else _seed_state(client, record)
-        raise TokenFailed(f"{where}: {exc}", stage, landed) from None
+        raise TokenRefused(f"{where}: {exc}", stage, landed) from None
     except DeviceError as exc:
         landed = _seed_state(client, record) if stage != "info" else False
         raise TokenFailed(f"{where}: {exc}", stage, landed) from None

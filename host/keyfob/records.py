@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from keyfob.errors import BadInput
+
 MODES = ("hotp", "totp")
 #: keyfob tokens use SHA-1 or SHA-256 (``SEED_LENGTHS``: what provisioning makes); SHA-512 comes
 #: only with other vendors' tokens the verifier imports (RFC 6238 allows it for TOTP, and HOTP
@@ -28,7 +30,7 @@ MAX_DRIFT_SECONDS = 10 * 86400
 SEED_MIN, SEED_MAX = 16, 64
 
 
-class RecordError(ValueError):
+class RecordError(BadInput, ValueError):
     """A token record with a field out of range."""
 
 

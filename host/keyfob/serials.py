@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from keyfob.errors import BadInput
+
 PREFIX = "KF"
 BODY_DIGITS = 8
 #: the longest serial an inventory keeps (the width of the database's serial columns)
@@ -43,7 +45,7 @@ _SERIAL_RE = re.compile(rf"{PREFIX}([0-9]{{{BODY_DIGITS}}})([0-9])\Z")
 _FORGIVEN_RE = re.compile(r"[\s-]")
 
 
-class SerialError(ValueError):
+class SerialError(BadInput, ValueError):
     """A serial number that is malformed or fails its check digit."""
 
 

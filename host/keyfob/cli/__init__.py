@@ -5,6 +5,9 @@ imports only the module that defines it (not the simulator, flashing or provisio
 ``keyfob --help`` imports no command module at all, taking each command's one-line help from
 :data:`COMMANDS`. Each area's module adds its commands in its ``register(main)``;
 tests/test_cli_lazy.py holds :data:`COMMANDS` against what those modules register.
+
+Errors have one handler, :meth:`LazyGroup.invoke`: every command raises a library error (or one of
+the kinds in :mod:`keyfob.errors`) and this turns it into one line and the kind's exit code.
 """
 
 import importlib
@@ -66,6 +69,9 @@ COMMANDS = {
 }
 
 
+_ARGV = "keyfob.argv"
+
+
 def load_module_commands(module: str) -> dict[str, click.Command]:
     """The commands that ``keyfob.cli.<module>`` registers, by name (imports that module)."""
     found = click.Group()
@@ -85,6 +91,31 @@ class LazyGroup(click.Group):
             for cmd_name, cmd in load_module_commands(COMMANDS[name][0]).items():
                 self.commands.setdefault(cmd_name, cmd)
         return self.commands.get(name)
+
+    def parse_args(self, ctx, args):
+        ctx.meta[_ARGV] = list(args)  # for --json on a usage error, raised before its option is read
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        """Run the command; the one place a KeyfobError (or an OSError: a port or file not there)
+        becomes one line on stderr, the JSON error shape with --json, and its exit code."""
+        from keyfob.cli._common import JSON_META, as_keyfob_error, emit_json, error_shape, report
+
+        def wants_json() -> bool:
+            argv = ctx.meta.get(_ARGV, [])
+            return bool(ctx.meta.get(JSON_META)) or "--json" in argv[: argv.index("--") if "--" in argv else None]
+
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:  # click's own usage errors: its message, in our JSON shape too
+            if wants_json():
+                emit_json(error_shape("bad-input", exc.format_message(), exc.exit_code))
+            raise
+        except Exception as exc:
+            error = as_keyfob_error(exc)
+            if error is None:
+                raise
+            raise click.exceptions.Exit(report(error, wants_json())) from None
 
     def format_commands(self, ctx, formatter) -> None:
         # click's own layout, with the short help from COMMANDS instead of importing every module

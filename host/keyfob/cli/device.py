@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from keyfob.device import flashing, ports
+from keyfob.errors import BadInput
 
-from ._common import console
+from ._common import console, emit_json, json_option
 
 
 @click.command("devices")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.option("--no-sims", is_flag=True, help="Leave out running virtual tokens.")
 @click.option("--no-info", is_flag=True, help="Do not ask the devices for INFO (USB ids only).")
 def devices(as_json: bool, no_sims: bool, no_info: bool) -> None:
@@ -30,7 +29,7 @@ def devices(as_json: bool, no_sims: bool, no_info: bool) -> None:
             if not no_info:
                 item["info"] = survey.info_dict(info)
             out.append(item)
-        click.echo(json.dumps(out, indent=2, sort_keys=True))
+        emit_json(out)
         return
     if not found:
         click.echo("No boards or virtual tokens found.")
@@ -96,7 +95,10 @@ class _Bar:
     help="RP2040: folder where the RPI-RP2 drive is mounted (default: the usual places).",
 )
 @click.option("--timeout", default=30.0, show_default=True, help="RP2040: seconds to wait for the reboot.")
-def flash(board: str, image: str | None, port: str | None, drives: tuple[str, ...], timeout: float) -> None:
+@json_option
+def flash(
+    board: str, image: str | None, port: str | None, drives: tuple[str, ...], timeout: float, as_json: bool
+) -> None:
     """Put MicroPython on a bare ESP32 or RP2040 board (no network: bring the image).
 
     \b
@@ -108,25 +110,29 @@ def flash(board: str, image: str | None, port: str | None, drives: tuple[str, ..
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    try:
-        if port is not None and board == "rp2040":
-            raise flashing.FlashError(
-                "--port is for ESP32 boards; an RP2040 is flashed through its RPI-RP2 drive"
-            )
-        if drives and board == "esp32":
-            raise flashing.FlashError("--drive is for RP2040 boards; an ESP32 is flashed through --port")
-        path = image if image is not None else flashing.find_image(board)
-        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
-        with Progress(*columns, console=console(stderr=True), transient=True) as progress:
-            bar = _Bar(progress)
-            if board == "esp32":
-                result = flashing.flash_esp32(port, path, progress=bar)
-            else:
-                result = flashing.flash_rp2040(
-                    path, mount_points=list(drives) or None, timeout=timeout, progress=bar
-                )
-    except flashing.FlashError as exc:
-        raise click.ClickException(str(exc)) from None
+    if port is not None and board == "rp2040":
+        raise BadInput("--port is for ESP32 boards; an RP2040 is flashed through its RPI-RP2 drive")
+    if drives and board == "esp32":
+        raise BadInput("--drive is for RP2040 boards; an ESP32 is flashed through --port")
+    path = image if image is not None else flashing.find_image(board)
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
+    with Progress(*columns, console=console(stderr=True), transient=True) as progress:
+        bar = _Bar(progress)
+        if board == "esp32":
+            result = flashing.flash_esp32(port, path, progress=bar)
+        else:
+            result = flashing.flash_rp2040(path, mount_points=list(drives) or None, timeout=timeout, progress=bar)
+    if as_json:
+        emit_json(
+            {
+                "board": result.board,
+                "chip": result.chip,
+                "target": result.target,
+                "offset": result.offset if result.board == "esp32" else None,
+                "size": result.size,
+            }
+        )
+        return
     where = " at 0x%X" % result.offset if result.board == "esp32" else ""
     click.echo(
         "Flashed MicroPython onto the %s on %s%s (%d bytes)."

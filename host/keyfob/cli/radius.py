@@ -7,7 +7,9 @@ import signal
 
 import click
 
-from ._common import fail
+from keyfob.errors import Unavailable
+
+from ._common import emit_json, json_option
 from .server import db_options, handle_errors, open_verifier
 
 
@@ -24,29 +26,31 @@ from .server import db_options, handle_errors, open_verifier
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Logins decided at once.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every dropped packet (never a secret).")
 @db_options
+@json_option(help='Print {"host", "port", "clients"} on stdout once ready (errors as JSON too).')
 @handle_errors
-def radius(host, port, clients_file, workers, verbose, db, key_file) -> None:
+def radius(host, port, clients_file, workers, verbose, db, key_file, as_json) -> None:
     """Answer RADIUS Access-Requests (PAP, password+code in User-Password) with Access-Accept or
     Access-Reject. Requests must carry a Message-Authenticator unless their client allows it.
     Prints `listening on HOST:PORT` once ready; stops on SIGTERM or Ctrl-C."""
-    from keyfob.radius import ClientsError, RadiusServer, load_clients
+    from keyfob.radius import RadiusServer, load_clients
 
     logging.basicConfig(level=logging.WARNING, format="keyfob radius: %(message)s")
     if verbose:  # ours only: what was dropped and why, and the verifier's refusals (no secrets)
         logging.getLogger("keyfob").setLevel(logging.INFO)
-    try:
-        clients = load_clients(clients_file)
-    except ClientsError as exc:
-        fail(str(exc))
+    clients = load_clients(clients_file)
     with open_verifier(db, key_file) as v:
         try:
             server = RadiusServer(v, clients, host, port, workers=workers)
         except OSError as exc:
-            fail(f"cannot listen on {host}:{port}: {exc.strerror}")
+            raise Unavailable(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: server.shutdown())
         h, p = server.address
-        click.echo(f"listening on {h}:{p} ({len(clients)} client(s))", err=True)
+        if as_json:
+            emit_json({"host": h, "port": p, "clients": len(clients)})
+            click.get_text_stream("stdout").flush()
+        else:
+            click.echo(f"listening on {h}:{p} ({len(clients)} client(s))", err=True)
         server.serve_forever()
 
 

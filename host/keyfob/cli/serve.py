@@ -25,8 +25,9 @@ from .server import actor, db_options, handle_errors, json_option, open_verifier
     "that logins are throttled by). Without it the header is ignored.",
 )
 @db_options
+@json_option(help="Errors as JSON (the server's own log stays text, on stderr).")
 @handle_errors
-def serve(host, port, workers, ssl_certfile, ssl_keyfile, forwarded_allow_ips, db, key_file) -> None:
+def serve(host, port, workers, ssl_certfile, ssl_keyfile, forwarded_allow_ips, db, key_file, as_json) -> None:
     """Serve the verifier over HTTP: POST /validate/check and /admin/... (API keys: `keyfob server
     api-key add`); the OpenAPI description at /docs."""
     import uvicorn

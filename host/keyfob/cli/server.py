@@ -2,8 +2,7 @@
 and error handling shared by the verifier's command groups (``user``, ``token``, ``validate``,
 ``backup-codes``, ``audit``).
 
-Exit codes: 0 success (for ``validate``: only an accepted code), 1 refused, 2 bad input or error.
-With ``--json`` an error is also printed as ``{"error": "..."}`` on standard output.
+Errors go to the one handler (``keyfob.cli.LazyGroup.invoke``); exit codes as in the README.
 """
 
 from __future__ import annotations
@@ -15,12 +14,13 @@ from datetime import UTC, datetime
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from keyfob.verifier import Policy, Verifier, VerifierError
+from keyfob.verifier import DatabaseError, Policy, Verifier
 from keyfob.verifier.db import ENV_DB, default_db, display, driver_message
 from keyfob.verifier.passwords import profile_from_env
 from keyfob.verifier.rules import SHARED, parse_setting
 
-from ._common import console, emit_json, fail
+from ._common import console, emit_json
+from ._common import json_option as json_option  # re-exported: the verifier groups take it from here
 from ._common import read_secret as read_secret  # re-exported: user.py takes it from here
 
 
@@ -50,10 +50,6 @@ def db_options(fn):
     return wrapper
 
 
-def json_option(fn):
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
-
-
 def open_verifier(db: str | None, key_file: str | None) -> Verifier:
     """Open the database with the policy stored in it (the same on every node)."""
     # KEYFOB_ARGON2_PROFILE=fast is a test-only switch (cheap password hashes); see passwords.py.
@@ -68,19 +64,16 @@ def actor() -> str:
 
 
 def handle_errors(fn):
-    """Turn a :class:`VerifierError` (or a database driver's error) into one line on stderr and exit
-    code 2; with ``--json`` also into ``{"error": "..."}`` on stdout."""
+    """Make a database driver's error (not expected once open) a DatabaseError saying briefly what
+    the driver said, for the CLI's one handler."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
-        except VerifierError as exc:
-            fail(str(exc), as_json=as_json)
-        except SQLAlchemyError as exc:  # not expected once open: say what the driver said, briefly
+        except SQLAlchemyError as exc:
             db = kwargs.get("db") or default_db()
-            fail(f"database {display(db)}: {driver_message(exc, db)}", as_json=as_json)
+            raise DatabaseError(f"database {display(db)}: {driver_message(exc, db)}") from None
 
     return wrapper
 

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import click
 
+from keyfob.errors import BadInput, Refused
+
+from ._common import emit_json, json_option
+
 
 def _default_workdir() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
@@ -115,7 +119,10 @@ WORKDIR_OPTION = click.option(
               help="Copy the current firmware onto the flash first (default: yes, unless the token is locked).")
 @click.option("--heapsize", default=None, help="MicroPython heap, e.g. 160K (a small chip plus the emulated parts).")
 @click.option("--hold", is_flag=True, help="Power on with the button held.")
-def run(board: str, workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: bool) -> None:
+@json_option(help='Announce the token as {"board", "port", "workdir"} on stdout (errors as JSON too); '
+             "the console itself stays text.")
+def run(board: str, workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: bool,
+        as_json: bool) -> None:
     """Start a virtual token and drive it from the keyboard (type ? for the commands).
 
     Its USB port is printed: use it with mpremote, pyserial or the keyfob commands
@@ -129,7 +136,7 @@ def run(board: str, workdir: Path | None, deploy: bool | None, heapsize: str | N
         from keyfob.sim.pico import PicoToken
 
         if heapsize:
-            raise click.UsageError("--heapsize is the unix tier's: the Pico has its chip's heap")
+            raise BadInput("--heapsize is the unix tier's: the Pico has its chip's heap")
         token = PicoToken(workdir, register=True)
     else:
         token = VirtualToken(workdir, heapsize=heapsize, register=True)
@@ -144,10 +151,13 @@ def run(board: str, workdir: Path | None, deploy: bool | None, heapsize: str | N
                 tok.deploy(_firmware(workdir, tok.deploy_board))
             except LockedTokenError:
                 if deploy:
-                    raise click.ClickException("the virtual token is locked: factory-reset it to deploy") from None
-                click.echo("(locked token: keeping the firmware on its flash)")
-        click.echo(f"virtual token on {tok.port}  (workdir {workdir})")
-        click.echo("type ? for the commands")
+                    raise LockedTokenError("the virtual token is locked: factory-reset it to deploy") from None
+                click.echo("(locked token: keeping the firmware on its flash)", err=as_json)
+        if as_json:
+            emit_json({"board": board, "port": tok.port, "workdir": str(workdir)})
+        else:
+            click.echo(f"virtual token on {tok.port}  (workdir {workdir})")
+        click.echo("type ? for the commands", err=as_json)
         while True:
             try:
                 words = input("> ").split()
@@ -189,14 +199,13 @@ def _workdir(workdir: Path | None, board: str | None = None) -> Path:
 
 
 def _ask(workdir: Path | None, cmd: str, **args) -> dict:
-    from keyfob.cli._common import fail
-    from keyfob.sim.control import SimError
     from keyfob.sim.daemon import request
 
-    try:
-        return request(_workdir(workdir), cmd, **args)
-    except SimError as exc:
-        fail(str(exc))
+    return request(_workdir(workdir), cmd, **args)
+
+
+def _screen_dict(reply: dict) -> dict:
+    return {"code": reply["code"], "on": reply["on"], "kind": reply["kind"], "text": reply["text"], "art": reply["art"]}
 
 
 def _print_screen(reply: dict) -> None:
@@ -215,7 +224,7 @@ def _print_screen(reply: dict) -> None:
 @click.option("--bare", is_flag=True, help="A Pico with no MicroPython yet: it shows its BOOTSEL drive.")
 @click.option("--oled-addr", type=click.Choice(["0x3c", "0x3d"], case_sensitive=False), default="0x3c",
               show_default=True, help="Where the emulated panel answers (Pico tier).")
-@click.option("--json", "as_json", is_flag=True, help='Print {"board", "port", "drive", "workdir"}.')
+@json_option(help='Print {"board", "port", "drive", "workdir"}.')
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the token to come up.")
 def start(board: str, workdir: Path | None, bare: bool, oled_addr: str, as_json: bool, timeout: float) -> None:
     """Start a virtual token in the background; returns once it is up and prints its USB port.
@@ -226,14 +235,14 @@ def start(board: str, workdir: Path | None, bare: bool, oled_addr: str, as_json:
     import subprocess
     import sys
 
-    from keyfob.cli._common import emit_json, fail
+    from keyfob.sim import SimError
     from keyfob.sim.daemon import read_state, state_path
 
     wd = _workdir(workdir, board)
     if bare and board != "pico":
-        fail("--bare is a Pico with no MicroPython yet: use it with --board pico", as_json=as_json)
+        raise BadInput("--bare is a Pico with no MicroPython yet: use it with --board pico")
     if read_state(wd) is not None:
-        fail(f"a virtual token is already running in {wd} (keyfob sim stop --workdir {wd})", as_json=as_json)
+        raise Refused(f"a virtual token is already running in {wd} (keyfob sim stop --workdir {wd})")
     wd.mkdir(parents=True, exist_ok=True)
     state_path(wd).unlink(missing_ok=True)
     argv = [sys.executable, "-m", "keyfob.sim.daemon", "--board", board, "--workdir", str(wd),
@@ -254,7 +263,7 @@ def start(board: str, workdir: Path | None, bare: bool, oled_addr: str, as_json:
             proc.kill()
         lines = (wd / "sim.log").read_text(errors="replace").strip().splitlines()
         why = lines[-1] if lines else f"it did not come up within {timeout:g} s"
-        fail(f"the virtual token did not start: {why.removeprefix('error: ')}", as_json=as_json)
+        raise SimError(f"the virtual token did not start: {why.removeprefix('error: ')}")
     shown = {k: state[k] for k in ("board", "port", "drive", "workdir")}
     if as_json:
         emit_json(shown)
@@ -267,23 +276,35 @@ def start(board: str, workdir: Path | None, bare: bool, oled_addr: str, as_json:
 @sim.command("press")
 @click.option("--ms", default=80, show_default=True, help="How long the button is held.")
 @WORKDIR_OPTION
-def press(ms: int, workdir: Path | None) -> None:
+@json_option
+def press(ms: int, workdir: Path | None, as_json: bool) -> None:
     """Press the button; prints the screen once the token is idle again."""
-    _print_screen(_ask(workdir, "press", ms=ms))
+    _shown(_ask(workdir, "press", ms=ms), as_json)
 
 
 @sim.command("hold")
 @WORKDIR_OPTION
-def hold_cmd(workdir: Path | None) -> None:
+@json_option
+def hold_cmd(workdir: Path | None, as_json: bool) -> None:
     """Press the button and keep it down (keyfob sim release lets go)."""
     _ask(workdir, "hold")
+    if as_json:
+        emit_json({"button": "down"})
 
 
 @sim.command("release")
 @WORKDIR_OPTION
-def release_cmd(workdir: Path | None) -> None:
+@json_option
+def release_cmd(workdir: Path | None, as_json: bool) -> None:
     """Let go of the button; prints the screen once the token is idle again."""
-    _print_screen(_ask(workdir, "release"))
+    _shown(_ask(workdir, "release"), as_json)
+
+
+def _shown(reply: dict, as_json: bool) -> None:
+    if as_json:
+        emit_json(_screen_dict(reply))
+    else:
+        _print_screen(reply)
 
 
 @sim.command("screen")
@@ -291,19 +312,21 @@ def release_cmd(workdir: Path | None) -> None:
 @click.option("--code", "what", flag_value="code", help="Only the code shown (exit 1 if none).")
 @click.option("--text", "what", flag_value="text", help="Only the text lines shown.")
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the screen as a PNG.")
-def screen_cmd(workdir: Path | None, what: str | None, png: Path | None) -> None:
+@json_option(help="The screen as JSON (code, on, kind, text, art; with --png also file).")
+def screen_cmd(workdir: Path | None, what: str | None, png: Path | None, as_json: bool) -> None:
     """What the token's OLED shows now."""
-    from keyfob.cli._common import EXIT_REFUSED, fail
-
     reply = _ask(workdir, "screen")
+    if what == "code" and reply["code"] is None:
+        raise Refused("the screen shows no code")
     if png is not None:
         from keyfob.sim.screen import Screen
 
         Screen(bytes.fromhex(reply["pixels"]), on=reply["on"]).save_png(png)
+    if as_json:
+        emit_json({**_screen_dict(reply), **({"file": str(png)} if png is not None else {})})
+    elif png is not None:
         click.echo(f"saved {png}")
     elif what == "code":
-        if reply["code"] is None:
-            fail("the screen shows no code", EXIT_REFUSED)
         click.echo(reply["code"])
     elif what == "text":
         for line in reply["text"]:
@@ -316,14 +339,18 @@ def screen_cmd(workdir: Path | None, what: str | None, png: Path | None) -> None
 @click.argument("state", type=click.Choice(["on", "off"]))
 @click.option("--hold", is_flag=True, help="Power on with the button held (the factory-reset offer).")
 @WORKDIR_OPTION
-def power_cmd(state: str, hold: bool, workdir: Path | None) -> None:
+@json_option
+def power_cmd(state: str, hold: bool, workdir: Path | None, as_json: bool) -> None:
     """Switch the token off (once idle) or on again, with the same flash and clock."""
     _ask(workdir, "power", on=state == "on", hold=hold)
+    if as_json:
+        emit_json({"power": state, "hold": hold})
 
 
 @sim.command("stop")
 @WORKDIR_OPTION
-def stop_cmd(workdir: Path | None) -> None:
+@json_option
+def stop_cmd(workdir: Path | None, as_json: bool) -> None:
     """Switch the background token off and end it (its flash and clock stay in WORKDIR)."""
     from keyfob.sim.daemon import read_state
 
@@ -332,6 +359,8 @@ def stop_cmd(workdir: Path | None) -> None:
     deadline = time.monotonic() + 30
     while read_state(wd) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
+    if as_json:
+        emit_json({"workdir": str(wd), "stopped": True})
 
 
 def register(main: click.Group) -> None:

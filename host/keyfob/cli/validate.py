@@ -1,7 +1,8 @@
 """``keyfob validate``, ``keyfob backup-codes`` and ``keyfob audit``.
 
 ``validate`` exits 0 only for an accepted login, 1 for a refused one (whatever the cause: the same
-line and code for all), 2 for an error (text that is not UTF-8, a database that stays locked...).
+line and code for all); errors have the README's codes (2 text that is not UTF-8, 3 a database that
+is missing or stays locked...).
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from keyfob import otp
+from keyfob import errors, otp
 from keyfob.device import frames
+from keyfob.errors import Failed, KeyfobError, Unavailable
 from keyfob.serials import normalize_serial
 
 DEFAULT_TIMEOUT = 3.0
@@ -27,11 +28,11 @@ RESET_TIMEOUT = 10.0
 BAUDRATE = 115200
 
 
-class DeviceError(Exception):
+class DeviceError(KeyfobError):
     """Something went wrong talking to a token."""
 
 
-class ProtocolError(DeviceError):
+class ProtocolError(DeviceError, Unavailable):
     """No answer, or no valid answer, from the token (not running the keyfob firmware, or busy)."""
 
 
@@ -44,7 +45,7 @@ class FrameRejected(ProtocolError):
         super().__init__(f"token rejected the frame ({reason}): {text}")
 
 
-class Refused(DeviceError):
+class Refused(DeviceError, errors.Refused):
     """The token answered with an error: ``reason`` is the code of docs/protocol.md section 4."""
 
     def __init__(self, reason: str, text: str, request: str = ""):
@@ -54,7 +55,7 @@ class Refused(DeviceError):
         super().__init__(f"{request or 'request'} refused by token ({reason}): {text}")
 
 
-class KcvMismatch(DeviceError):
+class KcvMismatch(DeviceError, Failed):
     """The key check value from the token is not the one of the seed sent: the seed did not land intact."""
 
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from keyfob.errors import BadInput, KeyfobError, Unavailable
+
 from . import ports
 
 Progress = Callable[[str, int, int], None]
@@ -54,23 +56,23 @@ ESP32_BOOT_HELP = (
 )
 
 
-class FlashError(Exception):
+class FlashError(KeyfobError):
     """Flashing failed; the message is one line meant for the user."""
 
 
-class MissingImageError(FlashError):
+class MissingImageError(FlashError, BadInput):
     """No firmware image where one was expected."""
 
 
-class ImageTypeError(FlashError):
+class ImageTypeError(FlashError, BadInput):
     """The file is not a firmware image of the kind this board takes."""
 
 
-class WrongBoardError(FlashError):
+class WrongBoardError(FlashError, BadInput):
     """The image or the connected board is not the one asked for."""
 
 
-class NoDeviceError(FlashError):
+class NoDeviceError(FlashError, Unavailable):
     """No board (serial port, bootloader, RPI-RP2 drive) to flash."""
 
 

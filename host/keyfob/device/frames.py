@@ -16,6 +16,8 @@ import json
 import struct
 from dataclasses import dataclass, field
 
+from keyfob.errors import Failed
+
 MAGIC = b"\xfbKF"
 VERSION = 1
 ESC = 0xFD
@@ -67,7 +69,7 @@ _HEADER = struct.Struct(">3sBBH")
 _CRC = struct.Struct(">I")
 
 
-class FrameError(ValueError):
+class FrameError(Failed, ValueError):
     """A frame that cannot be built, or a reply payload that is not what the protocol says."""
 
 

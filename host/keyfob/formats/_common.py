@@ -10,6 +10,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from keyfob.errors import BadInput
 from keyfob.records import SEED_LENGTHS, TokenRecord
 
 # A seed file is a few kilobytes per thousand tokens; anything far larger is not one.
@@ -19,7 +20,7 @@ UNKNOWN = "unknown"
 SHA512_SEED_LENGTH = 64
 
 
-class FormatError(ValueError):
+class FormatError(BadInput, ValueError):
     """A seed file that cannot be read or written as asked.
 
     The message names the file (and the line or key package) and says what is

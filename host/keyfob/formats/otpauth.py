@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterable
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
+from keyfob.errors import BadInput
 from keyfob.formats._common import (
     UNKNOWN,
     FormatError,
@@ -35,7 +36,7 @@ MODEL = "otpauth"
 URI_NAMES = {"sha1": "SHA1", "sha256": "SHA256", "sha512": "SHA512"}
 
 
-class UriError(ValueError):
+class UriError(BadInput, ValueError):
     """A bad otpauth URI (the message says what, never the URI itself)."""
 
 

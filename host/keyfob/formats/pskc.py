@@ -20,7 +20,8 @@ every value to its type strictly (base64, numbers, dates). Any problem with any
 token fails the whole file: nothing is returned. Messages quote no text from the file but a
 key package's serial number. The key's ``<Policy>`` is honoured (section 5): usage
 other than OTP, or rules keyfob cannot enforce, refuse the key; its dates go into
-the record for the verifier to judge. ``<TimeDrift>`` becomes the record's drift.
+the record for the verifier to judge (and are written back). ``<TimeDrift>`` becomes the
+record's drift, and a TOTP record's drift is written as ``<TimeDrift>``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from keyfob.formats._common import (
     read_key_file,
     write_private,
 )
-from keyfob.formats.pskc_checks import check_values, package_label
+from keyfob.formats.pskc_checks import check_values, name_unreadable, package_label
 from keyfob.records import RecordError, TokenRecord
 
 ALGORITHM_URIS = {
@@ -255,11 +256,23 @@ def _check_macs(pskc_key: pskc.key.Key, what: str) -> None:
                 raise FormatError(f"{what}: the encrypted {name} has no MAC (RFC 6030 section 6.1.1)")
 
 
+#: the Data element of each value python-pskc decodes (or decrypts) only when it is read
+_DATA_ELEMENTS = {"secret": "Secret", "counter": "Counter", "time_interval": "TimeInterval", "time_drift": "TimeDrift"}
+
+
+def _data(pskc_key: pskc.key.Key, name: str, what: str):
+    """One of the key's values, read now; one that cannot be decoded is named."""
+    try:
+        return getattr(pskc_key, name)
+    except (ValueError, TypeError):
+        raise FormatError(f"{what}: Key/Data/{_DATA_ELEMENTS[name]} cannot be read") from None
+
+
 def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
     mode = _profile(pskc_key, what)
     _check_policy(pskc_key, what)
     _check_macs(pskc_key, what)
-    secret = pskc_key.secret
+    secret = _data(pskc_key, "secret", what)
     if not secret:
         raise FormatError(f"{what}: has no secret (a key reference or derivation is not a seed)")
     if pskc_key.algorithm_suite:
@@ -279,11 +292,11 @@ def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
         algorithm=algorithm,
         digits=pskc_key.response_length or 6,
         secret=bytes(secret),
-        counter=(pskc_key.counter or 0) if mode == "hotp" else 0,
-        period=(pskc_key.time_interval or 30) if mode == "totp" else 30,
+        counter=(_data(pskc_key, "counter", what) or 0) if mode == "hotp" else 0,
+        period=(_data(pskc_key, "time_interval", what) or 30) if mode == "totp" else 30,
         manufacturer=(pskc_key.manufacturer or "").strip() or UNKNOWN,
         model=(pskc_key.model or "").strip() or UNKNOWN,
-        drift=(pskc_key.time_drift or 0) if mode == "totp" else 0,
+        drift=(_data(pskc_key, "time_drift", what) or 0) if mode == "totp" else 0,
         valid_from=valid_from,
         valid_until=valid_until,
     )
@@ -300,14 +313,17 @@ def parse_pskc(
 
     ``psk_file``: a key file (see ``read_key_file``) to use when neither ``key`` nor ``passphrase``
     is given and the document needs a pre-shared key, e.g. where provisioning keeps its key."""
-    check_values(_safe_check(data, where), where)
+    root = _safe_check(data, where)
+    check_values(root, where)
     try:
         container = pskc.PSKC(io.BytesIO(data))
     except PSKCError as exc:
         raise FormatError(f"{where}: not a PSKC file: {_reason(exc)}") from None
-    except (ValueError, TypeError) as exc:
-        # check_values names the element for every value it knows; this is the rest.
-        raise FormatError(f"{where}: not a PSKC file: a malformed value ({type(exc).__name__})") from None
+    except (ValueError, TypeError):
+        # check_values holds every value python-pskc reads to its type first; should one still fail
+        # to read, it is named all the same (and the file is refused if none can be)
+        named = name_unreadable(root, where)
+        raise FormatError(named or f"{where}: not a PSKC file: a value python-pskc cannot read") from None
     tried = ""
     if key is None and passphrase is None and psk_file is not None:
         key = _fallback_key(container, psk_file, where)
@@ -340,8 +356,6 @@ def parse_pskc(
             ) from None
         except PSKCError as exc:
             raise FormatError(f"{what}: {_reason(exc)}") from None
-        except (ValueError, TypeError) as exc:
-            raise FormatError(f"{what}: a malformed value ({type(exc).__name__})") from None
     return records
 
 
@@ -383,6 +397,13 @@ def build_pskc(
             fields["counter"] = record.counter
         else:
             fields["time_interval"] = record.period
+            if record.drift:  # what the verifier learned of the token's clock, for the next server
+                fields["time_drift"] = record.drift
+        # the key's dates, as the verifier holds them (it refuses logins past the ExpiryDate)
+        if record.valid_from is not None:
+            fields["policy.start_date"] = datetime.fromtimestamp(record.valid_from, UTC)
+        if record.valid_until is not None:
+            fields["policy.expiry_date"] = datetime.fromtimestamp(record.valid_until, UTC)
         container.add_key(**fields)
     if key is not None:
         aes_key = coerce_key(key, where)

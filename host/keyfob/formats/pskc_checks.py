@@ -15,9 +15,10 @@ section 6.3, the seeds encrypted to an X.509 certificate's RSA key).
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from xml.etree.ElementTree import Element
 
@@ -30,6 +31,8 @@ _HEX_RE = re.compile(r"[0-9A-Fa-f]{24,}")
 _UNSIGNED_RE = re.compile(r"[0-9]+")
 _SIGNED_RE = re.compile(r"[+-]?[0-9]+")
 _XML_SPACE_RE = re.compile(r"[ \t\r\n]+")
+# xs:dateTime: ISO 8601's extended calendar form only (no week or ordinal dates, no basic form)
+_DATETIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})?")
 
 #: elements whose text is always binary (xs:base64Binary)
 _BINARY = {"CipherValue", "ValueMAC", "ValueDigest", "IV", "PBESalt", "Specified", "X509Certificate"}
@@ -65,10 +68,12 @@ def _strict_base64(text: str) -> str | None:
 
 def _date_problem(text: str) -> str | None:
     try:
-        datetime.fromisoformat(text.strip())
+        if _DATETIME_RE.fullmatch(text.strip()):
+            datetime.fromisoformat(text.strip())  # a real day and time (no February 30)
+            return None
     except ValueError:
-        return "is not a date and time (xs:dateTime, e.g. 2026-01-31T00:00:00Z)"
-    return None
+        pass
+    return "is not a date and time (xs:dateTime, e.g. 2026-01-31T00:00:00Z)"
 
 
 def _value_problem(name: str, owner: str, text: str) -> str | None:
@@ -141,6 +146,51 @@ def refuse_asymmetric(root: Element, where: str) -> None:
 def check_values(root: Element, where: str) -> None:
     """Raise FormatError for the first malformed value in the PSKC document ``root``."""
     refuse_asymmetric(root, where)
+    problem = _first(root, where, _value_problem, _attribute_problem)
+    if problem:
+        raise FormatError(problem)
+
+
+def _unreadable(read: Callable[[str], object], text: str) -> str | None:
+    try:
+        read(text)
+    except (ValueError, TypeError, OverflowError):
+        return "cannot be read"
+    return None
+
+
+def _read_value(name: str, owner: str, text: str) -> str | None:
+    """Whether python-pskc's own readers (lenient, but not everything passes) take an element's text."""
+    import dateutil.parser
+    from pskc.parser import plain2int
+
+    if name in _BINARY or (name in ("PlainValue", "Value") and owner.lower() == "secret"):
+        return _unreadable(base64.b64decode, text)
+    if name in ("PlainValue", "Value") and owner in _NUMBER_DATA:
+        return _unreadable(plain2int, text)
+    if name in _UNSIGNED:
+        return _unreadable(int, text)
+    if name in _DATES:
+        return _unreadable(dateutil.parser.parse, text)
+    return None
+
+
+def _read_attribute(element_name: str, attr: str, value: str) -> str | None:
+    if attr in _UNSIGNED_ATTRS and element_name in ("ResponseFormat", "ChallengeFormat", "PINPolicy"):
+        return _unreadable(int, value)
+    if attr in _BOOL_ATTRS | _USAGE_ATTRS and value.lower() not in ("1", "true", "0", "false"):
+        return "cannot be read"
+    return None
+
+
+def name_unreadable(root: Element, where: str) -> str | None:
+    """The message naming the first element python-pskc cannot read, or None: what is said when
+    python-pskc fails on a value that :func:`check_values` let through (none is known to)."""
+    return _first(root, where, _read_value, _read_attribute)
+
+
+def _first(root: Element, where: str, text_problem, attribute_problem) -> str | None:
+    """The first problem found in ``root``, as a message naming its key package and element."""
     number = 0
     for top in root:
         top_name = local(top.tag)
@@ -156,10 +206,11 @@ def check_values(root: Element, where: str) -> None:
             # legacy <Data Name="SECRET"><Value>: the Name attribute says what the value is
             owner = (parent.get("Name") or "").upper() if local(parent.tag) == "Data" else ""
             owner = "Secret" if owner == "SECRET" else owner or local(parent.tag)
-            problem = _value_problem(name, owner, element.text or "")
+            problem = text_problem(name, owner, element.text or "")
             if problem:
-                raise FormatError(f"{label}: {shown} {problem}")
+                return f"{label}: {shown} {problem}"
             for attr, value in element.attrib.items():
-                problem = _attribute_problem(name, local(attr), value)
+                problem = attribute_problem(name, local(attr), value)
                 if problem:
-                    raise FormatError(f"{label}: {shown}@{local(attr)} {problem}")
+                    return f"{label}: {shown}@{local(attr)} {problem}"
+    return None

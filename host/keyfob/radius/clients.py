@@ -18,6 +18,8 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 
+from keyfob.errors import BadInput
+
 #: shorter secrets make the offline guessing of User-Password (RFC 2865 5.2) cheap
 SECRET_MIN = 16
 #: RFC 2865 3 lets a secret be any length; 128 keeps the MD5 input small
@@ -25,7 +27,7 @@ SECRET_MAX = 128
 _KEYS = {"address", "secret", "allow_missing_message_authenticator"}
 
 
-class ClientsError(Exception):
+class ClientsError(BadInput):
     """A clients file that cannot be used; the message never holds a secret."""
 
 

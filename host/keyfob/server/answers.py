@@ -9,11 +9,12 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 
 from keyfob import __version__
+from keyfob.errors import BadInput
 
 VERSION = f"keyfob {__version__}"
 
 
-class ApiError(Exception):
+class ApiError(BadInput):
     """A request refused before (or instead of) any verifier call: one status, one line."""
 
     def __init__(self, status: int, message: str, headers: dict | None = None):

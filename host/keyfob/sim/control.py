@@ -17,8 +17,10 @@ import threading
 import time
 from collections import deque
 
+from keyfob.errors import Unavailable
 
-class SimError(RuntimeError):
+
+class SimError(Unavailable, RuntimeError):
     """The virtual token refused a request or is not there."""
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
 
+from keyfob import errors
+
 from . import db
 from .errors import AlreadyExists, BadInput, VerifierError
 from .models import ApiKey
@@ -31,7 +33,7 @@ _K = ApiKey.__table__
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")
 
 
-class UnknownApiKey(VerifierError):
+class UnknownApiKey(VerifierError, errors.BadInput):
     def __init__(self, name: str):
         super().__init__(f"unknown API key {name!r}")
 

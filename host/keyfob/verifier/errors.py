@@ -1,4 +1,5 @@
-"""One exception hierarchy for the verifier.
+"""The verifier's exceptions: each is a :class:`keyfob.errors.KeyfobError` of one kind (refused, bad
+input, unavailable), which gives its exit code on the command line.
 
 Every message is one clear line meant for a person. Messages name users, serials and files, never a
 seed, a code, a password, a backup code or key material: an exception may end up in a log.
@@ -6,42 +7,44 @@ seed, a code, a password, a backup code or key material: an exception may end up
 
 from __future__ import annotations
 
+from keyfob import errors
 
-class VerifierError(Exception):
+
+class VerifierError(errors.KeyfobError):
     """Base class: anything the verifier refuses to do, with a one-line reason."""
 
 
-class BadInput(VerifierError):
+class BadInput(VerifierError, errors.BadInput):
     """Input that is malformed before any lookup (code with letters, wrong length, empty name...)."""
 
 
-class UnknownUser(VerifierError):
+class UnknownUser(VerifierError, errors.BadInput):
     def __init__(self, name: str):
         super().__init__(f"unknown user {name!r}")
 
 
-class UnknownToken(VerifierError):
+class UnknownToken(VerifierError, errors.BadInput):
     def __init__(self, serial: str):
         super().__init__(f"unknown token {serial}")
 
 
-class AlreadyExists(VerifierError):
+class AlreadyExists(VerifierError, errors.Refused):
     """A user or token that is already there."""
 
 
-class TokenStateError(VerifierError):
+class TokenStateError(VerifierError, errors.Refused):
     """The operation does not fit the token's state (e.g. linking a revoked token)."""
 
 
-class KeyFileError(VerifierError):
+class KeyFileError(VerifierError, errors.BadInput):
     """The seed encryption key is missing, malformed, unreadable or not the database's key."""
 
 
-class SeedFileError(VerifierError):
+class SeedFileError(VerifierError, errors.BadInput):
     """A seed file that cannot be read: truncated, wrong format, wrong pre-shared key."""
 
 
-class DatabaseError(VerifierError):
+class DatabaseError(VerifierError, errors.Unavailable):
     """The database is missing, not initialised, or of a schema this release cannot open."""
 
 

@@ -76,6 +76,9 @@ class Token(Base):
     #: RFC 6030 DeviceInfo, kept for export (added by 0004; NULL: not known)
     manufacturer: Mapped[str | None] = mapped_column(String(64), nullable=True)
     model: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: RFC 6030 ExpiryDate, Unix seconds (inclusive): logins with the token are refused after it
+    #: (added by 0007; NULL: no expiry)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class BackupCode(Base):

@@ -223,6 +223,7 @@ _TOKEN_COLS = (
     "fail_count",
     "locked_until",
     "state",
+    "expires_at",
 )
 _LOAD_SQL = text(
     "SELECT u.id, u.name, u.password_hash, u.twofa,"
@@ -257,6 +258,7 @@ class _Tok:
     fail_count: int
     locked_until: float | None
     state: str
+    expires_at: float | None
 
 
 @dataclass(slots=True)
@@ -798,6 +800,7 @@ class Verifier:
                         "fail_count": 0,
                         "locked_until": None,
                         "state": "unassigned" if why is None else "disabled",
+                        "expires_at": r.valid_until,
                         "user_id": None,
                         "description": None,
                         "created": now,
@@ -911,6 +914,8 @@ class Verifier:
                 secret=self._box.open(bytes(t.seed), t.serial),
                 counter=t.counter if t.mode == "hotp" else 0,
                 period=t.period,
+                drift=t.drift if t.mode == "totp" else 0,
+                valid_until=t.expires_at,
                 **_device_fields(t),
             )
             for t in rows
@@ -1176,7 +1181,7 @@ class Verifier:
             return None, [], False
         r0 = rows[0]
         user = _User(r0[0], r0[1], r0[2], bool(r0[3]))
-        tokens = [_Tok(*r[5:11], bytes(r[11]), *r[12:19]) for r in rows if r[5] is not None]
+        tokens = [_Tok(*r[5:11], bytes(r[11]), *r[12:20]) for r in rows if r[5] is not None]
         return user, tokens, r0[4] > 0
 
     def _check_tokens(self, att: _Attempt, tokens, code: str, now: float, reserved=None) -> Result:
@@ -1189,13 +1194,18 @@ class Verifier:
         cand = [t for t in tokens if t.digits == len(code)]
         if not cand:
             return self._refuse(att, now, "validate", "no-token")
+        # past its ExpiryDate (inclusive, as at import): never checked, whatever the code
+        live = [t for t in cand if t.expires_at is None or now <= t.expires_at]
+        if not live:
+            return self._refuse(att, now, "validate", "expired", cand[0].serial)
+        cand, live_ids = live, {t.id for t in live}
         if reserved is None:
             open_ = self._open_tokens(cand, now)
             reserved = self._reserve(open_, now) if open_ else []
         if not reserved:
             return self._refuse(att, now, "validate", "locked", cand[0].serial)
         for _ in range(_CAS_TRIES):
-            mine = [t for t in tokens if t.id in reserved and t.digits == len(code)]
+            mine = [t for t in tokens if t.id in reserved and t.id in live_ids and t.digits == len(code)]
             hit = None
             for t in mine:
                 new = self._match(t, code, now)
