@@ -546,7 +546,7 @@ def test_older_database_is_upgraded_on_open(tmp_path, clock):
     engine.dispose()
 
     v = Verifier.open(tmp_path / "v.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
-    assert vdb.current_revision(v._engine) == vdb.head_revision() == "0006"
+    assert vdb.current_revision(v._engine) == vdb.head_revision() == "0007"
     schema = _schema(v._engine)
     assert {"ix_audit_user_name", "ix_audit_serial"} <= schema["audit"][1]
     assert schema["tokens"][0]["serial"] == schema["audit"][0]["serial"] == "VARCHAR(64)"

@@ -1,0 +1,33 @@
+"""The security center in a browser (issue 13).
+
+* ``users.admin``: may use the help-desk pages of ``keyfob serve`` (``keyfob user admin NAME``).
+* ``users.web_generation``: bumped by a sign-out; a session cookie made under an older generation
+  is refused, so signing out ends every session of the user at once, on every node.
+* ``backup_codes.expires_at``: a help desk's one-day temporary code is a backup code that stops
+  working at this time (NULL: a backup code that never expires).
+
+Revision ID: 0007
+Revises: 0006
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("users", sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()))
+    op.add_column("users", sa.Column("web_generation", sa.Integer, nullable=False, server_default="0"))
+    op.add_column("backup_codes", sa.Column("expires_at", sa.Float, nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("backup_codes") as batch:
+        batch.drop_column("expires_at")
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("web_generation")
+        batch.drop_column("admin")
