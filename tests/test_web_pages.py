@@ -19,7 +19,7 @@ from keyfob.serials import make_serial
 from keyfob.server.app import create_app
 from keyfob.verifier import Policy, Verifier
 from keyfob.verifier.accounts import TEMPORARY_SECONDS, Accounts
-from keyfob.web import headers, sessions
+from keyfob.web import sessions
 from keyfob.web.pages import SIGNIN_FAILED
 
 PW = "correct horse"
@@ -184,10 +184,19 @@ def test_the_session_cookie_is_httponly_strict_and_secure_behind_tls(site):
 def test_every_page_carries_the_security_headers_and_needs_no_inline_script_or_style(site):
     c = signed_in(site, "helen", 2)
     pages = [
-        "/web/signin", "/web/signin?separate=1", "/web/security", "/web/security/add", "/web/security/twofa",
-        "/web/security/backup", f"/web/security/resync?serial={SERIALS[2]}", f"/web/security/remove?serial={SERIALS[2]}",
-        "/web/helpdesk?q=a", "/web/helpdesk/user?name=alice", "/web/static/style.css", "/web/nowhere",
-    ]  # fmt: skip
+        "/web/signin",
+        "/web/signin?separate=1",
+        "/web/security",
+        "/web/security/add",
+        "/web/security/twofa",
+        "/web/security/backup",
+        f"/web/security/resync?serial={SERIALS[2]}",
+        f"/web/security/remove?serial={SERIALS[2]}",
+        "/web/helpdesk?q=a",
+        "/web/helpdesk/user?name=alice",
+        "/web/static/style.css",
+        "/web/nowhere",
+    ]
     for path in pages:
         r = c.get(path)
         csp = r.headers["content-security-policy"]
@@ -382,7 +391,9 @@ def test_add_resync_remove_two_factor_off_and_backup_codes(site):
     r = c.post("/web/security/backup", data={"csrf": token, "password": PW + site.code(0)})
     codes = re.findall(r'<li class="mono">([a-z0-9-]+)</li>', r.text)
     assert len(codes) == site.v.policy.backup_codes
-    r = c.post("/web/security/twofa", data={"csrf": token, "password": PW, "code": site.code(0)}, follow_redirects=False)
+    r = c.post(
+        "/web/security/twofa", data={"csrf": token, "password": PW, "code": site.code(0)}, follow_redirects=False
+    )
     assert r.headers["location"] == "/web/security?done=twofa-off"
     assert signin(site.client(), "alice", PW).status_code == 303
     done = {(a.action, a.actor) for a in site.v.audit(user="alice") if a.result == "ok" and a.action != "validate"}
