@@ -28,6 +28,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("backup_codes") as batch:
         batch.drop_column("expires_at")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("web_generation")
-        batch.drop_column("admin")
+    # a plain DROP COLUMN (SQLite 3.35 or later): batch mode would copy ``users``, which the foreign
+    # keys of ``tokens`` and ``backup_codes`` refuse inside the migration's transaction (see 0004)
+    op.drop_column("users", "web_generation")
+    op.drop_column("users", "admin")
