@@ -105,16 +105,46 @@ def test_sign_in_with_password_and_code_lists_my_tokens(site):
     assert page.status_code == 200
     assert SERIALS[0] in page.text and SERIALS[1] not in page.text  # mine only
     assert "Event (press)" in page.text and "2027-01-15 08:00 UTC" in page.text  # added and last used (the clock)
-    # the second step: password and code in fields of their own (a password manager fills one)
+    # in two steps (a password manager fills the password field): the password, then the code
     c2 = site.client()
     page = c2.get("/web/signin?separate=1")
-    assert 'name="code"' in page.text
-    r = c2.post(
-        "/web/signin",
-        data={"csrf": csrf(page), "user": "alice", "password": PW, "code": site.code(0)},
+    r = c2.post("/web/signin/password", data={"csrf": csrf(page), "user": "alice", "password": PW})
+    assert r.status_code == 200 and "Signing in as <strong>alice</strong>" in r.text
+    r = c2.post("/web/signin/code", data={"csrf": csrf(r), "code": site.code(0)}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/web/security"
+
+
+def test_the_first_of_two_steps_checks_nothing_and_its_sealed_password_cannot_be_read_or_kept(site):
+    c = site.client()
+    before = site.dump()
+    r = c.post(
+        "/web/signin/password",
+        data={"csrf": csrf(c.get("/web/signin?separate=1")), "user": "alice", "password": "wrong horse"},
         follow_redirects=False,
     )
-    assert r.status_code == 303
+    assert r.headers["location"] == "/web/signin/code"  # a wrong password is not told at this step
+    assert site.dump() == before  # nothing checked, nothing counted
+    raw = _cookie(c)
+    assert "wrong horse" not in raw and "wrong horse" not in base64.urlsafe_b64decode(raw.split(".")[0] + "==").decode(
+        "latin-1"
+    )  # the password is sealed, not only signed
+    r = c.post("/web/signin/code", data={"csrf": csrf(c.get("/web/signin/code")), "code": site.code(0)})
+    assert r.status_code == 401 and SIGNIN_FAILED in r.text  # refused at the step with the code, as any other
+    assert c.get("/web/signin/code", follow_redirects=False).headers["location"] == "/web/signin?separate=1"
+
+    # the right password, then too long a wait: the first step is forgotten
+    r = c.post(
+        "/web/signin/password", data={"csrf": csrf(c.get("/web/signin?separate=1")), "user": "alice", "password": PW}
+    )
+    site.clock.t += sessions.PENDING + 1
+    assert c.get("/web/signin/code", follow_redirects=False).headers["location"] == "/web/signin?separate=1"
+    # a first step sealed by another server's key is none
+    other = sessions.Cookies(b"another server's secret" * 2)
+    forged = sessions.Session(csrf="x" * 43, pending=other.seal("alice", PW, site.clock()))
+    attacker = site.client()
+    server = sessions.Cookies(site.v._box.session_key())  # as if the session's signature were known
+    attacker.cookies.set(sessions.COOKIE, server.dump(forged), path="/web")
+    assert attacker.get("/web/signin/code", follow_redirects=False).status_code == 303
 
 
 def _refusal(r) -> str:
@@ -163,8 +193,9 @@ def test_forms_without_their_csrf_token_or_with_another_sessions_are_refused_and
             assert r.status_code == 403, (path, token)
             assert "not sent from this site" in r.text
     # a sign-in posted from elsewhere (login CSRF: a victim signed into the attacker's account)
-    r = site.client().post("/web/signin", data={"user": "alice", "password": PW + site.otp[0].at(site.used[0])})
-    assert r.status_code == 403
+    field = {"user": "alice", "password": PW + site.otp[0].at(site.used[0])}
+    for path, data in (("/web/signin", field), ("/web/signin/password", field), ("/web/signin/code", {"code": "1"})):
+        assert site.client().post(path, data=data).status_code == 403, path
     assert site.dump() == before
     assert c.get("/web/security", follow_redirects=False).status_code == 200  # still signed in
 

@@ -46,6 +46,7 @@ class Ctx:
     request: Request
     verifier: Verifier
     accounts: Accounts
+    cookies: sessions.Cookies
     session: Session
     account: Account | None
     now: float
@@ -111,7 +112,7 @@ async def run(request: Request, handler, *, need: str | None = "user", required=
         account = _account(state.accounts, s)
         if account is None and s.user is not None:
             s = sessions.fresh()  # signed out elsewhere, or the user is gone
-        ctx = Ctx(request, state.verifier, state.accounts, s, account, now)
+        ctx = Ctx(request, state.verifier, state.accounts, cookies, s, account, now)
         try:
             if need is not None and account is None:
                 if post:

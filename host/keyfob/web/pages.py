@@ -4,6 +4,8 @@ one or two library calls under the actor ``web:NAME``, so the library audits who
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import APIRouter, Request
 
 from keyfob.verifier import BadInput, TokenStateError, UnknownToken, UnknownUser, VerifierError
@@ -31,9 +33,9 @@ async def home(request: Request):
     return await run(request, lambda ctx: ctx.go("/security" if ctx.account else "/signin"), need=None)
 
 
-def _signin_form(ctx: Ctx, status=200, **values):
-    separate = ctx.fields.get("separate") == "1" or "code" in ctx.fields
+def _signin_form(ctx: Ctx, status=200, separate=None, **values):
     values.setdefault("out", ctx.fields.get("out") == "1")
+    separate = ctx.fields.get("separate") == "1" if separate is None else separate
     return ctx.page("signin.html", status, separate=separate, **values)
 
 
@@ -42,21 +44,61 @@ async def signin_page(request: Request):
     return await run(request, _signin_form, need=None, optional=("separate", "out"))
 
 
-def _signin(ctx: Ctx):
-    f = ctx.fields
-    code = f.get("code") or None
-    r = ctx.verifier.verify(f["user"], f["password"], code, source=ctx.source, via="web")
-    account = ctx.accounts.account(f["user"]) if r.accepted else None
+def _finish(ctx: Ctx, user: str, password: str, code: str | None, separate: bool):
+    """The one check of a sign-in: a new session, or the one refusal whatever was wrong."""
+    r = ctx.verifier.verify(user, password, code, source=ctx.source, via="web")
+    account = ctx.accounts.account(user) if r.accepted else None
     if account is None:
-        form = {"user": f["user"]}
-        return _signin_form(ctx, 401, failed=True, form=form)
+        return _signin_form(ctx, 401, separate=separate, failed=True, form={"user": user})
     ctx.cookie = sessions.signed_in(account.name, account.generation, ctx.now)
     return ctx.go("/security")
 
 
 @router.post("/signin")
 async def signin(request: Request):
-    return await run(request, _signin, need=None, required=("user", "password"), optional=("code",))
+    def one_field(ctx: Ctx):
+        return _finish(ctx, ctx.fields["user"], ctx.fields["password"], None, False)
+
+    return await run(request, one_field, need=None, required=("user", "password"))
+
+
+def _first_step(ctx: Ctx):
+    """The password alone, kept sealed in the cookie for the code's step; nothing is checked yet."""
+    f = ctx.fields
+    ctx.cookie = replace(ctx.session, pending=ctx.cookies.seal(f["user"], f["password"], ctx.now))
+    return ctx.go("/signin/code")
+
+
+@router.post("/signin/password")
+async def signin_password(request: Request):
+    return await run(request, _first_step, need=None, required=("user", "password"))
+
+
+def _code_page(ctx: Ctx):
+    first = ctx.cookies.unseal(ctx.session.pending, ctx.now)
+    if first is None:
+        return ctx.go("/signin?separate=1")
+    return ctx.page("signin_code.html", user=first[0])
+
+
+def _second_step(ctx: Ctx):
+    first = ctx.cookies.unseal(ctx.session.pending, ctx.now)
+    # one try per first step in this browser (a copied cookie's tries are logins like any other:
+    # throttled, counted on the token, and over after PENDING seconds)
+    ctx.cookie = replace(ctx.session, pending=None)
+    if first is None:
+        return ctx.go("/signin?separate=1")
+    return _finish(ctx, first[0], first[1], ctx.fields.get("code") or None, True)
+
+
+@router.get("/signin/code")
+async def signin_code_page(request: Request):
+    return await run(request, _code_page, need=None)
+
+
+@router.post("/signin/code")
+async def signin_code(request: Request):
+    return await run(request, _second_step, need=None, optional=("code",))
 
 
 def _signout(ctx: Ctx):
