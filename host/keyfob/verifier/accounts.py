@@ -107,7 +107,7 @@ class Accounts:
         text = text.strip()
         if not text:
             return []
-        check_name(text)  # the name rule: so no LIKE wildcard reaches the query (they are not allowed)
+        check_name(text)  # the name rule (and "_", which names may hold, is escaped for LIKE below)
         with db.read(self._engine) as conn:
             rows = conn.execute(
                 select(_U.c.name).where(_U.c.name.startswith(text, autoescape=True)).order_by(_U.c.name).limit(FIND_MAX)

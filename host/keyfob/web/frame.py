@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import jinja2
 from fastapi import Request
@@ -16,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from keyfob.server import limits
 from keyfob.server.answers import ApiError
-from keyfob.verifier import BadInput, Verifier
+from keyfob.verifier import BadInput, DatabaseBusy, Verifier, VerifierError
 from keyfob.verifier.accounts import Account, Accounts
 from keyfob.verifier.throttle import source_key
 
@@ -137,6 +138,10 @@ async def run(request: Request, handler, *, need: str | None = "user", required=
             resp = _error_page(exc.status, exc.title, exc.message, s.csrf, account)
         except ApiError as exc:
             resp = _error_page(400, "Not understood", exc.message, s.csrf, account)
+        except DatabaseBusy:
+            resp = _error_page(503, "Busy", "The server is busy. Try again in a moment.", s.csrf, account)
+        except VerifierError as exc:  # a refusal the page did not expect (a change made meanwhile)
+            resp = _error_page(409, "Not done", str(exc), s.csrf, account)
         give = ctx.cookie or cookies.touch(ctx.session, now)
         resp.set_cookie(
             sessions.COOKIE,
@@ -157,8 +162,6 @@ _CSRF_MESSAGE = "This form was not sent from this site's page, or the page is to
 
 def _sent_csrf(raw: bytes) -> str | None:
     """The csrf field of a form the field rules refused (to tell a forged post from a bad one)."""
-    from urllib.parse import parse_qs
-
     try:
         got = parse_qs(raw.decode("utf-8", "replace")).get("csrf")
     except ValueError:
