@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import sqlite3
+from html.parser import HTMLParser
 
 import pyotp
 import pytest
@@ -238,6 +239,28 @@ def test_every_page_carries_the_security_headers_and_needs_no_inline_script_or_s
         if r.headers["content-type"].startswith("text/html"):
             assert r.status_code in (200, 404), path
             assert not re.search(r"<script|<style|\sstyle=|\son[a-z]+=", r.text, re.I), path
+            assert _unlabelled(r.text) == [], path  # a label on every field
+
+
+class _Fields(HTMLParser):
+    """The ids of a page's visible fields and the ids its labels name."""
+
+    def __init__(self):
+        super().__init__()
+        self.fields, self.labels = [], set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("input", "select", "textarea") and a.get("type") != "hidden":
+            self.fields.append(a.get("id"))
+        if tag == "label":
+            self.labels.add(a.get("for"))
+
+
+def _unlabelled(html: str) -> list:
+    p = _Fields()
+    p.feed(html)
+    return [f for f in p.fields if f is None or f not in p.labels]
 
 
 def _cookie(c: TestClient) -> str:
