@@ -445,6 +445,8 @@ def test_add_resync_remove_two_factor_off_and_backup_codes(site):
     r = c.post("/web/security/backup", data={"csrf": token, "password": PW + site.code(0)})
     codes = re.findall(r'<li class="mono">([a-z0-9-]+)</li>', r.text)
     assert len(codes) == site.v.policy.backup_codes
+    r = c.post("/web/security/remove", data={"csrf": token, "serial": SERIALS[0], "code": codes[0]})
+    assert r.status_code == 400 and site.v.user("alice").backup_codes == len(codes)  # not used up for nothing
     r = c.post(
         "/web/security/twofa", data={"csrf": token, "password": PW, "code": site.code(0)}, follow_redirects=False
     )

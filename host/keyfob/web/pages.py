@@ -146,7 +146,7 @@ def _done(ctx: Ctx, what: str):
 def _add(ctx: Ctx):
     f = ctx.fields
     if not f.get("serial"):
-        return ctx.page("add.html", errors={"serial": "Type the serial number shown on a long press."}, form=f)
+        return ctx.page("add.html", 400, errors={"serial": "Type the serial number shown on a long press."}, form=f)
     try:
         r = ctx.verifier.link(
             ctx.user, f["serial"], f["code"], description=f.get("description") or None, actor=ctx.actor
@@ -205,9 +205,12 @@ async def resync(request: Request):
 def _remove(ctx: Ctx):
     f = ctx.fields
     tok = _my_token(ctx, f["serial"])
+    wrong = ctx.page("remove.html", 400, token=tok, errors={"code": "Type the code this token shows now."})
+    if not (f["code"].isdigit() and len(f["code"]) == tok.digits):
+        return wrong  # not one of its codes (nor a backup code, which would be used up for nothing)
     r = ctx.verifier.check_code(ctx.user, f["code"], source=ctx.source, via="web")
     if not r.accepted or r.serial != tok.serial:
-        return ctx.page("remove.html", 400, token=tok, errors={"code": "Type the code this token shows now."})
+        return wrong
     ctx.verifier.unlink(tok.serial, actor=ctx.actor)
     return _done(ctx, "removed")
 
