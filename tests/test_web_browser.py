@@ -111,9 +111,16 @@ class Person:
                 self.keys(text)
 
     def enter(self) -> None:
+        """Press Enter on a link or in a form, and wait for the page it leads to (every one here does)."""
         from selenium.webdriver.common.keys import Keys
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.wait import WebDriverWait
 
+        old = self.d.find_element("tag name", "html")
         self.keys(Keys.ENTER)
+        wait = WebDriverWait(self.d, 30)  # a bound for a loaded machine, not a timed assertion
+        wait.until(ec.staleness_of(old))
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
     def tab_to(self, match, most: int = 60):
         """Tab until the focused element satisfies ``match`` (given the element); it must be reached."""
