@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PICO   := boards/sim/pico
 NPM_STAMP := $(PICO)/node_modules/.installed
 
-.PHONY: demo test bench soak sim lint clean radius-tools postgresql
+.PHONY: demo test bench soak sim lint clean radius-tools postgresql browser-tools screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,26 @@ postgresql:
 			|| echo "could not install postgresql: the PostgreSQL cases will skip"; \
 	else echo "no PostgreSQL server binaries and no root apt-get to install them: the PostgreSQL cases will skip"; fi
 
+# The web pages' browser test drives Debian's Chromium through its chromedriver (Selenium, never a
+# browser download); installed only where missing, and where apt-get cannot, that test skips in one line.
+BROWSER_DEBS := chromium chromium-driver
+
+browser-tools:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		echo "installing $(BROWSER_DEBS)"; \
+		$(APT_GET) install $(BROWSER_DEBS) >/dev/null 2>&1 \
+		|| { $(APT_GET) update >/dev/null 2>&1 && $(APT_GET) install $(BROWSER_DEBS) >/dev/null 2>&1; } \
+		|| echo "cannot install $(BROWSER_DEBS): the browser test will skip"; \
+	fi
+
+# The README's screenshots: the browser test, writing its PNGs into docs/screenshots as well.
+screenshots: $(STAMP) browser-tools
+	KEYFOB_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_web_browser.py
+
 demo: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m keyfob.demo
 
-test: $(STAMP) $(NPM_STAMP) radius-tools postgresql
+test: $(STAMP) $(NPM_STAMP) radius-tools postgresql browser-tools
 	$(BIN)/python -m pytest -n 2 --dist worksteal tests
 
 bench: $(STAMP) $(NPM_STAMP)

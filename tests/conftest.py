@@ -126,6 +126,7 @@ _LONGEST_FIRST = (
     "test_reset_power_cut.py::test_power_cut_",
     "test_ctrl_c_flood.py::",
     "test_lock_security.py::test_locked_token_gives_a_usb_attacker_nothing",
+    "test_web_browser.py::",  # under a minute, but a browser, a server and two tokens at once
 )
 
 

@@ -531,7 +531,7 @@ def test_older_database_is_upgraded_on_open(db, clock):
     engine.dispose()
 
     v = Verifier.open(db, key=b"K" * 32, policy=Policy(password_profile="fast"), clock=clock)
-    assert vdb.current_revision(v._engine) == vdb.head_revision() == "0007"
+    assert vdb.current_revision(v._engine) == vdb.head_revision() == "0008"
     schema = databases.schema(db)
     assert {"ix_audit_user_name", "ix_audit_serial"} <= schema["audit"][1]
     assert schema["tokens"][0]["serial"] == schema["audit"][0]["serial"] == "VARCHAR(64)"

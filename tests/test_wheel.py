@@ -112,6 +112,17 @@ def test_keyfob_and_its_payload_come_from_the_venv(venv):
     assert not (Path(root) / "boards" / "sim" / "pico" / "node_modules").exists()
 
 
+def test_the_web_pages_templates_and_stylesheet_are_in_the_wheel(venv):
+    code = (
+        "from keyfob.web import STATIC, frame\n"
+        "print(frame._ENV.get_template('signin.html').filename)\n"
+        "print(len((STATIC / 'style.css').read_text()))"
+    )
+    out = subprocess.check_output([venv["py"], "-c", code], cwd=venv["work"], env=venv["env"], text=True).split()
+    assert out[0] == str(venv["site"] / "keyfob" / "web" / "templates" / "signin.html")
+    assert int(out[1]) > 1000
+
+
 def test_deploy_onto_a_virtual_token_then_press(venv):
     wd = venv["work"] / "tok"
     started = json.loads(_run(venv, "sim", "start", "--workdir", wd, "--json").stdout)

@@ -1,4 +1,4 @@
-"""``keyfob user``: add, list, change passwords, turn 2FA off and on."""
+"""``keyfob user``: add, list, change passwords, turn 2FA off and on, give the web help desk."""
 
 from __future__ import annotations
 
@@ -109,6 +109,24 @@ def disable_2fa(name, db, key_file, as_json) -> None:
 def enable_2fa(name, db, key_file, as_json) -> None:
     """Require a code (or backup code) from user NAME again."""
     _set_twofa(name, True, db, key_file, as_json, f"2FA on for {name}")
+
+
+@user.command("help-desk")
+@click.argument("name")
+@click.option("--off", is_flag=True, help="Take the help desk away (and end the user's web sessions).")
+@db_options
+@json_option
+@handle_errors
+def help_desk(name, off, db, key_file, as_json) -> None:
+    """Let user NAME use the help-desk pages of `keyfob serve` (/web/helpdesk)."""
+    from keyfob.verifier.accounts import Accounts
+
+    with open_verifier(db, key_file) as v:
+        Accounts(v).set_admin(name, not off, actor=actor())
+    if as_json:
+        emit_json({"user": name, "help_desk": not off})
+    else:
+        click.echo(f"help desk {'off' if off else 'on'} for {name}")
 
 
 def register(main: click.Group) -> None:

@@ -8,7 +8,8 @@ library's. This package turns HTTP into library calls and back:
 * :mod:`.limits`: body size, content types, fields and their lengths;
 * :mod:`.keys`: the API key a request must bring (``Authorization: Bearer kf_...``);
 * :mod:`.validate`: ``POST /validate/check``;
-* :mod:`.admin`: ``/admin/...``, what the CLI's admin commands do.
+* :mod:`.admin`: ``/admin/...``, what the CLI's admin commands do;
+* ``/web/...``: the security center's pages, :mod:`keyfob.web`, mounted by ``create_app``.
 """
 
 from .app import create_app

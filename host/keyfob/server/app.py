@@ -9,6 +9,7 @@ import os
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException
 
 from keyfob import __version__
@@ -62,6 +63,13 @@ def create_app(verifier: Verifier) -> FastAPI:
     app.state.keys = ApiKeys(verifier)
     app.include_router(validate.router)
     app.include_router(admin.router)
+    from keyfob.web import create_web  # the pages import jinja2: only when an app is made
+
+    app.mount("/web", create_web(verifier))
+
+    @app.get("/", include_in_schema=False)
+    async def _home():
+        return RedirectResponse("/web/", status_code=307)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):

@@ -115,7 +115,7 @@ def resolve_key(key_file: str | os.PathLike | None = None, *, create: bool = Fal
 class SeedBox:
     """Seals and opens token seeds with one AES-256-GCM key. ``repr`` shows nothing of the key."""
 
-    __slots__ = ("_aead", "_backup_key", "_tag_key")
+    __slots__ = ("_aead", "_backup_key", "_session_key", "_tag_key")
 
     def __init__(self, key: bytes):
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
@@ -126,6 +126,10 @@ class SeedBox:
         ).derive(bytes(key))
         self._tag_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyfob-name-tags"
+        ).derive(bytes(key))
+        # the web pages' session-signing secret: kept as the seed key is, shared by every node
+        self._session_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyfob-web-sessions"
         ).derive(bytes(key))
 
     def __repr__(self) -> str:
@@ -161,6 +165,10 @@ class SeedBox:
         """HMAC-SHA256 of a normalised backup code, bound to the user."""
         msg = b"%d:" % user_id + code.encode("ascii")
         return hmac.new(self._backup_key, msg, hashlib.sha256).digest()
+
+    def session_key(self) -> bytes:
+        """The secret the web pages sign their session cookies with (derived from the seed key)."""
+        return self._session_key
 
     def name_tag(self, name: str) -> str:
         """A keyed hash of a user name (32 hex digits), so throttle rows name no one: a user field

@@ -45,6 +45,10 @@ class User(Base):
     rl_start: Mapped[float | None] = mapped_column(Float, nullable=True)
     rl_count: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[float] = mapped_column(Float)
+    #: may use the web help desk (added by 0007)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: a web sign-out bumps it; sessions made under an older value are refused (added by 0007)
+    web_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Token(Base):
@@ -88,6 +92,8 @@ class BackupCode(Base):
     code_hash: Mapped[bytes] = mapped_column(LargeBinary)  # HMAC-SHA256, see crypto.SeedBox.backup_hash
     created: Mapped[float] = mapped_column(Float)
     used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: a help desk's temporary code stops working at this time; NULL: never (added by 0007)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class AuditEntry(Base):

@@ -1128,7 +1128,11 @@ class Verifier:
         want = self._box.backup_hash(user.id, code)
         with db.read(self._engine) as conn:
             rows = conn.execute(
-                select(_B.c.id, _B.c.code_hash).where(_B.c.user_id == user.id, _B.c.used_at.is_(None))
+                select(_B.c.id, _B.c.code_hash).where(
+                    _B.c.user_id == user.id,
+                    _B.c.used_at.is_(None),
+                    _B.c.expires_at.is_(None) | (_B.c.expires_at > now),  # a temporary code's day (0007)
+                )
             ).all()
         hit = None
         for r in rows:
