@@ -151,6 +151,7 @@ def _cases(tmp: Path) -> list[tuple[tuple[str, ...], list[str], str]]:
         (("token", "reset-drift"), ["NOSUCH1"], "bad-input"),
         (("token", "lost"), [SERIAL], "refused"),
         (("user", "add"), ["alice"], "refused"),
+        (("user", "help-desk"), ["nobody"], "bad-input"),
         (("user", "list"), nodb, "unavailable"),
         (("user", "passwd"), ["nobody"], "bad-input"),
         (("user", "disable-2fa"), ["nobody"], "bad-input"),

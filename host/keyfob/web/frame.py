@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from keyfob import errors
 from keyfob.server import limits
 from keyfob.server.answers import ApiError
 from keyfob.verifier import BadInput, DatabaseBusy, Verifier, VerifierError
@@ -34,7 +35,7 @@ _ENV.filters["when"] = lambda ts: (
 )
 
 
-class Refused(Exception):
+class PageRefused(errors.Refused):
     """A page refused before it ran: a status, a title and one line for a person."""
 
     def __init__(self, status: int, title: str, message: str):
@@ -117,24 +118,26 @@ async def run(request: Request, handler, *, need: str | None = "user", required=
         try:
             if need is not None and account is None:
                 if post:
-                    raise Refused(403, "Signed out", "Your session has ended. Sign in again, then repeat what you did.")
+                    raise PageRefused(
+                        403, "Signed out", "Your session has ended. Sign in again, then repeat what you did."
+                    )
                 return ctx.go("/signin")
             if need == "admin" and not account.admin:
-                raise Refused(403, "Help desk only", "These pages are for help-desk staff.")
+                raise PageRefused(403, "Help desk only", "These pages are for help-desk staff.")
             if post:
                 try:
                     f = limits.fields(raw, request.headers, required=("csrf", *required), optional=optional)
                 except ApiError as exc:
                     if not sessions.csrf_ok(s, _sent_csrf(raw)):
-                        raise Refused(403, "Form refused", _CSRF_MESSAGE) from None
-                    raise Refused(400, "Form refused", exc.message[:1].upper() + exc.message[1:] + ".") from None
+                        raise PageRefused(403, "Form refused", _CSRF_MESSAGE) from None
+                    raise PageRefused(400, "Form refused", exc.message[:1].upper() + exc.message[1:] + ".") from None
                 if not sessions.csrf_ok(s, f.pop("csrf")):
-                    raise Refused(403, "Form refused", _CSRF_MESSAGE)
+                    raise PageRefused(403, "Form refused", _CSRF_MESSAGE)
                 ctx.fields = f
             else:
                 ctx.fields = {k: limits.text(k, v) for k, v in request.query_params.items() if k in optional}
             resp = handler(ctx)
-        except Refused as exc:
+        except PageRefused as exc:
             resp = _error_page(exc.status, exc.title, exc.message, s.csrf, account)
         except ApiError as exc:
             resp = _error_page(400, "Not understood", exc.message, s.csrf, account)

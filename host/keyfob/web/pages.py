@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from keyfob.verifier import BadInput, TokenStateError, UnknownToken, UnknownUser, VerifierError
 
 from . import sessions
-from .frame import Ctx, Refused, run
+from .frame import Ctx, PageRefused, run
 
 router = APIRouter()
 
@@ -123,7 +123,7 @@ def _my_token(ctx: Ctx, serial: str):
     for t in _mine(ctx):
         if t.serial == serial:
             return t
-    raise Refused(404, "No such token", "That is not one of your tokens.")
+    raise PageRefused(404, "No such token", "That is not one of your tokens.")
 
 
 def _center(ctx: Ctx, status=200, **values):
@@ -298,7 +298,7 @@ def _person(ctx: Ctx, name: str, status=200, **values):
     try:
         info = ctx.verifier.user(name)
     except UnknownUser:
-        raise Refused(404, "No such user", "There is no user by that name.") from None
+        raise PageRefused(404, "No such user", "There is no user by that name.") from None
     tokens = [t for t in ctx.verifier.list_tokens(user=name)]
     return ctx.page("helpdesk_user.html", status, person=info, tokens=tokens, checks=_CHECKS, **values)
 
@@ -318,7 +318,7 @@ def _checked(ctx: Ctx, action: str):
     except BadInput as exc:
         return _person(ctx, f["name"], 400, errors={"note": _msg(exc)}, form=f)
     except UnknownUser:
-        raise Refused(404, "No such user", "There is no user by that name.") from None
+        raise PageRefused(404, "No such user", "There is no user by that name.") from None
     return None
 
 
