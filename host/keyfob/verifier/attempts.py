@@ -48,22 +48,19 @@ class Attempts:
         There is no lock condition here: the caller holds a reservation (:meth:`_reserve`) taken
         while the token was not locked, or is an admin (resync), who may unlock."""
         extra = extra or {}
-        sql_key = (new[0], tuple(sorted(extra)))
+        sql_key = (new.column, new.drift is not None, tuple(sorted(extra)))
         stmt = _CAS_SQL.get(sql_key)
         if stmt is None:
             sets = ["fail_count = 0", "locked_until = NULL", "updated = :now"]
             sets += [f"{k} = :x_{k}" for k in sorted(extra)]
-            if new[0] == "counter":
-                sets.append("counter = :new")
-                where = "id = :id AND counter = :old AND state = :state"
-            else:
-                sets += ["last_step = :new", "drift = :drift"]
-                where = "id = :id AND last_step = :old AND state = :state"
+            sets.append(f"{new.column} = :new")  # counter (HOTP) or last_step (TOTP): a column name, not input
+            if new.drift is not None:
+                sets.append("drift = :drift")
+            where = f"id = :id AND {new.column} = :old AND state = :state"
             stmt = _CAS_SQL[sql_key] = text(f"UPDATE tokens SET {', '.join(sets)} WHERE {where}")
-        params = {"now": now, "id": tok.id, "state": tok.state, "new": new[1]}
-        params["old"] = tok.counter if new[0] == "counter" else tok.last_step
-        if new[0] == "step":
-            params["drift"] = new[2]
+        params = {"now": now, "id": tok.id, "state": tok.state, "new": new.value, "old": getattr(tok, new.column)}
+        if new.drift is not None:
+            params["drift"] = new.drift
         for k, val in extra.items():
             params["x_" + k] = val
         return conn.execute(stmt, params).rowcount == 1

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hmac
-
 from sqlalchemy import delete, insert, select, update
 
-from . import db, rules
+from . import db, modes
 from .attempts import _Attempt
 from .core import _B, _audit
 from .errors import BadInput
@@ -17,7 +15,7 @@ class BackupCodes:
     """``new_backup_codes`` and the single use of one in a login."""
 
     def _new_backup_codes(self, conn, user_id, name, now, actor, count=None) -> list[str]:
-        codes = [rules.new_backup_code() for _ in range(count or self.policy.backup_codes)]
+        codes = [modes.BACKUP.new() for _ in range(count or self.policy.backup_codes)]
         conn.execute(delete(_B).where(_B.c.user_id == user_id, _B.c.used_at.is_(None)))
         for c in codes:
             conn.execute(
@@ -26,7 +24,7 @@ class BackupCodes:
                     "user_id": user_id,
                     "created": now,
                     "used_at": None,
-                    "code_hash": self._box.backup_hash(user_id, rules.normalize_backup_code(c)),
+                    "code_hash": self._box.backup_hash(user_id, modes.BACKUP.parse(c)),
                 },
             )
         _audit(conn, now, actor, "backup-codes", "ok", name, detail=f"{len(codes)} new, old unused ones void")
@@ -53,10 +51,7 @@ class BackupCodes:
             rows = conn.execute(
                 select(_B.c.id, _B.c.code_hash).where(_B.c.user_id == user.id, _B.c.used_at.is_(None))
             ).all()
-        hit = None
-        for r in rows:
-            if hmac.compare_digest(r.code_hash, want) and hit is None:
-                hit = r.id
+        hit = modes.BACKUP.find(rows, want)
         if hit is not None:
 
             def run(conn):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from . import db, rules
+from . import db, modes, rules
 from .attempts import _Attempt
 from .core import _CAS_TRIES, _T, _U, _audit, _serial, log
 from .errors import BadInput, DatabaseError, TokenStateError
@@ -41,8 +41,7 @@ class Enrolment:
 
             def run(conn, tok=tok, new=new):
                 extra = {"state": "active", "user_id": user.id, "description": description}
-                if new[0] == "step":
-                    extra["sync_drift"] = new[2]
+                extra |= modes.of(tok).synced(new)
                 if not self._cas(conn, tok, new, now, extra):
                     return False
                 conn.execute(update(_U).where(_U.c.id == user.id).values(twofa=True))

@@ -10,7 +10,7 @@ from sqlalchemy import insert, select
 from keyfob.records import TokenRecord
 from keyfob.serials import is_valid_serial
 
-from . import db, rules
+from . import db, modes, rules
 from .core import _T, _U, _audit, _serial, log
 from .errors import AlreadyExists, BadInput, SeedFileError, TokenStateError, UnknownToken
 from .results import TokenInfo
@@ -225,7 +225,7 @@ class Inventory:
                 algorithm=t.algorithm,
                 digits=t.digits,
                 secret=self._box.open(bytes(t.seed), t.serial),
-                counter=t.counter if t.mode == "hotp" else 0,
+                counter=modes.of(t).exported_counter(t),
                 period=t.period,
                 **_device_fields(t),
             )

@@ -8,10 +8,11 @@ from sqlalchemy import text
 
 from keyfob.records import DIGITS as RECORD_DIGITS
 
-from . import db, rules
+from . import db, modes, rules
 from .attempts import _Attempt
 from .core import _CAS_TRIES, _audit, log
 from .errors import BadInput, DatabaseError
+from .modes import Move
 from .results import THROTTLED, Result
 
 _TOKEN_COLS = (
@@ -68,32 +69,14 @@ class _Tok:
 class Logins:
     """``verify`` and ``check_code``: load the user, reserve, check, commit or refuse."""
 
-    def _match(self, tok, code: str, now: float):
-        """The new state after ``code`` matched on ``tok``: ``("counter", n)`` / ``("step", s, drift)``."""
-        key = self._key(tok)
-        if tok.mode == "hotp":
-            m = rules.hotp_check(key, tok.counter, code, self.policy.hotp_window)
-            return None if m is None else ("counter", m + 1)
-        r = rules.totp_check(
-            key,
-            now,
-            tok.period,
-            tok.drift,
-            tok.last_step,
-            code,
-            self.policy.totp_window,
-            sync_drift=tok.sync_drift,
-            drift_max=self.policy.totp_drift_max,
-        )
-        return None if r is None else ("step", r[0], r[1])
+    def _match(self, tok, code: str, now: float) -> Move | None:
+        """Where ``code`` moves ``tok`` if it matches within the login window (its mode's rule)."""
+        return modes.of(tok).match(self._key(tok), tok, code, now, self.policy)
 
     def _replayed(self, tok, code: str, now: float) -> bool:
         """True if ``code`` is one the token already used (just before its next counter, or at or
         before its last step, within the window): a replay, not a guess."""
-        key = self._key(tok)
-        if tok.mode == "hotp":
-            return rules.hotp_replayed(key, tok.counter, code, self.policy.hotp_window)
-        return rules.totp_replayed(key, now, tok.period, tok.drift, tok.last_step, code, self.policy.totp_window)
+        return modes.of(tok).replayed(self._key(tok), tok, code, now, self.policy)
 
     # -- validation -------------------------------------------------------------------------------------
     #
@@ -193,7 +176,7 @@ class Logins:
     def _code_kind(self, code: str, tokens, has_backup: bool) -> tuple[str, str]:
         """``("otp", code)`` or ``("backup", normalised)``; :class:`BadInput` for anything else."""
         if has_backup:
-            b = rules.normalize_backup_code(code)
+            b = modes.BACKUP.parse(code)
             if b is not None:
                 return "backup", b
         lengths = {t.digits for t in tokens} or set(RECORD_DIGITS)
@@ -289,7 +272,7 @@ class Logins:
             return [(password,) + self._code_kind(code, tokens, has_backup)]
         candidates = [(p, "otp", c) for p, c in rules.split_field(password, {t.digits for t in tokens})]
         if has_backup:
-            candidates += [(p, "backup", c) for p, c in rules.split_backup_field(password)]
+            candidates += [(p, "backup", c) for p, c in modes.BACKUP.split(password)]
         if not candidates and (tokens or has_backup):
             raise BadInput("no code at the end of the field")
         return candidates  # empty: nothing to check a code against, refused (audited) as no-token

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from . import db, rules
+from . import db, modes, rules
 from .attempts import _Attempt
 from .core import _CAS_TRIES, _U, _audit, _serial, _utf8
 from .errors import BadInput, DatabaseError, TokenStateError
@@ -69,28 +69,9 @@ class Resync:
                 return self._refuse(att, now, "token-resync", "locked", serial)
         who = urow.name if self_service else actor
         name = owner.name if owner is not None else None
-        p = self.policy
         for _ in range(_CAS_TRIES):
-            key = self._key(tok)
-            if tok.mode == "hotp":
-                window = p.hotp_sync_window if wide else p.hotp_near_window
-                n = rules.hotp_resync(key, tok.counter, code1, code2, window)
-                new = None if n is None else ("counter", n)
-            elif wide:
-                r = rules.totp_resync(key, now, tok.period, tok.last_step, code1, code2, p.totp_sync_seconds)
-                new = None if r is None else ("step", r[0], r[1])
-            else:
-                r = rules.totp_resync(
-                    key,
-                    now,
-                    tok.period,
-                    tok.last_step,
-                    code1,
-                    code2,
-                    center_drift=tok.drift,
-                    span_steps=p.totp_near_steps,
-                )
-                new = None if r is None else ("step", r[0], r[1])
+            mode = modes.of(tok)
+            new = mode.resync(self._key(tok), tok, code1, code2, now, self.policy, wide)
             if new is None:
                 if self_service:  # the token's reservation stays counted as a failure
                     return self._refuse(att, now, "token-resync", "wrong-code", serial)
@@ -101,15 +82,15 @@ class Resync:
                 db.write(self._engine, run_fail)
                 return Result(False, name or "", "wrong-code", serial)
 
-            def run(conn, tok=tok, new=new):
-                extra = {"sync_drift": new[2]} if new[0] == "step" else None
+            def run(conn, tok=tok, new=new, mode=mode):
+                extra = mode.synced(new) or None
                 if self_service:
                     self._lock_keys(conn, att)
                 if not self._cas(conn, tok, new, now, extra):
                     return False
                 if self_service:
                     self._give_back(conn, att, ())
-                detail = f"drift {new[2]:+d} steps" if new[0] == "step" else None
+                detail = mode.detail(new)
                 if wide:
                     detail = "wide search" + (f", {detail}" if detail else "")
                 _audit(conn, now, who, "token-resync", "ok", name, serial, detail)
