@@ -65,3 +65,9 @@ SEED_MIN, SEED_MAX = 16, 64
 DEFAULT_ALGORITHM = "sha1"
 DEFAULT_DIGITS = 6
 DEFAULT_PERIOD = 30
+
+
+def either(values) -> str:
+    """``(6, 8)`` as ``6 or 8``, ``(6, 7, 8)`` as ``6, 7 or 8``: for messages."""
+    words = [str(v) for v in values]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]

@@ -10,7 +10,8 @@ import stat
 import tempfile
 from pathlib import Path
 
-from keyfob.records import SEED_LENGTHS, TokenRecord
+from keyfob.params import SEED_LENGTHS
+from keyfob.records import TokenRecord
 
 # A seed file is a few kilobytes per thousand tokens; anything far larger is not one.
 MAX_FILE_BYTES = 16 * 1024 * 1024

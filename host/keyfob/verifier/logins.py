@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from keyfob.records import DIGITS as RECORD_DIGITS
+from keyfob.params import RECORDS
 
 from . import db, modes, rules
 from .attempts import _Attempt
@@ -179,7 +179,7 @@ class Logins:
             b = modes.BACKUP.parse(code)
             if b is not None:
                 return "backup", b
-        lengths = {t.digits for t in tokens} or set(RECORD_DIGITS)
+        lengths = {t.digits for t in tokens} or set(RECORDS.digits)
         return "otp", rules.check_code_format(code, lengths)
 
     def check_code(self, name: str, code: str, *, source: str | None = None, via: str | None = None) -> Result:
