@@ -1,5 +1,6 @@
-"""Attempts in flight: the reservations that make the lockout and the throttle race-free, the
-token compare-and-set, refusals and the start of a login (the throttle glue)."""
+"""Attempts in flight: the reservations that make the lockout and the throttle race-free (and
+their give-back), the match and compare-and-set of a token, refusals. Logins, link and resync use
+them; a login's start (:meth:`Logins._start`) takes its throttle keys through :mod:`.throttle`."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
-from . import db, rules, throttle
-from .core import _audit, _utf8, log
-from .errors import BadInput
-from .results import THROTTLED, Result
+from . import db, modes, rules, throttle
+from .core import _audit, log
+from .modes import Move
+from .results import Result
 
 if TYPE_CHECKING:
     from .logins import _User
@@ -38,7 +39,11 @@ class _Attempt:
 
 
 class Attempts:
-    """Reservations, compare-and-set and refusals, shared by logins, link and resync."""
+    """Reservations, match and compare-and-set, refusals: shared by logins, link and resync."""
+
+    def _match(self, tok, code: str, now: float) -> Move | None:
+        """Where ``code`` moves ``tok`` if it matches within the login window (its mode's rule)."""
+        return modes.of(tok).match(self._key(tok), tok, code, now, self.policy)
 
     def _cas(self, conn, tok, new, now: float, extra: dict | None = None) -> bool:
         """Compare-and-set the token's counter (HOTP) or last step and drift (TOTP), also clearing its
@@ -193,53 +198,3 @@ class Attempts:
             return False
 
         return db.write(self._engine, run)
-
-    def _start(self, name: str, source: str | None, now: float, prepare, checked_in_backoff, via: str | None = None):
-        """Begin an attempt in one write transaction: load the user and their active tokens, let
-        ``prepare(user, tokens, has_backup)`` make the plan and name the tokens to reserve, and
-        reserve the attempt on the throttle (source key, then user key) and on those tokens.
-
-        A source in back-off refuses the attempt unchecked; a user in back-off too, unless
-        ``checked_in_backoff(plan)`` (a two-factor login, see :mod:`.throttle`). A throttled attempt
-        is audited (aggregated) in the same transaction and gets ``plan`` None.
-
-        Returns ``(attempt, tokens, plan, reserved_token_ids)``."""
-        p = self.policy
-
-        def run(conn):
-            user, tokens, has_backup = self._load(name, conn)
-            plan, to_reserve = prepare(user, tokens, has_backup)
-            att = self._attempt(name, user, source, via)
-            if p.user_rate_limit > 0:
-                if att.source is not None:
-                    if not throttle.reserve(conn, att.source, now, p):
-                        throttle.aggregate(conn, att.source, now, self._row(att, "validate", THROTTLED))
-                        return att, tokens, None, []
-                    att.keys.append(att.source)
-                if throttle.reserve(conn, att.ukey, now, p):
-                    att.keys.append(att.ukey)
-                elif checked_in_backoff(plan):
-                    att.backoff = True
-                else:
-                    for key in att.keys:
-                        throttle.release(conn, key)  # refused unchecked: not a failure of the source
-                    throttle.aggregate(conn, att.ukey, now, self._row(att, "validate", THROTTLED))
-                    return att, tokens, None, []
-            self._maybe_prune(conn, now)
-            return att, tokens, plan, self._reserve_in(conn, to_reserve, now) if to_reserve else []
-
-        att, tokens, plan, reserved = db.write(self._engine, run)
-        if plan is None:
-            log.info("validate refused for %s: throttled", name if att.user else "an unknown user")
-        return att, tokens, plan, reserved
-
-    def _bad_text(self, now: float, *values) -> None:
-        """Invalid UTF-8 in a login: audited (naming no one), then :class:`BadInput`; nothing else is
-        written and no throttle slot is used."""
-        try:
-            _utf8(*values)
-        except BadInput:
-            db.write(
-                self._engine, lambda conn: _audit(conn, now, "unknown", "validate", "fail", detail="invalid UTF-8")
-            )
-            raise

@@ -1,4 +1,5 @@
-"""Logins: ``verify`` (password and code) and ``check_code`` (the code alone)."""
+"""Logins: ``verify`` (password and code) and ``check_code`` (the code alone), from the attempt's start
+(the user loaded and the throttle reserved in one transaction) to its accept or refusal."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ from sqlalchemy import text
 
 from keyfob.params import RECORDS
 
-from . import db, modes, rules
+from . import db, modes, rules, throttle
 from .attempts import _Attempt
-from .core import _CAS_TRIES, _audit, log
+from .core import _CAS_TRIES, _audit, _utf8, log
 from .errors import BadInput, DatabaseError
-from .modes import Move
 from .results import THROTTLED, Result
 
 _TOKEN_COLS = (
@@ -68,10 +68,6 @@ class _Tok:
 
 class Logins:
     """``verify`` and ``check_code``: load the user, reserve, check, commit or refuse."""
-
-    def _match(self, tok, code: str, now: float) -> Move | None:
-        """Where ``code`` moves ``tok`` if it matches within the login window (its mode's rule)."""
-        return modes.of(tok).match(self._key(tok), tok, code, now, self.policy)
 
     def _replayed(self, tok, code: str, now: float) -> bool:
         """True if ``code`` is one the token already used (just before its next counter, or at or
@@ -181,6 +177,56 @@ class Logins:
                 return "backup", b
         lengths = {t.digits for t in tokens} or set(RECORDS.digits)
         return "otp", rules.check_code_format(code, lengths)
+
+    def _start(self, name: str, source: str | None, now: float, prepare, checked_in_backoff, via: str | None = None):
+        """Begin an attempt in one write transaction: load the user and their active tokens, let
+        ``prepare(user, tokens, has_backup)`` make the plan and name the tokens to reserve, and
+        reserve the attempt on the throttle (source key, then user key) and on those tokens.
+
+        A source in back-off refuses the attempt unchecked; a user in back-off too, unless
+        ``checked_in_backoff(plan)`` (a two-factor login, see :mod:`.throttle`). A throttled attempt
+        is audited (aggregated) in the same transaction and gets ``plan`` None.
+
+        Returns ``(attempt, tokens, plan, reserved_token_ids)``."""
+        p = self.policy
+
+        def run(conn):
+            user, tokens, has_backup = self._load(name, conn)
+            plan, to_reserve = prepare(user, tokens, has_backup)
+            att = self._attempt(name, user, source, via)
+            if p.user_rate_limit > 0:
+                if att.source is not None:
+                    if not throttle.reserve(conn, att.source, now, p):
+                        throttle.aggregate(conn, att.source, now, self._row(att, "validate", THROTTLED))
+                        return att, tokens, None, []
+                    att.keys.append(att.source)
+                if throttle.reserve(conn, att.ukey, now, p):
+                    att.keys.append(att.ukey)
+                elif checked_in_backoff(plan):
+                    att.backoff = True
+                else:
+                    for key in att.keys:
+                        throttle.release(conn, key)  # refused unchecked: not a failure of the source
+                    throttle.aggregate(conn, att.ukey, now, self._row(att, "validate", THROTTLED))
+                    return att, tokens, None, []
+            self._maybe_prune(conn, now)
+            return att, tokens, plan, self._reserve_in(conn, to_reserve, now) if to_reserve else []
+
+        att, tokens, plan, reserved = db.write(self._engine, run)
+        if plan is None:
+            log.info("validate refused for %s: throttled", name if att.user else "an unknown user")
+        return att, tokens, plan, reserved
+
+    def _bad_text(self, now: float, *values) -> None:
+        """Invalid UTF-8 in a login: audited (naming no one), then :class:`BadInput`; nothing else is
+        written and no throttle slot is used."""
+        try:
+            _utf8(*values)
+        except BadInput:
+            db.write(
+                self._engine, lambda conn: _audit(conn, now, "unknown", "validate", "fail", detail="invalid UTF-8")
+            )
+            raise
 
     def check_code(self, name: str, code: str, *, source: str | None = None, via: str | None = None) -> Result:
         """Validate a code alone, *without any password check*. Also takes a backup code.
