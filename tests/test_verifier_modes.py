@@ -5,6 +5,7 @@ import base64
 from types import SimpleNamespace
 
 import pyotp
+from keyfob import params
 from keyfob.otp import HotpKey
 from keyfob.verifier import modes
 from keyfob.verifier.crypto import SeedBox
@@ -72,3 +73,9 @@ def test_backup_codes_parse_split_and_find():
     rows.append(SimpleNamespace(id=3, code_hash=box.backup_hash(7, canon)))
     assert modes.BACKUP.find(rows, box.backup_hash(7, canon)) == 3
     assert modes.BACKUP.find(rows, box.backup_hash(8, canon)) is None  # another user's hash
+
+
+def test_a_rule_for_every_mode_a_record_may_have():
+    assert list(modes.MODES) == list(params.RECORDS.modes)
+    for name in params.RECORDS.modes:
+        assert modes.of(tok(name)).name == name
