@@ -9,7 +9,15 @@ from test_protocol import HARNESS, SEED20, SEED32, T0, provision_fields, replies
 
 CONSTANTS = """
 import otp, proto, store
+def stored(d):
+    # what a record on the flash may hold: the digits the token's arithmetic computes
+    try:
+        store.Store._check(bytes(20), 'KF000000013', 'hotp', 'sha1', d, 30)
+        return True
+    except ValueError:
+        return False
 emit({
+    "stored_digits": [d for d in range(4, 11) if stored(d)],
     "modes": list(store.MODES),
     "algorithms": list(store.ALGORITHMS),
     "digits": list(proto.DIGITS),
@@ -44,6 +52,7 @@ def test_firmware_constants_are_the_table():
         "periods": list(k.periods),
         "counter_max": k.counter_max,
         "code_digits": list(params.CODE_DIGITS),
+        "stored_digits": list(params.CODE_DIGITS),
     }
 
 
