@@ -17,6 +17,7 @@ import time
 from micropython import const
 
 import otp
+import store
 
 VERSION = const(1)
 
@@ -65,6 +66,10 @@ _DAMM = (
 )
 
 _PROVISION_FIELDS = ('seed', 'serial', 'mode', 'algorithm', 'digits', 'period', 'counter')
+# What provisioning takes besides store.MODES and store.ALGORITHMS (the host's table is
+# keyfob.params.KEYFOB: tests/test_params_firmware.py holds the two together).
+DIGITS = (6, 8)
+PERIODS = (30, 60)
 
 
 def _escaped(b):
@@ -344,17 +349,17 @@ def _provision(req, ctx):
     if s.wiping:
         # A wipe that failed midway: old records may still be on the flash.
         raise _Refuse('storage', 'a factory reset did not complete: reset again first')
-    mode = _choice(obj, 'mode', ('hotp', 'totp'))
+    mode = _choice(obj, 'mode', store.MODES)
     if mode == 'totp' and ctx.clock.max_ppm is None:
         raise _Refuse('rtc', 'time mode needs a DS3231 on this board: its own clock drifts too much')
-    alg = _choice(obj, 'algorithm', ('sha1', 'sha256'))
+    alg = _choice(obj, 'algorithm', store.ALGORITHMS)
     digits = obj['digits']
-    if type(digits) is not int or (digits != 6 and digits != 8):
+    if type(digits) is not int or digits not in DIGITS:
         raise _Refuse('field', 'digits must be 6 or 8')
     period = obj['period']
-    if type(period) is not int or (period != 30 and period != 60):
+    if type(period) is not int or period not in PERIODS:
         raise _Refuse('field', 'period must be 30 or 60')
-    counter = _int(obj, 'counter', 0, 0xFFFFFFFFFFFFFFFE)
+    counter = _int(obj, 'counter', 0, store.COUNTER_LAST - 1)
     serial = obj['serial']
     if not valid_serial(serial):
         raise _Refuse('field', 'serial must be KF + 9 digits with a valid check digit')

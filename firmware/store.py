@@ -60,7 +60,7 @@ _OFF_SMALL = const(28)  # period, digits, mode, algorithm, flags, seed and seria
 _SMALL = '<HBBBBBB'
 _OFF_SEED = const(36)
 _OFF_SERIAL = const(100)
-_COUNTER_LAST = 0xFFFFFFFFFFFFFFFF  # 2**64 - 1: the last counter that may still be stored
+COUNTER_LAST = 0xFFFFFFFFFFFFFFFF  # 2**64 - 1: the last counter that may still be stored
 _BODY = const(120)  # bytes covered by the CRC
 _OFF_CRC = const(120)
 REC_SIZE = const(124)
@@ -254,7 +254,7 @@ class Store:
         if not self.provisioned:
             raise ValueError('not provisioned')
         c = self.counter
-        if c >= _COUNTER_LAST:
+        if c >= COUNTER_LAST:
             # counter + 1 would not fit the 8-byte field (RFC 4226) and wrap to
             # 0, showing old codes again: the token's counter space is used up.
             raise OSError(34)  # ERANGE
@@ -289,7 +289,7 @@ class Store:
         if len(seed) < 16:
             raise ValueError('seed too short (RFC 4226: at least 128 bits)')
         self._check(seed, serial, mode, algorithm, digits, period)
-        if not 0 <= counter < _COUNTER_LAST:
+        if not 0 <= counter < COUNTER_LAST:
             raise ValueError('counter out of range')
         self.seed = seed
         self.serial = serial

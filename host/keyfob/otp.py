@@ -16,18 +16,19 @@ import hmac
 import struct
 
 from keyfob.errors import BadInput
+from keyfob.params import CODE_DIGITS, DEFAULT_ALGORITHM, DEFAULT_DIGITS, DEFAULT_PERIOD, RECORDS, either
 
 #: SHA-512 only for imported tokens: keyfob tokens (and the firmware) use SHA-1 or SHA-256
-ALGORITHMS = ("sha1", "sha256", "sha512")
-DIGITS = (6, 7, 8)
+ALGORITHMS = RECORDS.algorithms
+DIGITS = CODE_DIGITS
 
 #: The fixed message of the key check value (see :func:`key_check_value`).
 KCV_LABEL = b"keyfob-kcv"
 
 _COUNTER = struct.Struct(">Q").pack
 _WORD = struct.Struct(">I").unpack_from
-_MOD = {6: 10**6, 7: 10**7, 8: 10**8}
-_FMT = {6: "%06d", 7: "%07d", 8: "%08d"}
+_MOD = {d: 10**d for d in DIGITS}
+_FMT = {d: f"%0{d}d" for d in DIGITS}
 _BLOCK = {"sha1": 64, "sha256": 64, "sha512": 128}  # the hash's block size (RFC 2104 "B")
 _TRANS_IPAD = bytes(x ^ 0x36 for x in range(256))
 _TRANS_OPAD = bytes(x ^ 0x5C for x in range(256))
@@ -39,7 +40,7 @@ class OtpError(BadInput, ValueError):
 
 def _check(digits: int, algorithm: str) -> None:
     if digits not in _MOD:
-        raise OtpError(f"digits must be 6, 7 or 8, not {digits!r}")
+        raise OtpError(f"digits must be {either(DIGITS)}, not {digits!r}")
     if algorithm not in ALGORITHMS:
         raise OtpError(f"algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
 
@@ -58,7 +59,7 @@ def _truncate(mac: bytes, digits: int) -> str:
     return _FMT[digits] % ((_WORD(mac, mac[-1] & 0x0F)[0] & 0x7FFFFFFF) % _MOD[digits])
 
 
-def hotp(secret: bytes, counter: int, digits: int = 6, algorithm: str = "sha1") -> str:
+def hotp(secret: bytes, counter: int, digits: int = DEFAULT_DIGITS, algorithm: str = DEFAULT_ALGORITHM) -> str:
     """HOTP(K, C) = Truncate(HMAC(K, C)) mod 10^Digit (RFC 4226 section 5.3).
 
     ``counter`` is packed as 8 bytes big-endian. ``algorithm`` is ``sha1`` (RFC 4226), ``sha256`` or
@@ -68,7 +69,7 @@ def hotp(secret: bytes, counter: int, digits: int = 6, algorithm: str = "sha1") 
     return _truncate(hmac.digest(secret, _counter(counter), algorithm), digits)
 
 
-def totp_step(unix_time: float, period: int = 30) -> int:
+def totp_step(unix_time: float, period: int = DEFAULT_PERIOD) -> int:
     """T = floor((unix_time - T0) / X) with T0 = 0 and X = ``period`` (RFC 6238 section 4.2)."""
     if period <= 0:
         raise OtpError("period must be positive")
@@ -77,7 +78,13 @@ def totp_step(unix_time: float, period: int = 30) -> int:
     return int(unix_time // period)
 
 
-def totp(secret: bytes, unix_time: float, period: int = 30, digits: int = 6, algorithm: str = "sha1") -> str:
+def totp(
+    secret: bytes,
+    unix_time: float,
+    period: int = DEFAULT_PERIOD,
+    digits: int = DEFAULT_DIGITS,
+    algorithm: str = DEFAULT_ALGORITHM,
+) -> str:
     """TOTP = HOTP(K, T) with T = :func:`totp_step` of ``unix_time`` (RFC 6238 section 4)."""
     return hotp(secret, totp_step(unix_time, period), digits, algorithm)
 
@@ -85,7 +92,7 @@ def totp(secret: bytes, unix_time: float, period: int = 30, digits: int = 6, alg
 _KCV_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 
 
-def key_check_value(secret: bytes, algorithm: str = "sha1") -> str:
+def key_check_value(secret: bytes, algorithm: str = DEFAULT_ALGORITHM) -> str:
     """Six letters a..p: the nibbles of the first 3 bytes of HMAC(K, ``b'keyfob-kcv'``).
 
     Provisioning compares it with what the token answers to prove the seed landed intact. The
@@ -106,7 +113,7 @@ class HotpKey:
 
     __slots__ = ("_inner", "_outer", "algorithm", "digits")
 
-    def __init__(self, secret: bytes, digits: int = 6, algorithm: str = "sha1"):
+    def __init__(self, secret: bytes, digits: int = DEFAULT_DIGITS, algorithm: str = DEFAULT_ALGORITHM):
         _check(digits, algorithm)
         self.digits = digits
         self.algorithm = algorithm

@@ -47,7 +47,8 @@ from keyfob.device.client import DeviceError, KcvMismatch, Refused, TimeSync, To
 from keyfob.errors import BadInput, KeyfobError
 from keyfob.formats import FormatError, write_pskc
 from keyfob.formats._common import read_key_file, write_private
-from keyfob.records import SEED_LENGTHS, RecordError, TokenRecord
+from keyfob.params import DEFAULT_ALGORITHM, DEFAULT_DIGITS, DEFAULT_PERIOD, KEYFOB, SEED_LENGTHS
+from keyfob.records import RecordError, TokenRecord
 from keyfob.serials import BODY_DIGITS, PREFIX, SerialError, make_serial, normalize_serial
 
 try:  # POSIX: serialise serial allocation between processes sharing an output directory
@@ -125,9 +126,9 @@ class TokenRefused(TokenFailed, errors.Refused):
 def new_record(
     serial: str,
     mode: str = "hotp",
-    algorithm: str = "sha1",
-    digits: int = 6,
-    period: int = 30,
+    algorithm: str = DEFAULT_ALGORITHM,
+    digits: int = DEFAULT_DIGITS,
+    period: int = DEFAULT_PERIOD,
     counter: int = 0,
 ) -> TokenRecord:
     """A fresh token record with a seed from :mod:`secrets` (the OS CSPRNG).
@@ -139,8 +140,8 @@ def new_record(
         serial = normalize_serial(serial)
     except SerialError as exc:
         raise ProvisionError(str(exc)) from None
-    if algorithm not in SEED_LENGTHS:
-        raise ProvisionError(f"algorithm must be one of {', '.join(SEED_LENGTHS)}")
+    if algorithm not in KEYFOB.algorithms:
+        raise ProvisionError(f"algorithm must be one of {', '.join(KEYFOB.algorithms)}")
     try:
         return TokenRecord(
             serial=serial,
@@ -580,9 +581,9 @@ def provision_batch(
     protection: Protection,
     *,
     mode: str = "hotp",
-    algorithm: str = "sha1",
-    digits: int = 6,
-    period: int = 30,
+    algorithm: str = DEFAULT_ALGORITHM,
+    digits: int = DEFAULT_DIGITS,
+    period: int = DEFAULT_PERIOD,
     serial: str | None = None,
     serials: Sequence[str] | None = None,
     lock: bool = True,

@@ -11,23 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from keyfob.errors import BadInput
+from keyfob.params import DEFAULT_PERIOD, RECORDS, SEED_MAX, SEED_MIN, either
 
-MODES = ("hotp", "totp")
-#: keyfob tokens use SHA-1 or SHA-256 (``SEED_LENGTHS``: what provisioning makes); SHA-512 comes
-#: only with other vendors' tokens the verifier imports (RFC 6238 allows it for TOTP, and HOTP
-#: servers such as multiOTP use it for both)
-ALGORITHMS = ("sha1", "sha256", "sha512")
-DIGITS = (6, 8)
-PERIODS = (30, 60)
-SEED_LENGTHS = {"sha1": 20, "sha256": 32}
 #: the longest manufacturer or model the verifier keeps (its columns are VARCHAR(64))
 TEXT_MAX = 64
 #: a starting TOTP drift (RFC 6030 TimeDrift) is at most this many seconds' worth of steps, the
 #: verifier's widest resync span: anything larger is a broken file, not a slow clock
 MAX_DRIFT_SECONDS = 10 * 86400
-#: seed sizes any record may have: RFC 4226 asks for at least 128 bits; 64 bytes is a hash block,
-#: beyond which HMAC hashes the key first (a 62,500-byte "seed" is a mistake, not a key)
-SEED_MIN, SEED_MAX = 16, 64
 
 
 class RecordError(BadInput, ValueError):
@@ -42,7 +32,7 @@ class TokenRecord:
     digits: int
     secret: bytes = field(repr=False)
     counter: int = 0
-    period: int = 30
+    period: int = DEFAULT_PERIOD
     manufacturer: str = "keyfob"
     model: str = "keyfob-1"
     #: TOTP: the token's clock offset at import, in time steps (device step - server step; RFC 6030
@@ -56,15 +46,17 @@ class TokenRecord:
     def __post_init__(self) -> None:
         # Messages name neither the serial nor the offending value: a file with shifted columns can
         # put a seed in any field. Callers say which file, line or key package was wrong.
-        if self.mode not in MODES:
-            raise RecordError(f"mode must be one of {', '.join(MODES)}")
-        if self.algorithm not in ALGORITHMS:
-            raise RecordError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
-        if self.digits not in DIGITS:
-            raise RecordError("digits must be 6 or 8")
-        if self.mode == "totp" and self.period not in PERIODS:
-            raise RecordError("period must be 30 or 60 s")
-        if isinstance(self.counter, bool) or not isinstance(self.counter, int) or not 0 <= self.counter < 2**63:
+        p = RECORDS  # the table of what a record may carry (keyfob.params)
+        if self.mode not in p.modes:
+            raise RecordError(f"mode must be one of {', '.join(p.modes)}")
+        if self.algorithm not in p.algorithms:
+            raise RecordError(f"algorithm must be one of {', '.join(p.algorithms)}")
+        if self.digits not in p.digits:
+            raise RecordError(f"digits must be {either(p.digits)}")
+        if self.mode == "totp" and self.period not in p.periods:
+            raise RecordError(f"period must be {either(p.periods)} s")
+        counter = self.counter
+        if isinstance(counter, bool) or not isinstance(counter, int) or not 0 <= counter <= p.counter_max:
             raise RecordError(
                 "counter must be in 0 .. 2**63-1 (RFC 4226 allows 2**64-1;"
                 " a signed 64-bit database column holds one bit less)"

@@ -15,9 +15,15 @@ from keyfob import provision as prov
 from keyfob.device.client import Refused, TokenClient
 from keyfob.errors import BadInput, Failed, Unavailable
 from keyfob.formats._common import encode_base32
+from keyfob.params import DEFAULT_ALGORITHM, DEFAULT_DIGITS, DEFAULT_PERIOD, KEYFOB
 from keyfob.serials import make_serial
 
 from ._common import as_keyfob_error, console, emit_json, error_shape, json_option, read_secret
+
+
+def _words(values) -> list[str]:
+    """Numbers as click choices (typed as text)."""
+    return [str(v) for v in values]
 
 #: Default pre-shared key file for seed files (override with $KEYFOB_TRANSPORT_KEY_FILE or --key-file).
 KEY_FILE_ENV = prov.KEY_FILE_ENV
@@ -150,11 +156,15 @@ def _protection(key_file: str | None, passphrase_stdin: bool, plain: bool) -> pr
     multiple=True,
     help="Token port (repeat for several). Default: every connected token, or --count virtual ones.",
 )
-@click.option("--mode", type=click.Choice(["hotp", "totp"]), default="hotp", show_default=True)
-@click.option("--algorithm", type=click.Choice(["sha1", "sha256"]), default="sha1", show_default=True)
-@click.option("--digits", type=click.Choice(["6", "8"]), default="6", show_default=True)
+@click.option("--mode", type=click.Choice(KEYFOB.modes), default="hotp", show_default=True)
+@click.option("--algorithm", type=click.Choice(KEYFOB.algorithms), default=DEFAULT_ALGORITHM, show_default=True)
+@click.option("--digits", type=click.Choice(_words(KEYFOB.digits)), default=str(DEFAULT_DIGITS), show_default=True)
 @click.option(
-    "--period", type=click.Choice(["30", "60"]), default="30", show_default=True, help="TOTP time step in seconds."
+    "--period",
+    type=click.Choice(_words(KEYFOB.periods)),
+    default=str(DEFAULT_PERIOD),
+    show_default=True,
+    help="TOTP time step in seconds."
 )
 @click.option(
     "--serial",

@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 from keyfob.errors import BadInput
-from keyfob.records import SEED_LENGTHS, TokenRecord
+from keyfob.params import SEED_LENGTHS
+from keyfob.records import TokenRecord
 
 # A seed file is a few kilobytes per thousand tokens; anything far larger is not one.
 MAX_FILE_BYTES = 16 * 1024 * 1024

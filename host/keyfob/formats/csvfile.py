@@ -28,14 +28,15 @@ from keyfob.formats._common import (
     hash_from_seed_length,
     write_private,
 )
-from keyfob.records import MODES, RecordError, TokenRecord
+from keyfob.params import DEFAULT_DIGITS, DEFAULT_PERIOD, RECORDS
+from keyfob.records import RecordError, TokenRecord
 
 HEADER = ("serial", "seed", "type", "digits", "counter/period", "algorithm")
 
 
 def _is_header(row: list[str]) -> bool:
     return (
-        len(row) >= 3 and row[0].strip().lower().startswith("serial") and row[2].strip().lower() not in MODES
+        len(row) >= 3 and row[0].strip().lower().startswith("serial") and row[2].strip().lower() not in RECORDS.modes
     )
 
 
@@ -59,7 +60,7 @@ def _parse_row(row: list[str], where: str) -> TokenRecord:
     if not serial:
         raise FormatError(f"{where}: the serial is empty")
     mode = row[2].strip().lower()
-    if mode not in MODES:
+    if mode not in RECORDS.modes:
         raise FormatError(f"{where}: type (third field) must be hotp or totp")
     try:
         secret = decode_seed_text(row[1])
@@ -71,8 +72,8 @@ def _parse_row(row: list[str], where: str) -> TokenRecord:
             raise FormatError(f"{where}: algorithm (sixth field) must be sha1, sha256 or sha512")
     else:
         algorithm = hash_from_seed_length(len(secret))
-    digits = _int_field(row[3], "digits", 6, where)
-    last = _int_field(row[4], "counter" if mode == "hotp" else "period", 0 if mode == "hotp" else 30, where)
+    digits = _int_field(row[3], "digits", DEFAULT_DIGITS, where)
+    last = _int_field(row[4], "counter" if mode == "hotp" else "period", 0 if mode == "hotp" else DEFAULT_PERIOD, where)
     try:
         return TokenRecord(
             serial=serial,
@@ -81,7 +82,7 @@ def _parse_row(row: list[str], where: str) -> TokenRecord:
             digits=digits,
             secret=secret,
             counter=last if mode == "hotp" else 0,
-            period=last if mode == "totp" else 30,
+            period=last if mode == "totp" else DEFAULT_PERIOD,
             manufacturer=UNKNOWN,
             model=UNKNOWN,
         )

@@ -29,7 +29,8 @@ from keyfob.formats._common import (
     hash_from_name,
     write_private,
 )
-from keyfob.records import MODES, RecordError, TokenRecord
+from keyfob.params import DEFAULT_ALGORITHM, DEFAULT_DIGITS, DEFAULT_PERIOD, RECORDS
+from keyfob.records import RecordError, TokenRecord
 
 DEFAULT_ISSUER = "keyfob"
 MODEL = "otpauth"
@@ -73,7 +74,7 @@ def _parse(uri: str) -> TokenRecord:
     if parts.scheme.lower() != "otpauth":
         raise UriError("not an otpauth:// URI")
     mode = parts.netloc.lower()
-    if mode not in MODES:
+    if mode not in RECORDS.modes:
         raise UriError("the type must be hotp or totp")
     label = unquote(parts.path.lstrip("/"))
     label_issuer, sep, account = label.partition(":")
@@ -100,14 +101,14 @@ def _parse(uri: str) -> TokenRecord:
     if issuer and label_issuer and issuer != label_issuer:
         raise UriError("the label's issuer and the 'issuer' parameter differ")
     algorithm_text = _single(query, "algorithm")
-    algorithm = hash_from_name(algorithm_text) if algorithm_text else "sha1"
+    algorithm = hash_from_name(algorithm_text) if algorithm_text else DEFAULT_ALGORITHM
     if algorithm is None:
         raise UriError("algorithm must be SHA1, SHA256 or SHA512")
-    digits = _int_param(query, "digits", 6)
+    digits = _int_param(query, "digits", DEFAULT_DIGITS)
     if mode == "hotp":
-        counter, period = _int_param(query, "counter", None), 30
+        counter, period = _int_param(query, "counter", None), DEFAULT_PERIOD
     else:
-        counter, period = 0, _int_param(query, "period", 30)
+        counter, period = 0, _int_param(query, "period", DEFAULT_PERIOD)
     return TokenRecord(
         serial=account,
         mode=mode,

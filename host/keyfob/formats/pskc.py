@@ -49,6 +49,7 @@ from keyfob.formats._common import (
     write_private,
 )
 from keyfob.formats.pskc_checks import check_values, name_unreadable, package_label
+from keyfob.params import DEFAULT_DIGITS, DEFAULT_PERIOD
 from keyfob.records import RecordError, TokenRecord
 
 ALGORITHM_URIS = {
@@ -290,10 +291,10 @@ def _record(pskc_key: pskc.key.Key, what: str) -> TokenRecord:
         serial=(pskc_key.serial or "").strip(),
         mode=mode,
         algorithm=algorithm,
-        digits=pskc_key.response_length or 6,
+        digits=pskc_key.response_length or DEFAULT_DIGITS,
         secret=bytes(secret),
         counter=(_data(pskc_key, "counter", what) or 0) if mode == "hotp" else 0,
-        period=(_data(pskc_key, "time_interval", what) or 30) if mode == "totp" else 30,
+        period=(_data(pskc_key, "time_interval", what) or DEFAULT_PERIOD) if mode == "totp" else DEFAULT_PERIOD,
         manufacturer=(pskc_key.manufacturer or "").strip() or UNKNOWN,
         model=(pskc_key.model or "").strip() or UNKNOWN,
         drift=(_data(pskc_key, "time_drift", what) or 0) if mode == "totp" else 0,

@@ -8,6 +8,7 @@ works — which is the point.
 from __future__ import annotations
 
 from keyfob.deploy import Repl
+from keyfob.params import DEFAULT_ALGORITHM, DEFAULT_DIGITS, DEFAULT_PERIOD
 from keyfob.sim.token import SimError, VirtualToken
 
 
@@ -16,9 +17,9 @@ def dev_provision(
     seed: bytes,
     serial: str = "KF000123459",
     mode: str = "hotp",
-    algorithm: str = "sha1",
-    digits: int = 6,
-    period: int = 30,
+    algorithm: str = DEFAULT_ALGORITHM,
+    digits: int = DEFAULT_DIGITS,
+    period: int = DEFAULT_PERIOD,
     counter: int = 0,
     wait: bool = True,
 ) -> None:

@@ -11,7 +11,7 @@ meets "database is locked" is retried with back-off. All of that waits at most a
 PostgreSQL (for several nodes) is reached through psycopg 3: ``postgresql://`` and ``postgres://``
 URLs are read as ``postgresql+psycopg://``; any other SQLAlchemy URL is used as given. Its
 transactions run at the server's default, READ COMMITTED, where the conditional UPDATEs of
-:mod:`.service` (``... WHERE counter = :old``, ``... WHERE fail_count < :max_fail``) are still
+:mod:`.attempts` (``... WHERE counter = :old``, ``... WHERE fail_count < :max_fail``) are still
 atomic: an UPDATE that meets a row changed by a concurrent transaction waits for it and checks its
 WHERE again on the new row. A transaction the server aborts as a deadlock victim or a
 serialization failure is retried like a locked SQLite one.

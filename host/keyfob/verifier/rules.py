@@ -13,12 +13,12 @@ import secrets
 from dataclasses import dataclass, replace
 
 from keyfob.otp import HotpKey, totp_step
+from keyfob.params import RECORDS
 
 from .errors import BadInput
 
-#: the largest stored HOTP counter: the database column is a signed 64-bit integer, so counters stay
-#: below 2**63 (RFC 4226 allows 8 bytes, but no token presses its button 2**63 times)
-MAX_COUNTER = 2**63 - 1
+#: the largest stored HOTP counter (keyfob.params: the database column is a signed 64-bit integer)
+MAX_COUNTER = RECORDS.counter_max
 
 
 @dataclass(frozen=True)

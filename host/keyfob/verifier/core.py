@@ -1,0 +1,147 @@
+"""The verifier's shared state and the few helpers every concern uses: the tables by their short
+names, the name and serial rules, the audit row, and :class:`VerifierCore` (engine, seed box,
+policy, clock, key cache, lookups)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable
+from typing import Self
+
+from sqlalchemy import select, text
+
+from keyfob.otp import HotpKey
+from keyfob.serials import SerialError, accept_serial
+
+from .crypto import SeedBox
+from .errors import BadInput, UnknownToken, UnknownUser
+from .models import AuditEntry, BackupCode, Setting, Throttle, Token, User
+from .passwords import Passwords
+from .rules import Policy
+
+log = logging.getLogger("keyfob.verifier")
+
+_T = Token.__table__
+_U = User.__table__
+_B = BackupCode.__table__
+_A = AuditEntry.__table__
+_S = Setting.__table__
+_TH = Throttle.__table__
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
+_CAS_TRIES = 8
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or _NAME_RE.match(name) is None:
+        raise BadInput("a user name has 1-64 characters: letters, digits and . _ @ + - (not first)")
+    return name
+
+
+#: the user-name rule, for fronts that refuse a malformed name before anything is looked up
+check_name = _check_name
+
+
+def _serial(text: str) -> str:
+    """:func:`keyfob.serials.accept_serial` with the verifier's :class:`BadInput`: keyfob serials
+    must pass their Damm check digit, other vendors' serials are kept as given (1 to 64 printable
+    characters, no whitespace)."""
+    try:
+        return accept_serial(text)
+    except SerialError as exc:
+        raise BadInput(str(exc)) from None
+
+
+# The hot path (load, compare-and-set, audit) uses plain portable SQL: building SQLAlchemy Core
+# expressions for every login costs more than the database work itself.
+_AUDIT_SQL = text(
+    "INSERT INTO audit (ts, actor, action, user_name, serial, result, detail, count, source, via)"
+    " VALUES (:ts, :actor, :action, :user_name, :serial, :result, :detail, 1, :source, :via)"
+)
+
+
+def _utf8(*values) -> None:
+    """:class:`BadInput` if a text holds what is not UTF-8 (bytes the command line could not decode
+    come in as lone surrogates). The message repeats nothing typed."""
+    for val in values:
+        if isinstance(val, str):
+            try:
+                val.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadInput("the user name, password or code is not valid UTF-8; nothing was checked") from None
+
+
+def _audit(conn, now, actor, action, result, user_name=None, serial=None, detail=None, source=None, via=None) -> None:
+    conn.execute(
+        _AUDIT_SQL,
+        {
+            "ts": now,
+            "actor": actor,
+            "action": action,
+            "user_name": user_name,
+            "serial": serial,
+            "result": result,
+            "detail": detail,
+            "source": source,
+            "via": via,
+        },
+    )
+
+
+class VerifierCore:
+    """The state every concern of :class:`~keyfob.verifier.Verifier` shares."""
+
+    def __init__(self, engine, box: SeedBox, policy: Policy, clock: Callable[[], float]):
+        self._engine = engine
+        self._box = box
+        self.policy = policy
+        self._clock = clock
+        self._pw = Passwords(policy.password_profile)
+        self._keys: dict[int, tuple[bytes, HotpKey]] = {}
+        self._keys_lock = threading.Lock()
+        self._pruned = float("-inf")  # when this process last applied the audit retention
+        #: test seam: called after a code matched and before its compare-and-set (see the race test)
+        self._before_commit: Callable[[], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Verifier({self._engine.url.render_as_string(hide_password=True)})"
+
+    def close(self) -> None:
+        self._keys.clear()
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- lookups ---------------------------------------------------------------------------------------
+
+    def _user(self, conn, name: str):
+        row = conn.execute(select(_U).where(_U.c.name == name)).first()
+        if row is None:
+            raise UnknownUser(name)
+        return row
+
+    def _token(self, conn, serial: str):
+        row = conn.execute(select(_T).where(_T.c.serial == serial)).first()
+        if row is None:
+            raise UnknownToken(serial)
+        return row
+
+    def _key(self, tok) -> HotpKey:
+        """The token's HotpKey, cached per token id while its sealed seed is unchanged."""
+        hit = self._keys.get(tok.id)
+        if hit is not None and hit[0] == tok.seed:
+            return hit[1]
+        seed = self._box.open(tok.seed, tok.serial)
+        key = HotpKey(seed, digits=tok.digits, algorithm=tok.algorithm)
+        with self._keys_lock:
+            self._keys[tok.id] = (tok.seed, key)
+        return key
