@@ -13,12 +13,14 @@ No pytest here: a benchmark can use it as well.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -199,14 +201,19 @@ class PgServer:
         if self._admin is not None:
             self._admin.close()
             self._admin = None
+        if self._watcher is not None:
+            # we clean up ourselves: a watcher left running would see the pid file go at the end of
+            # the shutdown and delete the folder while pg_ctl -w still waits on it (pg_ctl: directory
+            # does not exist)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._watcher.pid, signal.SIGKILL)
+            self._watcher.wait(10)
+            self._watcher = None
         try:
             if (self.data / "postmaster.pid").exists():
                 self._run("pg_ctl", ["-D", str(self.data), "-m", "fast", "-t", "60", "-w", "stop"])
         finally:
             self._remove()
-            if self._watcher is not None:
-                self._watcher.wait(10)  # it sees the server gone within a second
-                self._watcher = None
 
     def _remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

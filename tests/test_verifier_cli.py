@@ -346,7 +346,7 @@ def test_a_database_url_password_is_not_printed(env):
         assert "Hunter2secret" not in r.output and "admin" in r.stderr, r.output
 
 
-def test_user_help_desk_gives_and_takes_the_web_help_desk(env):
+def test_user_help_desk_gives_and_takes_the_web_help_desk(env, db):
     from keyfob.verifier import Verifier
     from keyfob.verifier.accounts import Accounts
 
@@ -354,10 +354,10 @@ def test_user_help_desk_gives_and_takes_the_web_help_desk(env):
     assert run("user", "add", "hal", "--password-stdin", input=PW + "\n").exit_code == 0
     r = run("user", "help-desk", "hal")
     assert r.exit_code == 0 and r.stdout == "help desk on for hal\n"
-    with Verifier.open(env / "v.db", key_file=env / "keys" / "v.key") as v:
+    with Verifier.open(db, key_file=env / "keys" / "v.key") as v:
         assert Accounts(v).account("hal").admin
     assert json.loads(run("user", "help-desk", "hal", "--off", "--json").stdout) == {"user": "hal", "help_desk": False}
-    with Verifier.open(env / "v.db", key_file=env / "keys" / "v.key") as v:
+    with Verifier.open(db, key_file=env / "keys" / "v.key") as v:
         a = Accounts(v).account("hal")
         assert not a.admin and a.generation == 1  # taken away: the web sessions end too
         assert [e.user for e in v.audit(action="user-admin-on") + v.audit(action="user-admin-off")] == ["hal", "hal"]

@@ -41,7 +41,7 @@ def test_the_cli_takes_a_postgresql_url(db, scheme):
     assert [u["user"] for u in json.loads(r.stdout)] == ["pia"]
 
 
-def test_a_postgresql_that_cannot_be_reached_is_one_line(db, databases, tmp_path):
+def test_a_postgresql_that_cannot_be_reached_is_one_line_and_exit_3(db, databases, tmp_path):
     live = f"host={databases.server.folder}&port={pgserver.PORT}"  # the running server's socket
     cases = {
         f"postgresql://keyfob:Pa55word@/postgres?host={tmp_path}": "No such file",  # no server there
@@ -51,7 +51,7 @@ def test_a_postgresql_that_cannot_be_reached_is_one_line(db, databases, tmp_path
     for url, needle in cases.items():
         for args in (("server", "init"), ("user", "list"), ("audit", "--json")):
             r = run(*args, "--db", url)
-            assert r.exit_code == 2, (url, r.output)
+            assert r.exit_code == 3, (url, r.output)  # unavailable (README, "Exit codes and errors")
             err = r.stderr.strip()
             assert err.startswith("error: cannot open database ") and "\n" not in err, err
             assert needle in err and "Pa55word" not in r.output, err
