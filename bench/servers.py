@@ -1,7 +1,8 @@
 """``keyfob serve`` in a subprocess on 127.0.0.1 and a free port, for the tests and the benchmarks.
 
 :func:`keyfob_serve` starts it on a database (``$KEYFOB_DB``: a SQLite path or a PostgreSQL URL),
-waits until it answers, yields its base URL and stops it when the block ends. It lives in bench/
+waits until it answers, yields its base URL and stops it when the block ends; :func:`keyfob_servers`
+does the same for several servers on one database, started side by side. It lives in bench/
 beside :mod:`bench.pgserver` for the same reason: the tests import bench's harness modules, never
 the other way round. No pytest here.
 """
@@ -47,22 +48,33 @@ def keyfob_serve(db, key_file, log_path, *options, profile: str | None = "fast",
     ``log_path`` (a pipe nobody reads would fill up and stall it). ``verify`` is httpx's, for the
     readiness check of a TLS server. Its own session: a worker left behind by a failed stop is
     killed with the whole group."""
-    log_path = Path(log_path)
-    port = free_port()
+    with keyfob_servers(1, db, key_file, [log_path], *options, profile=profile, scheme=scheme, verify=verify) as bases:
+        yield bases[0]
+
+
+@contextlib.contextmanager
+def keyfob_servers(count: int, db, key_file, log_paths, *options, profile="fast", scheme="http", verify=True):
+    """``count`` servers on one database (as :func:`keyfob_serve`, one log each), all started before
+    waiting for any; yields their base URLs."""
     env = {**os.environ, "KEYFOB_DB": str(db), "KEYFOB_KEY_FILE": str(key_file)}
     env.pop("KEYFOB_KEY", None)
     env.pop("KEYFOB_ARGON2_PROFILE", None)
     if profile is not None:
         env["KEYFOB_ARGON2_PROFILE"] = profile
-    cmd = [sys.executable, "-c", "from keyfob.cli import main; main()", "serve", "--port", str(port), *options]
-    base = f"{scheme}://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    started: list[tuple[subprocess.Popen, str, Path]] = []
     try:
-        _wait_listening(proc, base, log_path, verify)
-        yield base
+        for log_path in map(Path, log_paths[:count]):
+            port = free_port()
+            cmd = [sys.executable, "-c", "from keyfob.cli import main; main()", "serve", "--port", str(port), *options]
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            started.append((proc, f"{scheme}://127.0.0.1:{port}", log_path))
+        for proc, base, log_path in started:
+            _wait_listening(proc, base, log_path, verify)
+        yield [base for _, base, _ in started]
     finally:
-        _stop(proc)
+        for proc, _, _ in started:
+            _stop(proc)
 
 
 def _wait_listening(proc: subprocess.Popen, base: str, log_path: Path, verify) -> None:
