@@ -54,11 +54,12 @@ def _status(exc: VerifierError) -> int:
 def logins_in_flight(db: str) -> int:
     """How many logins a worker checks at once; the others wait their turn, in order. SQLite runs one
     write at a time for the whole file, and a writer that finds it busy polls with sleeps of up to
-    100 ms, so threads beyond one per worker only poll its lock (under a burst of 400 at once, one
-    waited past the 5 s lock bound and got a 503). On PostgreSQL a login mostly waits for the
-    server, so a few overlap, within SQLAlchemy's pool (5 + 10 overflow). Either way this also
-    bounds a worker's Argon2 memory (64 MiB a hash; anyio's default would allow 40 at once)."""
-    return 1 if vdb.sqlite_path(vdb.to_url(db)) is not None else 8
+    100 ms: anyio's default of 40 threads a worker mostly polls its lock (a burst of 400 at once
+    had one wait past the 5 s lock bound: a 503), so a few, enough to overlap a password hash with
+    another login's writes and for logins to race as they will in production. On PostgreSQL a login
+    mostly waits for the server, so more overlap, within SQLAlchemy's pool (5 + 10 overflow).
+    Either way this bounds a worker's Argon2 memory (64 MiB a hash)."""
+    return 4 if vdb.sqlite_path(vdb.to_url(db)) is not None else 8
 
 
 def create_app(verifier: Verifier, *, in_flight: int = 8) -> FastAPI:
