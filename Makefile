@@ -35,7 +35,7 @@ radius-tools:
 		|| echo "cannot install $(RADIUS_DEBS): the RADIUS/PAM tests with them will skip"; \
 	fi
 # PostgreSQL's server binaries for the verifier tests on PostgreSQL, which start a throwaway server
-# of their own (tests/pgserver.py; not Debian's cluster, if the package makes one). Installed with
+# of their own (bench/pgserver.py; not Debian's cluster, if the package makes one). Installed with
 # apt-get only where missing; where they cannot be, the PostgreSQL cases skip with one line.
 PG_BINS := /usr/lib/postgresql/*/bin/initdb
 postgresql:

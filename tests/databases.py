@@ -5,7 +5,7 @@ the session's ``databases`` in a wider-scoped fixture); the conftest parametrise
 :data:`KINDS`, so the test runs once per kind (:data:`sqlite_only` for a test about the file).
 A database is a plain string that ``Verifier.init/open`` and the CLI's ``--db`` take: a SQLite
 file path, or a PostgreSQL URL of a fresh empty database on this worker's throwaway server
-(:mod:`pgserver`).
+(:mod:`bench.pgserver`).
 
 The helpers below read a database the same way on both engines, through SQLAlchemy.
 """
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 from keyfob.verifier import db as vdb
-from pgserver import MISSING, PgServer, find_bindir
 from sqlalchemy import MetaData, create_engine, inspect, select
 from sqlalchemy.pool import NullPool
+
+from bench.pgserver import MISSING, PgServer, find_bindir
 
 KINDS = ("sqlite", "postgresql")
 #: for a test about the SQLite file itself (its mode, its WAL): ``db`` and ``make_db`` give SQLite only

@@ -10,15 +10,9 @@ line and the database unchanged (a dump of every table before and after)."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
 import re
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -29,6 +23,8 @@ from keyfob.serials import make_serial
 from keyfob.verifier import Policy, Verifier
 from keyfob.verifier.apikeys import ApiKeys
 
+from bench.servers import keyfob_serve
+
 SEED = bytes(range(1, 21))
 SEED_B = bytes(range(41, 61))
 PW = "correct horse "
@@ -36,12 +32,6 @@ MAX_FAIL = 3
 README = Path(__file__).resolve().parent.parent / "README.md"
 HOTP = pyotp.HOTP(base64.b32encode(SEED).decode())
 HOTP_B = pyotp.HOTP(base64.b32encode(SEED_B).decode())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dump(path) -> dict:
@@ -75,41 +65,8 @@ def server(tmp_path_factory):
         }
         api["pam"] = keys.add("pam", "validate", code_only=True)[1]
         keys.revoke("old")
-    with _serve(db, key_file, wd / "serve.log") as base, httpx.Client(base_url=base, timeout=30) as client:
+    with keyfob_serve(db, key_file, wd / "serve.log") as base, httpx.Client(base_url=base, timeout=30) as client:
         yield {"client": client, "db": db, "key_file": key_file, "serials": serials, "keys": api}
-
-
-@contextlib.contextmanager
-def _serve(db, key_file, log_path, *options, scheme="http", ready=None):
-    """`keyfob serve` on a free port of 127.0.0.1 until the block ends; yields its base URL. Its log
-    goes to a file (a pipe nobody reads would fill up and stall the server)."""
-    port = _free_port()
-    env = {**os.environ, "KEYFOB_DB": str(db), "KEYFOB_KEY_FILE": str(key_file), "KEYFOB_ARGON2_PROFILE": "fast"}
-    env.pop("KEYFOB_KEY", None)
-    cmd = [sys.executable, "-c", "from keyfob.cli import main; main()", "serve", "--port", str(port), *options]
-    base = f"{scheme}://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30  # a start-up bound, not a timed assertion
-        while True:
-            if proc.poll() is not None:
-                pytest.fail("keyfob serve exited: " + Path(log_path).read_text(errors="replace")[-2000:])
-            try:
-                httpx.get(base + "/openapi.json", timeout=2, verify=ready if ready is not None else True)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    pytest.fail("keyfob serve did not start listening within 30 s")
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def auth(key: str) -> dict:
@@ -431,7 +388,8 @@ def test_tls_and_a_trusted_proxy_through_uvicorns_options(server, tmp_path):
     cert, key = _self_signed(tmp_path)
     trust = ssl.create_default_context(cafile=str(cert))
     opts = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--forwarded-allow-ips", "127.0.0.1")
-    with _serve(server["db"], server["key_file"], tmp_path / "tls.log", *opts, scheme="https", ready=trust) as base:
+    log = tmp_path / "tls.log"
+    with keyfob_serve(server["db"], server["key_file"], log, *opts, scheme="https", verify=trust) as base:
         with httpx.Client(base_url=base, verify=trust, timeout=30) as c:
             body = {"user": "nobody", "pass": PW + "123456"}
             proxied = {**auth(server["keys"]["web"]), "X-Forwarded-For": "198.51.100.9"}

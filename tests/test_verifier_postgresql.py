@@ -7,7 +7,6 @@ import json
 import threading
 
 import databases
-import pgserver
 import pytest
 from click.testing import CliRunner
 from keyfob.cli import main
@@ -15,6 +14,8 @@ from keyfob.verifier import DatabaseError, Verifier
 from keyfob.verifier import db as vdb
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
+
+from bench import pgserver
 
 pytestmark = databases.postgresql_only
 PW = "postgres user pw 1"

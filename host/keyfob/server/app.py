@@ -24,6 +24,7 @@ from keyfob.verifier import (
     Verifier,
     VerifierError,
 )
+from keyfob.verifier import db as vdb
 from keyfob.verifier.apikeys import ApiKeys, UnknownApiKey
 from keyfob.verifier.db import ENV_DB, default_db
 from keyfob.verifier.passwords import profile_from_env
@@ -51,7 +52,18 @@ def _status(exc: VerifierError) -> int:
     return next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
 
 
-def create_app(verifier: Verifier) -> FastAPI:
+def logins_in_flight(db: str) -> int:
+    """How many logins a worker checks at once; the others wait their turn, in order. SQLite runs one
+    write at a time for the whole file, and a writer that finds it busy polls with sleeps of up to
+    100 ms: anyio's default of 40 threads a worker mostly polls its lock (a burst of 400 at once
+    had one wait past the 5 s lock bound: a 503), so a few, enough to overlap a password hash with
+    another login's writes and for logins to race as they will in production. On PostgreSQL a login
+    mostly waits for the server, so more overlap, within SQLAlchemy's pool (5 + 10 overflow).
+    Either way this bounds a worker's Argon2 memory (64 MiB a hash)."""
+    return 4 if vdb.sqlite_path(vdb.to_url(db)) is not None else 8
+
+
+def create_app(verifier: Verifier, *, in_flight: int = 8) -> FastAPI:
     app = FastAPI(
         title="keyfob verifier",
         version=__version__,
@@ -60,6 +72,7 @@ def create_app(verifier: Verifier) -> FastAPI:
         redoc_url=None,
     )
     app.state.verifier = verifier
+    app.state.logins_in_flight = in_flight
     app.state.keys = ApiKeys(verifier)
     app.include_router(validate.router)
     app.include_router(admin.router)
@@ -103,5 +116,6 @@ def create_app(verifier: Verifier) -> FastAPI:
 
 def from_env() -> FastAPI:
     """The app over ``$KEYFOB_DB`` (and the key of ``$KEYFOB_KEY_FILE`` / ``$KEYFOB_KEY``): uvicorn's factory."""
-    verifier = Verifier.open(os.environ.get(ENV_DB) or default_db(), password_profile=profile_from_env())
-    return create_app(verifier)
+    db = os.environ.get(ENV_DB) or default_db()
+    verifier = Verifier.open(db, password_profile=profile_from_env())
+    return create_app(verifier, in_flight=logins_in_flight(db))

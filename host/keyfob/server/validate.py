@@ -11,8 +11,8 @@ key (more than ``user_rate_limit`` in flight at once are refused as throttled)."
 
 from __future__ import annotations
 
+import anyio
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
 from keyfob.verifier import BadInput, UnknownToken
 from keyfob.verifier.service import check_name
@@ -45,6 +45,15 @@ _BODY = {
         },
     }
 }
+
+
+def _limiter(app) -> anyio.CapacityLimiter:
+    """The worker's queue of logins: at most ``app.state.logins_in_flight`` are checked at once, the
+    others wait their turn in order (made on first use: a limiter belongs to the running loop)."""
+    limiter = getattr(app.state, "login_limiter", None)
+    if limiter is None:
+        limiter = app.state.login_limiter = anyio.CapacityLimiter(app.state.logins_in_flight)
+    return limiter
 
 
 def _owner(verifier, serial: str) -> str | None:
@@ -84,5 +93,8 @@ async def check(request: Request, cred: Credentials):
             source_key(source)  # the library's rule for a source, before anything is written
         except BadInput as exc:
             raise ApiError(400, str(exc)) from None
-    accepted = await run_in_threadpool(_check, request.app, cred, f.get("user"), f.get("serial"), f["pass"], source)
+    app = request.app
+    accepted = await anyio.to_thread.run_sync(
+        _check, app, cred, f.get("user"), f.get("serial"), f["pass"], source, limiter=_limiter(app)
+    )
     return answers.login(accepted)

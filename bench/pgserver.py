@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL server for the tests (and anything else that needs a real one briefly).
+"""A throwaway PostgreSQL server for the tests and the benchmarks (anything that needs a real one briefly).
 
 ``PgServer.start()`` runs ``initdb`` (trust authentication, superuser ``keyfob``) and ``pg_ctl
 start -w`` in a new temporary folder; the server listens on a unix socket in that folder only (no
@@ -8,7 +8,8 @@ survive a crash). ``create_database()`` hands out fresh, empty databases as SQLA
 
 ``initdb`` refuses to run as root, so as root the server's programs run as the ``postgres``
 system user (Debian's package makes it) through ``runuser``, in a folder that user owns.
-No pytest here: a benchmark can use it as well.
+No pytest here: it lives in bench/ so that the benchmarks and the tests (which import bench's
+harness modules, as they do bench.power_cut) share one copy.
 """
 
 from __future__ import annotations
