@@ -575,16 +575,22 @@ class PicoToken:
                     raise SimTimeout(f"timed out after {timeout:g}s waiting for {what}")
                 self._cond.wait(min(left, 0.2))
 
+    def _default_wait(self, timeout: float | None) -> float:
+        # what the unix tier does in 10 s, this one may need `patience` times as long on a loaded
+        # machine (its boot alone is 40 M emulated cycles): a bound, not a pace
+        return 10.0 * self.patience if timeout is None else timeout
+
     def _require_on(self) -> None:
         if not self.is_running:
             raise SimError("the token is off" if not self.in_bootsel else "the chip is in BOOTSEL mode")
 
-    def wait_idle(self, timeout: float = 10.0) -> None:
+    def wait_idle(self, timeout: float | None = None) -> None:
         """Return once no press is down and the chip has been asleep (WFI/WFE most of the time,
         no flash write) for QUIET_WINDOWS x 20 ms of emulated time: the firmware waits in idle().
         The unix tier asks the firmware itself; a chip cannot be asked without changing what
         runs on it, so this tier watches the CPU instead."""
         self._require_on()
+        timeout = self._default_wait(timeout)
         with self._lock:
             start = self._windows
 
@@ -597,15 +603,16 @@ class PicoToken:
 
     # -- the button -----------------------------------------------------------------------------
 
-    def press(self, ms: int = SHORT_PRESS_MS, timeout: float = 10.0) -> None:
+    def press(self, ms: int = SHORT_PRESS_MS, timeout: float | None = None) -> None:
         """Press the button for ``ms`` of emulated time; returns once it is let go."""
         self._require_on()
+        timeout = self._default_wait(timeout)
         with self._lock:
             self._press_left = True
         self._send("p", struct.pack("<I", int(ms)))
         self._wait(lambda: not self._press_left or not self.is_running, timeout + ms / 1000, "the press")
 
-    def long_press(self, ms: int = LONG_PRESS_MS, timeout: float = 10.0) -> None:
+    def long_press(self, ms: int = LONG_PRESS_MS, timeout: float | None = None) -> None:
         self.press(ms, timeout)
 
     def hold(self, timeout: float = 10.0) -> None:
