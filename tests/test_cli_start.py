@@ -18,7 +18,16 @@ from keyfob.records import TokenRecord
 from keyfob.serials import make_serial
 
 SEED = bytes(range(30, 50))
-HEAVY = ("sqlalchemy", "alembic", "rich", "keyfob.verifier", "keyfob.sim", "keyfob.provision", "keyfob.deploy")
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "rich",
+    "argon2",
+    "keyfob.verifier",
+    "keyfob.sim",
+    "keyfob.provision",
+    "keyfob.deploy",
+)
 
 
 def _registered() -> dict[str, tuple[str, click.Command]]:
@@ -108,14 +117,16 @@ def login_db(tmp_path, monkeypatch):
     return serial
 
 
-def test_validate_imports_only_its_module_and_no_alembic(login_db):
+def test_validate_imports_only_its_module_and_no_alembic_argon2_or_orm(login_db):
     rc, mods = _loaded_after(["validate", "--code-only", "alice", HotpKey(SEED).code(1)], env=dict(os.environ))
     assert rc == 0  # accepted: the real check ran
     cli_mods = {m for m in mods if m.startswith("keyfob.cli.")}
     assert cli_mods == {"keyfob.cli._common", "keyfob.cli.server", "keyfob.cli.validate"}
     assert "sqlalchemy" in mods and "keyfob.verifier" in mods
-    for absent in ("alembic", "rich", "keyfob.sim", "keyfob.provision", "keyfob.deploy"):
+    # no Alembic, no rich, no Argon2 (no password is checked) and not SQLAlchemy's ORM (Core tables)
+    for absent in ("alembic", "rich", "argon2", "keyfob.sim", "keyfob.provision", "keyfob.deploy"):
         assert absent not in mods, absent
+    assert [m for m in mods if m == "sqlalchemy.orm" or m.startswith("sqlalchemy.orm.")] == []
     # the code was used up: the same code again is refused
     rc, _ = _loaded_after(["validate", "--code-only", "alice", HotpKey(SEED).code(1)], env=dict(os.environ))
     assert rc == 1

@@ -510,10 +510,10 @@ def test_key_file_created_0600_and_wrong_key_refused(tmp_path, make_db, monkeypa
 def _assert_models_match(engine):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
-    from keyfob.verifier.models import Base
+    from keyfob.verifier.models import metadata
 
     with engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 
 
 def test_older_database_is_upgraded_on_open(db, clock):

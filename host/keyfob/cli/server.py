@@ -107,13 +107,14 @@ _POLICY_HELP = {
 
 
 def _policy_options(fn):
+    defaults = Policy().shared()
     for name in reversed(SHARED):
         fn = click.option(
             "--" + name.replace("_", "-"),
             name,
             default=None,
             metavar="N" if name != "lock_seconds" else "S|never",
-            help=f"{_POLICY_HELP[name]} [default {Policy().shared()[name]}].",
+            help=f"{_POLICY_HELP[name]} [default {defaults[name]}].",
         )(fn)
     return fn
 

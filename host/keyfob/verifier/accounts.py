@@ -11,13 +11,13 @@ from sqlalchemy import func, insert, select, update
 
 from . import db, rules
 from .errors import BadInput, UnknownUser
-from .models import AuditEntry, BackupCode, Token, User
+from .models import audit_table, backup_code_table, token_table, user_table
 from .service import Verifier, _audit, check_name
 
-_U = User.__table__
-_T = Token.__table__
-_B = BackupCode.__table__
-_A = AuditEntry.__table__
+_U = user_table
+_T = token_table
+_B = backup_code_table
+_A = audit_table
 
 #: how long a help desk's temporary code works
 TEMPORARY_SECONDS = 86400.0

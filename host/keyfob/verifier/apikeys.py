@@ -22,14 +22,14 @@ from keyfob import errors
 
 from . import db
 from .errors import AlreadyExists, BadInput, VerifierError
-from .models import ApiKey
+from .models import api_key_table
 from .service import Verifier, _audit
 
 SCOPES = ("validate", "admin")
 PREFIX = "kf_"
 #: longer than any key this module makes; longer input is refused before hashing
 KEY_MAX = 64
-_K = ApiKey.__table__
+_K = api_key_table
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")
 
 

@@ -17,18 +17,18 @@ from keyfob.serials import SerialError, accept_serial
 
 from .crypto import SeedBox
 from .errors import BadInput, UnknownToken, UnknownUser
-from .models import AuditEntry, BackupCode, Setting, Throttle, Token, User
+from .models import audit_table, backup_code_table, setting_table, throttle_table, token_table, user_table
 from .passwords import Passwords
 from .rules import Policy
 
 log = logging.getLogger("keyfob.verifier")
 
-_T = Token.__table__
-_U = User.__table__
-_B = BackupCode.__table__
-_A = AuditEntry.__table__
-_S = Setting.__table__
-_TH = Throttle.__table__
+_T = token_table
+_U = user_table
+_B = backup_code_table
+_A = audit_table
+_S = setting_table
+_TH = throttle_table
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
 _CAS_TRIES = 8

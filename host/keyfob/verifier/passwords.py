@@ -9,10 +9,8 @@ in each hash, so hashes made with either profile verify under both.
 
 from __future__ import annotations
 
+import functools
 import os
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from .errors import BadInput
 
@@ -53,11 +51,16 @@ class Passwords:
     def __init__(self, profile: str = "default"):
         if profile not in PROFILES:
             raise BadInput(f"password profile must be one of {', '.join(PROFILES)}")
-        if profile == "fast":
-            self._ph = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-        else:
-            self._ph = PasswordHasher()
         self.profile = profile
+
+    @functools.cached_property
+    def _ph(self):
+        # argon2-cffi is loaded at the first hash or verify: a code-only check never needs it
+        from argon2 import PasswordHasher
+
+        if self.profile == "fast":
+            return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        return PasswordHasher()
 
     def hash(self, password: str) -> str:
         check_new_password(password)
@@ -65,8 +68,11 @@ class Passwords:
 
     def verify(self, hashed: str, password: str) -> bool:
         # argon2-cffi compares the derived tag in constant time (libargon2's argon2_verify).
+        ph = self._ph
+        from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
         try:
-            return self._ph.verify(hashed, password)
+            return ph.verify(hashed, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

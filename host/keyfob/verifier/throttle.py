@@ -40,14 +40,14 @@ import ipaddress
 from sqlalchemy import bindparam, insert, select, text
 
 from .errors import BadInput
-from .models import AuditEntry, Throttle
+from .models import audit_table, throttle_table
 from .rules import Policy
 
 #: one aggregated audit row covers at most this many seconds of a key's throttled attempts
 AGGREGATE_SECONDS = 60.0
 SOURCE_MAX = 64
-_A = AuditEntry.__table__
-_T = Throttle.__table__
+_A = audit_table
+_T = throttle_table
 # FOR NO KEY UPDATE (what an UPDATE takes) on PostgreSQL; SQLite renders no lock clause (its write
 # transactions run one at a time anyway)
 _LOCK = select(_T.c.key).where(_T.c.key == bindparam("key")).with_for_update(key_share=True)
