@@ -462,3 +462,22 @@ def test_add_resync_remove_two_factor_off_and_backup_codes(site):
         ("backup-codes", "web:alice"),
         ("user-2fa-off", "web:alice"),
     }
+
+
+def test_a_password_reset_or_a_token_marked_lost_ends_the_users_sessions(site):
+    """A thief's session of alice's, taken over: the admin resets her password, then the help desk
+    marks her token lost; each of them ends every session of hers."""
+    thief = signed_in(site)
+    site.v.set_password("alice", "brand new password")
+    assert thief.get("/web/security", follow_redirects=False).headers["location"] == "/web/signin"
+    c = site.client()
+    assert signin(c, "alice", "brand new password" + site.code(0)).status_code == 303
+    h = signed_in(site, "helen", 2)
+    p = h.get("/web/helpdesk/user?name=alice")
+    r = h.post(
+        "/web/helpdesk/lost",
+        data={"csrf": csrf(p), "name": "alice", "how": "photo ID seen in person", "serial": SERIALS[0], "note": ""},
+    )
+    assert r.status_code == 200
+    assert c.get("/web/security", follow_redirects=False).headers["location"] == "/web/signin"
+    assert h.get("/web/security", follow_redirects=False).status_code == 200  # the help desk's own stays

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, insert, select, update
 
 from . import db, rules
+from .core import _end_web_sessions
 from .errors import BadInput, UnknownUser
 from .models import AuditEntry, BackupCode, Token, User
 from .service import Verifier, _audit, check_name
@@ -64,8 +65,9 @@ class Accounts:
         def run(conn):
             if conn.execute(select(_U.c.id).where(_U.c.name == name)).first() is None:
                 raise UnknownUser(name)
-            values = {"admin": admin} if admin else {"admin": False, "web_generation": _U.c.web_generation + 1}
-            conn.execute(update(_U).where(_U.c.name == name).values(**values))
+            conn.execute(update(_U).where(_U.c.name == name).values(admin=admin))
+            if not admin:
+                _end_web_sessions(conn, _U.c.name == name)
             _audit(conn, now, actor, "user-admin-on" if admin else "user-admin-off", "ok", name)
 
         db.write(self._engine, run)
@@ -75,8 +77,7 @@ class Accounts:
         now = self._clock()
 
         def run(conn):
-            res = conn.execute(update(_U).where(_U.c.name == name).values(web_generation=_U.c.web_generation + 1))
-            if res.rowcount != 1:
+            if _end_web_sessions(conn, _U.c.name == name) != 1:
                 raise UnknownUser(name)
             _audit(conn, now, actor, "web-signout", "ok", name, source=source, via="web")
 

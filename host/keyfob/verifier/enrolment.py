@@ -7,7 +7,7 @@ from sqlalchemy import select, update
 
 from . import db, modes, rules
 from .attempts import _Attempt
-from .core import _CAS_TRIES, _T, _U, _audit, _serial, log
+from .core import _CAS_TRIES, _T, _U, _audit, _end_web_sessions, _serial, log
 from .errors import BadInput, DatabaseError, TokenStateError
 from .results import Result
 
@@ -125,9 +125,11 @@ class Enrolment:
         )
 
     def mark_lost(self, serial: str, *, actor: str = "admin") -> list[str]:
-        """Refuse the token's codes at once and give its owner fresh backup codes (returned once)."""
+        """Refuse the token's codes at once, end its owner's web sessions (one may be the finder's)
+        and give the owner fresh backup codes (returned once)."""
 
         def extra(conn, tok, name, now):
+            _end_web_sessions(conn, _U.c.id == tok.user_id)
             return self._new_backup_codes(conn, tok.user_id, name, now, actor)
 
         return self._set_state(serial, "token-lost", ("active", "disabled"), {"state": "lost"}, actor, extra)
