@@ -61,8 +61,9 @@ class Site:
         self.used[n] += 1
         return c
 
-    def client(self, https=False) -> TestClient:
-        return TestClient(self.app, base_url="https://testserver" if https else "http://testserver")
+    def client(self, https=False, ip="testclient") -> TestClient:
+        base = "https://testserver" if https else "http://testserver"
+        return TestClient(self.app, base_url=base, client=(ip, 50000))
 
     def dump(self) -> dict:
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
@@ -405,7 +406,9 @@ def test_my_pages_reach_only_my_tokens(site):
     token = csrf(c.get("/web/security"))
     before = site.dump()
     assert c.get(f"/web/security/remove?serial={SERIALS[1]}").status_code == 404  # bob's
-    r = c.post("/web/security/remove", data={"csrf": token, "serial": SERIALS[1], "code": site.otp[1].at(9)})
+    r = c.post(
+        "/web/security/remove", data={"csrf": token, "serial": SERIALS[1], "code": site.otp[1].at(9), "password": PW}
+    )
     assert r.status_code == 404
     r = c.post(
         "/web/security/resync",
@@ -418,11 +421,19 @@ def test_my_pages_reach_only_my_tokens(site):
 def test_add_resync_remove_two_factor_off_and_backup_codes(site):
     c = signed_in(site)
     token = csrf(c.get("/web/security"))
-    r = c.post("/web/security/add", data={"csrf": token, "serial": SERIALS[3], "code": "000000"})
+    r = c.post(
+        "/web/security/add", data={"csrf": token, "serial": SERIALS[3], "code": "000000", "password": PW + site.code(0)}
+    )
     assert r.status_code == 400 and 'id="code-error"' in r.text  # the error next to its field
     r = c.post(
         "/web/security/add",
-        data={"csrf": token, "serial": SERIALS[3], "code": site.code(3), "description": "spare <b>"},
+        data={
+            "csrf": token,
+            "serial": SERIALS[3],
+            "code": site.code(3),
+            "description": "spare <b>",
+            "password": PW + site.code(0),
+        },
         follow_redirects=False,
     )
     assert r.headers["location"] == "/web/security?done=added"
@@ -435,17 +446,21 @@ def test_add_resync_remove_two_factor_off_and_backup_codes(site):
         follow_redirects=False,
     )
     assert r.headers["location"] == "/web/security?done=resynced"
-    r = c.post("/web/security/remove", data={"csrf": token, "serial": SERIALS[3], "code": site.code(0)})
+    r = c.post(
+        "/web/security/remove", data={"csrf": token, "serial": SERIALS[3], "code": site.code(0), "password": PW}
+    )
     assert r.status_code == 400  # token 0's code does not remove token 3
     r = c.post(
-        "/web/security/remove", data={"csrf": token, "serial": SERIALS[3], "code": site.code(3)}, follow_redirects=False
+        "/web/security/remove",
+        data={"csrf": token, "serial": SERIALS[3], "code": site.code(3), "password": PW},
+        follow_redirects=False,
     )
     assert r.headers["location"] == "/web/security?done=removed"
     assert site.v.token(SERIALS[3]).state == "unassigned"
     r = c.post("/web/security/backup", data={"csrf": token, "password": PW + site.code(0)})
     codes = re.findall(r'<li class="mono">([a-z0-9-]+)</li>', r.text)
     assert len(codes) == site.v.policy.backup_codes
-    r = c.post("/web/security/remove", data={"csrf": token, "serial": SERIALS[0], "code": codes[0]})
+    r = c.post("/web/security/remove", data={"csrf": token, "serial": SERIALS[0], "code": codes[0], "password": PW})
     assert r.status_code == 400 and site.v.user("alice").backup_codes == len(codes)  # not used up for nothing
     r = c.post(
         "/web/security/twofa", data={"csrf": token, "password": PW, "code": site.code(0)}, follow_redirects=False
@@ -481,3 +496,52 @@ def test_a_password_reset_or_a_token_marked_lost_ends_the_users_sessions(site):
     assert r.status_code == 200
     assert c.get("/web/security", follow_redirects=False).headers["location"] == "/web/signin"
     assert h.get("/web/security", follow_redirects=False).status_code == 200  # the help desk's own stays
+
+
+def test_a_taken_over_session_adds_no_token_without_the_password(site):
+    """The thief holds alice's session and a token of the inventory, not her password."""
+    thief = signed_in(site)
+    token = csrf(thief.get("/web/security/add"))
+    r = thief.post("/web/security/add", data={"csrf": token, "serial": SERIALS[3], "code": site.code(3)})
+    assert r.status_code == 400  # the password is a required field
+    r = thief.post(
+        "/web/security/add",
+        data={"csrf": token, "serial": SERIALS[3], "code": site.code(3), "password": "guess" + "123456"},
+    )
+    assert r.status_code == 400 and 'id="password-error"' in r.text
+    assert site.v.token(SERIALS[3]).state == "unassigned"
+
+
+def test_a_taken_over_session_cannot_test_passwords_while_the_user_is_in_back_off(site):
+    """The thief guesses alice's password on the re-authentication forms; after the free failures
+    (user_rate_limit=3) every form is refused unchecked, even the right password and code, so no
+    answer (nor a token's lock) can confirm a guess; and Remove asks for the password too. Each
+    request from another address (no source back-off to hide behind)."""
+    taken = signed_in(site)
+    token = csrf(taken.get("/web/security"))
+    ips = (f"198.51.100.{n}" for n in range(1, 100))
+
+    def thief():
+        c = site.client(ip=next(ips))
+        c.cookies.set(sessions.COOKIE, _cookie(taken), path="/web")
+        return c
+
+    for guess in ("123456", "letmein", "dragon"):
+        r = thief().post("/web/security/twofa", data={"csrf": token, "password": guess, "code": "000000"})
+        assert r.status_code == 400
+    forms = [
+        ("twofa", {"password": PW, "code": site.code(0)}),
+        ("backup", {"password": PW + site.code(0)}),
+        ("remove", {"serial": SERIALS[0], "password": PW, "code": site.code(0)}),
+        ("add", {"serial": SERIALS[3], "code": site.code(3), "password": PW + site.code(0)}),
+        ("resync", {"serial": SERIALS[0], "code1": site.code(0), "code2": site.code(0), "password": PW}),
+    ]
+    for form, data in forms:
+        r = thief().post("/web/security/" + form, data={"csrf": token, **data}, follow_redirects=False)
+        assert r.status_code == 400 and "Too many failed tries" in r.text, form
+    assert site.v.user("alice").twofa and site.v.user("alice").backup_codes == 0
+    assert site.v.token(SERIALS[0]).state == "active" and site.v.token(SERIALS[3]).state == "unassigned"
+    assert site.v.token(SERIALS[0]).fail_count == 0  # nothing was checked against her token
+    site.clock.t += site.v.policy.backoff_max + 1
+    r = thief().post("/web/security/remove", data={"csrf": token, "serial": SERIALS[0], "code": site.code(0)})
+    assert r.status_code == 400 and site.v.token(SERIALS[0]).state == "active"  # no password: not removed

@@ -268,7 +268,14 @@ class Logins:
         return self._check_tokens(att, tokens, c, now, reserved)
 
     def verify(
-        self, name: str, password: str, code: str | None = None, *, source: str | None = None, via: str | None = None
+        self,
+        name: str,
+        password: str,
+        code: str | None = None,
+        *,
+        source: str | None = None,
+        via: str | None = None,
+        reauth: bool = False,
     ) -> Result:
         """A login: password and code, either as two arguments or typed together in one field.
 
@@ -281,6 +288,11 @@ class Logins:
 
         The attempt is reserved on the throttle before the password is checked, and on the tokens
         only after the password was right: a wrong password never counts on a token.
+
+        ``reauth=True``: a re-authentication by a user already signed in (a web form behind a
+        session), refused unchecked while the user is in back-off even with two factors (a stranger
+        cannot reach it, so refusing keeps no one out; checking it would let a taken-over session
+        test passwords at any rate, see :mod:`.throttle`).
         """
         if not isinstance(password, str) or not isinstance(name, str):
             raise BadInput("a user name and a password are required")
@@ -300,7 +312,8 @@ class Logins:
 
         # a user in back-off is still checked when the login brings two factors (see .throttle)
         two_factor = lambda plan: plan[0] not in ("password-only", "unexpected-code")  # noqa: E731
-        att, tokens, plan, _ = self._start(name, source, now, prepare, two_factor, via)
+        checked = (lambda plan: False) if reauth else two_factor  # noqa: E731
+        att, tokens, plan, _ = self._start(name, source, now, prepare, checked, via)
         if plan is None:
             return Result(False, att.user.name if att.user else "", THROTTLED)
         user = att.user
