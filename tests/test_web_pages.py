@@ -545,3 +545,10 @@ def test_a_taken_over_session_cannot_test_passwords_while_the_user_is_in_back_of
     site.clock.t += site.v.policy.backoff_max + 1
     r = thief().post("/web/security/remove", data={"csrf": token, "serial": SERIALS[0], "code": site.code(0)})
     assert r.status_code == 400 and site.v.token(SERIALS[0]).state == "active"  # no password: not removed
+
+
+def test_no_third_party_script_page_shares_the_security_centers_origin(site):
+    """FastAPI's Swagger UI (/docs) loads a CDN's script: on this origin it could read /web pages."""
+    c = site.client()
+    assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
+    assert "/validate/check" in c.get("/openapi.json").json()["paths"]  # the OpenAPI description stays
