@@ -517,6 +517,8 @@ def test_a_taken_over_session_cannot_test_passwords_while_the_user_is_in_back_of
     (user_rate_limit=3) every form is refused unchecked, even the right password and code, so no
     answer (nor a token's lock) can confirm a guess; and Remove asks for the password too. Each
     request from another address (no source back-off to hide behind)."""
+    site.v.new_backup_codes("alice")  # a way in without her token: Remove may remove her only one
+    codes = site.dump()["backup_codes"]
     taken = signed_in(site)
     token = csrf(taken.get("/web/security"))
     ips = (f"198.51.100.{n}" for n in range(1, 100))
@@ -539,7 +541,7 @@ def test_a_taken_over_session_cannot_test_passwords_while_the_user_is_in_back_of
     for form, data in forms:
         r = thief().post("/web/security/" + form, data={"csrf": token, **data}, follow_redirects=False)
         assert r.status_code == 400 and "Too many failed tries" in r.text, form
-    assert site.v.user("alice").twofa and site.v.user("alice").backup_codes == 0
+    assert site.v.user("alice").twofa and site.dump()["backup_codes"] == codes
     assert site.v.token(SERIALS[0]).state == "active" and site.v.token(SERIALS[3]).state == "unassigned"
     assert site.v.token(SERIALS[0]).fail_count == 0  # nothing was checked against her token
     site.clock.t += site.v.policy.backoff_max + 1
@@ -552,3 +554,17 @@ def test_no_third_party_script_page_shares_the_security_centers_origin(site):
     c = site.client()
     assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
     assert "/validate/check" in c.get("/openapi.json").json()["paths"]  # the OpenAPI description stays
+
+
+def test_removing_the_only_token_with_two_factor_on_is_refused_until_there_is_another_way_in(site):
+    c = signed_in(site)
+    token = csrf(c.get("/web/security"))
+    page = c.get(f"/web/security/remove?serial={SERIALS[0]}")
+    assert 'id="last-token"' in page.text and 'action="/web/security/remove"' not in page.text
+    data = {"csrf": token, "serial": SERIALS[0], "password": PW, "code": site.code(0)}
+    r = c.post("/web/security/remove", data=data)
+    assert r.status_code == 409 and 'id="last-token"' in r.text
+    assert site.v.token(SERIALS[0]).state == "active"
+    c.post("/web/security/backup", data={"csrf": token, "password": PW + site.code(0)})
+    r = c.post("/web/security/remove", data={**data, "code": site.code(0)}, follow_redirects=False)
+    assert r.headers["location"] == "/web/security?done=removed"  # the backup codes are a way in

@@ -222,27 +222,44 @@ async def resync(request: Request):
     return await run(request, _resync, required=("serial", "code1", "code2", "password"))
 
 
+_LAST_TOKEN = (
+    "This is the only token you sign in with, and two-factor sign-in is on: without it you could not "
+    "sign in. Add another token or make backup codes first (or turn two-factor off), then remove it."
+)
+
+
+def _locks_out(ctx: Ctx, tok) -> bool:
+    """Removing ``tok`` would leave two-factor on with nothing to sign in with."""
+    if not ctx.account.twofa or tok.state != "active":
+        return False
+    others = [t for t in _mine(ctx) if t.state == "active" and t.serial != tok.serial]
+    return not others and ctx.verifier.user(ctx.user).backup_codes == 0
+
+
+def _remove_page(ctx: Ctx):
+    tok = _my_token(ctx, ctx.fields.get("serial", ""))
+    return ctx.page("remove.html", token=tok, last=_LAST_TOKEN if _locks_out(ctx, tok) else None)
+
+
 def _remove(ctx: Ctx):
     f = ctx.fields
     tok = _my_token(ctx, f["serial"])
-    wrong = ctx.page("remove.html", 400, token=tok, errors={"code": "Type the code this token shows now."})
+    if _locks_out(ctx, tok):  # refused before anything is checked: nothing to try
+        return ctx.page("remove.html", 409, token=tok, last=_LAST_TOKEN)
+    wrong = ctx.page("remove.html", 400, token=tok, last=None, errors={"code": "Type the code this token shows now."})
     if not (f["code"].isdigit() and len(f["code"]) == tok.digits):
         return wrong  # not one of its codes (nor a backup code, which would be used up for nothing)
     r = _reauth(ctx, f["password"], f["code"])
     if not r.accepted or r.serial != tok.serial:
         msg = _refused(r, "Your password and the code this token shows now are both needed.")
-        return ctx.page("remove.html", 400, token=tok, errors={"code": msg})
+        return ctx.page("remove.html", 400, token=tok, last=None, errors={"code": msg})
     ctx.verifier.unlink(tok.serial, actor=ctx.actor)
     return _done(ctx, "removed")
 
 
 @router.get("/security/remove")
 async def remove_page(request: Request):
-    return await run(
-        request,
-        lambda ctx: ctx.page("remove.html", token=_my_token(ctx, ctx.fields.get("serial", ""))),
-        optional=("serial",),
-    )
+    return await run(request, _remove_page, optional=("serial",))
 
 
 @router.post("/security/remove")
