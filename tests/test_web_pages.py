@@ -568,3 +568,24 @@ def test_removing_the_only_token_with_two_factor_on_is_refused_until_there_is_an
     c.post("/web/security/backup", data={"csrf": token, "password": PW + site.code(0)})
     r = c.post("/web/security/remove", data={**data, "code": site.code(0)}, follow_redirects=False)
     assert r.headers["location"] == "/web/security?done=removed"  # the backup codes are a way in
+
+
+def test_failed_adds_are_counted_like_logins_and_answer_alike(site):
+    """A signed-in user (password and code right each time) probes the inventory: an unknown serial,
+    a serial in use, a wrong code: one answer for all three, each counted on the user's throttle
+    (user_rate_limit=3), after which even a right add waits."""
+    c = signed_in(site)
+    token = csrf(c.get("/web/security"))
+
+    def add(serial, code):
+        data = {"csrf": token, "serial": serial, "code": code, "password": PW + site.code(0)}
+        return c.post("/web/security/add", data=data, follow_redirects=False)
+
+    answers = [add(make_serial(799), "123456"), add(SERIALS[1], site.otp[1].at(50)), add(SERIALS[3], "000000")]
+    errors = [re.search(r'id="(\w+)-error">([^<]*)<', r.text).groups() for r in answers]
+    assert [r.status_code for r in answers] == [400] * 3 and len(set(errors)) == 1, errors
+    r = add(SERIALS[3], site.code(3))
+    assert r.status_code == 400 and "Too many failed tries" in r.text
+    assert site.v.token(SERIALS[3]).state == "unassigned"
+    site.clock.t += site.v.policy.backoff_max + 1  # within the session's idle time
+    assert add(SERIALS[3], site.code(3)).headers["location"] == "/web/security?done=added"

@@ -171,7 +171,13 @@ def _add(ctx: Ctx):
         return ctx.page("add.html", 400, errors={"password": msg}, form=form)
     try:
         r = ctx.verifier.link(
-            ctx.user, f["serial"], f["code"], description=f.get("description") or None, actor=ctx.actor
+            ctx.user,
+            f["serial"],
+            f["code"],
+            description=f.get("description") or None,
+            actor=ctx.actor,
+            counted=True,  # each failed add counts like a failed login
+            source=ctx.source,
         )
     except (UnknownToken, TokenStateError):
         r = None  # the same answer as a wrong code: the page tells no one which serials exist or are used
