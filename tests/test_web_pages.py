@@ -142,7 +142,7 @@ def test_the_first_of_two_steps_checks_nothing_and_its_sealed_password_cannot_be
     assert c.get("/web/signin/code", follow_redirects=False).headers["location"] == "/web/signin?separate=1"
     # a first step sealed by another server's key is none
     other = sessions.Cookies(b"another server's secret" * 2)
-    forged = sessions.Session(csrf="x" * 43, pending=other.seal("alice", PW, site.clock()))
+    forged = sessions.Session(csrf="x" * 43, pending=other.seal("alice", PW, site.clock(), 0))
     attacker = site.client()
     server = sessions.Cookies(site.v._box.session_key())  # as if the session's signature were known
     attacker.cookies.set(sessions.COOKIE, server.dump(forged), path="/web")
@@ -589,3 +589,22 @@ def test_failed_adds_are_counted_like_logins_and_answer_alike(site):
     assert site.v.token(SERIALS[3]).state == "unassigned"
     site.clock.t += site.v.policy.backoff_max + 1  # within the session's idle time
     assert add(SERIALS[3], site.code(3)).headers["location"] == "/web/security?done=added"
+
+
+def test_a_copied_first_step_is_stale_after_the_users_sign_out(site):
+    """Alice's first step copied off a shared computer; she signs in and out; the copy is refused."""
+    v = site.client()
+    page = v.get("/web/signin?separate=1")
+    r = v.post("/web/signin/password", data={"csrf": csrf(page), "user": "alice", "password": PW})
+    stolen = _cookie(v)
+    r = v.post("/web/signin/code", data={"csrf": csrf(r), "code": site.code(0)}, follow_redirects=False)
+    assert r.headers["location"] == "/web/security"
+    v.post("/web/signout", data={"csrf": csrf(v.get("/web/security"))})
+    site.clock.t += 60
+    a = site.client(ip="198.51.100.7")
+    a.cookies.set(sessions.COOKIE, stolen, path="/web")
+    assert a.get("/web/signin/code", follow_redirects=False).headers["location"] == "/web/signin?separate=1"
+    data = {"csrf": csrf(a.get("/web/signin")), "code": site.code(0)}
+    r = a.post("/web/signin/code", data=data, follow_redirects=False)
+    assert r.headers["location"] == "/web/signin?separate=1"
+    assert a.get("/web/security", follow_redirects=False).headers["location"] == "/web/signin"

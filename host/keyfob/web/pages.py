@@ -70,7 +70,8 @@ async def signin(request: Request):
 def _first_step(ctx: Ctx):
     """The password alone, kept sealed in the cookie for the code's step; nothing is checked yet."""
     f = ctx.fields
-    ctx.cookie = replace(ctx.session, pending=ctx.cookies.seal(f["user"], f["password"], ctx.now))
+    sealed = ctx.cookies.seal(f["user"], f["password"], ctx.now, _generation(ctx, f["user"]))
+    ctx.cookie = replace(ctx.session, pending=sealed)
     return ctx.go("/signin/code")
 
 
@@ -79,15 +80,26 @@ async def signin_password(request: Request):
     return await run(request, _first_step, need=None, required=("user", "password"))
 
 
-def _code_page(ctx: Ctx):
+def _generation(ctx: Ctx, user: str) -> int:
+    account = ctx.accounts.account(user)
+    return -1 if account is None else account.generation
+
+
+def _first(ctx: Ctx) -> tuple[str, str, int] | None:
+    """The first step in the cookie, if fresh and sealed since the user's last sign-out."""
     first = ctx.cookies.unseal(ctx.session.pending, ctx.now)
+    return first if first is not None and first[2] == _generation(ctx, first[0]) else None
+
+
+def _code_page(ctx: Ctx):
+    first = _first(ctx)
     if first is None:
         return ctx.go("/signin?separate=1")
     return ctx.page("signin_code.html", user=first[0])
 
 
 def _second_step(ctx: Ctx):
-    first = ctx.cookies.unseal(ctx.session.pending, ctx.now)
+    first = _first(ctx)
     # one try per first step in this browser (a copied cookie's tries are logins like any other:
     # throttled, counted on the token, and over after PENDING seconds)
     ctx.cookie = replace(ctx.session, pending=None)
