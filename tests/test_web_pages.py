@@ -608,3 +608,29 @@ def test_a_copied_first_step_is_stale_after_the_users_sign_out(site):
     r = a.post("/web/signin/code", data=data, follow_redirects=False)
     assert r.headers["location"] == "/web/signin?separate=1"
     assert a.get("/web/security", follow_redirects=False).headers["location"] == "/web/signin"
+
+
+def test_a_sign_ins_argon2_verifications_depend_on_the_fields_shape_alone(site):
+    """The reviewer's field ends in six digits and its last twelve are a well-formed backup code:
+    a known user with backup codes, one without, a user without 2FA, no such user, and a throttled
+    attempt all cost the same number of Argon2 verifications (counted, not timed)."""
+    site.v.add_user("carol", PW, twofa=False)
+    site.v.new_backup_codes("bob")
+    pw = site.v._pw
+    calls = []
+    real = pw.verify  # the one Argon2 call (verify_dummy goes through it too)
+    pw.verify = lambda *a: calls.append(1) or real(*a)
+    field = "guess234567892345"
+    ips = (f"203.0.113.{n}" for n in range(1, 100))
+    counts = {}
+    for user in ("zed", "alice", "bob", "carol"):
+        calls.clear()
+        assert signin(site.client(ip=next(ips)), user, field).status_code == 401
+        counts[user] = len(calls)
+    for _ in range(3):  # this address's free failures (user_rate_limit=3)
+        signin(site.client(ip="203.0.113.250"), "alice", field)
+    calls.clear()
+    assert "Sign-in failed" in signin(site.client(ip="203.0.113.250"), "alice", field).text  # source throttled
+    counts["throttled"] = len(calls)
+    assert site.v.audit(limit=1)[0].detail == "throttled"
+    assert len(set(counts.values())) == 1 and counts["zed"] >= 2, counts
