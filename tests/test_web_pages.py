@@ -634,3 +634,20 @@ def test_a_sign_ins_argon2_verifications_depend_on_the_fields_shape_alone(site):
     counts["throttled"] = len(calls)
     assert site.v.audit(limit=1)[0].detail == "throttled"
     assert len(set(counts.values())) == 1 and counts["zed"] >= 2, counts
+
+
+def test_a_copied_first_step_gets_no_try_of_its_own(site):
+    """The first step copied between the steps: the owner's code step uses it up, and the copies,
+    each from another address within the five minutes, get no try (nor a code counted on her token)."""
+    v = site.client()
+    page = v.get("/web/signin?separate=1")
+    r = v.post("/web/signin/password", data={"csrf": csrf(page), "user": "alice", "password": PW})
+    stolen = _cookie(v)
+    assert v.post("/web/signin/code", data={"csrf": csrf(r), "code": "000000"}).status_code == 401  # her typo
+    for n in range(3):
+        a = site.client(ip=f"198.51.100.{n + 1}")
+        a.cookies.set(sessions.COOKIE, stolen, path="/web")
+        data = {"csrf": csrf(a.get("/web/signin")), "code": site.code(0)}
+        r = a.post("/web/signin/code", data=data, follow_redirects=False)
+        assert r.headers["location"] == "/web/signin?separate=1", n
+    assert site.v.token(SERIALS[0]).fail_count == 1  # her typo only

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
 
-from . import db, rules
+from . import db, rules, throttle
 from .core import _end_web_sessions
 from .errors import BadInput, UnknownUser
 from .models import AuditEntry, BackupCode, Token, User
@@ -82,6 +82,12 @@ class Accounts:
             _audit(conn, now, actor, "web-signout", "ok", name, source=source, via="web")
 
         db.write(self._engine, run)
+
+    def use_once(self, tag: str, until: float) -> bool:
+        """True the first time ``tag`` is used (a sealed sign-in step, valid until ``until``), on
+        every node; False ever after."""
+        now = self._clock()
+        return db.write(self._engine, lambda conn: throttle.use_once(conn, tag, now, until))
 
     def token_dates(self, name: str) -> dict[str, TokenDates]:
         """For each token of ``name``: when it was added (linked) and last used, from the audit log."""

@@ -162,6 +162,17 @@ def aggregate(conn, key: str, now: float, row: dict) -> None:
     conn.execute(_AGG_SET, {"id": new_id, "until": now + AGGREGATE_SECONDS, "key": key})
 
 
+_ONCE = text(
+    "INSERT INTO throttle (key, fails, last_fail, next_ok) VALUES (:key, 0, :now, :until) ON CONFLICT (key) DO NOTHING"
+)
+
+
+def use_once(conn, tag: str, now: float, until: float) -> bool:
+    """Mark a single-use thing used (``tag``: e.g. a web sign-in's first step); True the first time.
+    Its row (key ``o:TAG``) outlives ``until`` (pruning waits for its next_ok and a window)."""
+    return conn.execute(_ONCE, {"key": "o:" + tag, "now": now, "until": until}).rowcount == 1
+
+
 def prune(conn, now: float, policy: Policy) -> int:
     """Delete keys whose failures are forgotten and whose back-off is over."""
     return conn.execute(_PRUNE, {"cut": now - policy.user_rate_window, "now": now}).rowcount

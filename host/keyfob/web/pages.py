@@ -85,27 +85,27 @@ def _generation(ctx: Ctx, user: str) -> int:
     return -1 if account is None else account.generation
 
 
-def _first(ctx: Ctx) -> tuple[str, str, int] | None:
+def _first(ctx: Ctx) -> sessions.FirstStep | None:
     """The first step in the cookie, if fresh and sealed since the user's last sign-out."""
     first = ctx.cookies.unseal(ctx.session.pending, ctx.now)
-    return first if first is not None and first[2] == _generation(ctx, first[0]) else None
+    return first if first is not None and first.generation == _generation(ctx, first.user) else None
 
 
 def _code_page(ctx: Ctx):
     first = _first(ctx)
     if first is None:
         return ctx.go("/signin?separate=1")
-    return ctx.page("signin_code.html", user=first[0])
+    return ctx.page("signin_code.html", user=first.user)
 
 
 def _second_step(ctx: Ctx):
     first = _first(ctx)
-    # one try per first step in this browser (a copied cookie's tries are logins like any other:
-    # throttled, counted on the token, and over after PENDING seconds)
+    # one try per first step in this browser
     ctx.cookie = replace(ctx.session, pending=None)
-    if first is None:
+    # and one try per first step at all: a copy of the cookie, in another browser, has none left
+    if first is None or not ctx.accounts.use_once(first.tag, first.until):
         return ctx.go("/signin?separate=1")
-    return _finish(ctx, first[0], first[1], ctx.fields.get("code") or None, True)
+    return _finish(ctx, first.user, first.password, ctx.fields.get("code") or None, True)
 
 
 @router.get("/signin/code")

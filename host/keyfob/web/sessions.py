@@ -13,10 +13,12 @@ checked, and so nothing is told, before the code is there too."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import secrets
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -41,6 +43,16 @@ class Session:
     seen: float = 0.0
     generation: int = 0
     pending: str | None = None  # a two-step sign-in's first step, sealed (see :meth:`Cookies.seal`)
+
+
+class FirstStep(NamedTuple):
+    """A two-step sign-in's first step, unsealed."""
+
+    user: str
+    password: str
+    generation: int  # the user's session generation when it was sealed (-1: no such user)
+    tag: str  # names this sealing (not secret), to use it once (Accounts.use_once)
+    until: float  # when it goes stale
 
 
 def fresh() -> Session:
@@ -68,7 +80,7 @@ class Cookies:
         blob = self._aead.encrypt(nonce, json.dumps([user, password, now, generation]).encode(), b"keyfob-pending")
         return base64.urlsafe_b64encode(nonce + blob).decode("ascii")
 
-    def unseal(self, pending: str | None, now: float) -> tuple[str, str, int] | None:
+    def unseal(self, pending: str | None, now: float) -> FirstStep | None:
         """The name, password and generation of a first step still fresh, else None."""
         if not pending:
             return None
@@ -79,7 +91,8 @@ class Cookies:
             return None
         if not (isinstance(user, str) and isinstance(password, str) and 0 <= now - float(then) <= PENDING):
             return None
-        return user, password, int(generation)
+        tag = hashlib.sha256(raw[:12]).hexdigest()[:40]
+        return FirstStep(user, password, int(generation), tag, float(then) + PENDING)
 
     def load(self, raw: str | None, now: float) -> Session:
         """The session the cookie holds, else a fresh anonymous one (a bad signature, a malformed or
