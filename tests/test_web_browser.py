@@ -3,8 +3,8 @@ its chromedriver, on the pages of a real ``keyfob serve``, with two virtual toke
 whose codes and serial are read off their emulated OLEDs and typed. The keyboard alone: every field
 is reached by its autofocus or Tab, every link and button by Tab and Enter.
 
-Alice signs in with password+code, adds her second token by serial + code with a description,
-sees it listed, resyncs it after pressing it twelve times unseen, removes it, has a form posted
+Alice signs in with password+code, adds her second token by serial + code with a description
+(and her password+code), sees it listed, resyncs it after pressing it twelve times unseen, removes it, has a form posted
 without its CSRF token refused, turns two-factor off, makes backup codes and signs out. Then Helen
 of the help desk signs in in two steps (the password, then the code on a page of its own), finds
 Alice and issues her a one-day code after recording the identity check.
@@ -28,7 +28,8 @@ from keyfob.serials import make_serial
 from keyfob.sim.textread import text_lines
 from keyfob.verifier import Policy, Verifier
 from keyfob.verifier.accounts import Accounts
-from test_server_http import _serve
+
+from bench.servers import keyfob_serve
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -197,7 +198,7 @@ def test_a_person_manages_their_tokens_with_the_keyboard_alone(make_token, brows
         assert v.link("alice", ring_rec.serial, read_code(ring), description="key ring").accepted
         v.add_user("helen", PW)
         Accounts(v).set_admin("helen", True)
-    with _serve(db, key_file, tmp_path / "serve.log") as base:
+    with keyfob_serve(db, key_file, tmp_path / "serve.log") as base:
         p = Person(browser, base)
         browser.get(base + "/")
         p.at("/web/signin")
@@ -220,7 +221,7 @@ def test_a_person_manages_their_tokens_with_the_keyboard_alone(make_token, brows
         p.shot("add")
         serial = read_serial(spare)
         assert serial == spare_rec.serial
-        p.type(serial, read_code(spare), "spare, blue case")
+        p.type(serial, read_code(spare), "spare, blue case", PW + read_code(ring))  # and re-authenticated
         p.enter()
         assert "The token was added." in p.text()
         row = browser.find_element("xpath", f"//tr[td[text()='{serial}']]").text
@@ -239,7 +240,7 @@ def test_a_person_manages_their_tokens_with_the_keyboard_alone(make_token, brows
 
         p.follow_href(f"/web/security/remove?serial={serial}")
         p.shot("remove")
-        p.type(read_code(spare))
+        p.type(PW, read_code(spare))
         p.enter()
         assert "The token was removed." in p.text() and serial not in p.text()
 

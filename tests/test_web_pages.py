@@ -61,8 +61,9 @@ class Site:
         self.used[n] += 1
         return c
 
-    def client(self, https=False) -> TestClient:
-        return TestClient(self.app, base_url="https://testserver" if https else "http://testserver")
+    def client(self, https=False, ip="testclient") -> TestClient:
+        base = "https://testserver" if https else "http://testserver"
+        return TestClient(self.app, base_url=base, client=(ip, 50000))
 
     def dump(self) -> dict:
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
@@ -141,7 +142,7 @@ def test_the_first_of_two_steps_checks_nothing_and_its_sealed_password_cannot_be
     assert c.get("/web/signin/code", follow_redirects=False).headers["location"] == "/web/signin?separate=1"
     # a first step sealed by another server's key is none
     other = sessions.Cookies(b"another server's secret" * 2)
-    forged = sessions.Session(csrf="x" * 43, pending=other.seal("alice", PW, site.clock()))
+    forged = sessions.Session(csrf="x" * 43, pending=other.seal("alice", PW, site.clock(), 0))
     attacker = site.client()
     server = sessions.Cookies(site.v._box.session_key())  # as if the session's signature were known
     attacker.cookies.set(sessions.COOKIE, server.dump(forged), path="/web")
@@ -405,7 +406,9 @@ def test_my_pages_reach_only_my_tokens(site):
     token = csrf(c.get("/web/security"))
     before = site.dump()
     assert c.get(f"/web/security/remove?serial={SERIALS[1]}").status_code == 404  # bob's
-    r = c.post("/web/security/remove", data={"csrf": token, "serial": SERIALS[1], "code": site.otp[1].at(9)})
+    r = c.post(
+        "/web/security/remove", data={"csrf": token, "serial": SERIALS[1], "code": site.otp[1].at(9), "password": PW}
+    )
     assert r.status_code == 404
     r = c.post(
         "/web/security/resync",
@@ -418,11 +421,19 @@ def test_my_pages_reach_only_my_tokens(site):
 def test_add_resync_remove_two_factor_off_and_backup_codes(site):
     c = signed_in(site)
     token = csrf(c.get("/web/security"))
-    r = c.post("/web/security/add", data={"csrf": token, "serial": SERIALS[3], "code": "000000"})
+    r = c.post(
+        "/web/security/add", data={"csrf": token, "serial": SERIALS[3], "code": "000000", "password": PW + site.code(0)}
+    )
     assert r.status_code == 400 and 'id="code-error"' in r.text  # the error next to its field
     r = c.post(
         "/web/security/add",
-        data={"csrf": token, "serial": SERIALS[3], "code": site.code(3), "description": "spare <b>"},
+        data={
+            "csrf": token,
+            "serial": SERIALS[3],
+            "code": site.code(3),
+            "description": "spare <b>",
+            "password": PW + site.code(0),
+        },
         follow_redirects=False,
     )
     assert r.headers["location"] == "/web/security?done=added"
@@ -435,17 +446,21 @@ def test_add_resync_remove_two_factor_off_and_backup_codes(site):
         follow_redirects=False,
     )
     assert r.headers["location"] == "/web/security?done=resynced"
-    r = c.post("/web/security/remove", data={"csrf": token, "serial": SERIALS[3], "code": site.code(0)})
+    r = c.post(
+        "/web/security/remove", data={"csrf": token, "serial": SERIALS[3], "code": site.code(0), "password": PW}
+    )
     assert r.status_code == 400  # token 0's code does not remove token 3
     r = c.post(
-        "/web/security/remove", data={"csrf": token, "serial": SERIALS[3], "code": site.code(3)}, follow_redirects=False
+        "/web/security/remove",
+        data={"csrf": token, "serial": SERIALS[3], "code": site.code(3), "password": PW},
+        follow_redirects=False,
     )
     assert r.headers["location"] == "/web/security?done=removed"
     assert site.v.token(SERIALS[3]).state == "unassigned"
     r = c.post("/web/security/backup", data={"csrf": token, "password": PW + site.code(0)})
     codes = re.findall(r'<li class="mono">([a-z0-9-]+)</li>', r.text)
     assert len(codes) == site.v.policy.backup_codes
-    r = c.post("/web/security/remove", data={"csrf": token, "serial": SERIALS[0], "code": codes[0]})
+    r = c.post("/web/security/remove", data={"csrf": token, "serial": SERIALS[0], "code": codes[0], "password": PW})
     assert r.status_code == 400 and site.v.user("alice").backup_codes == len(codes)  # not used up for nothing
     r = c.post(
         "/web/security/twofa", data={"csrf": token, "password": PW, "code": site.code(0)}, follow_redirects=False
@@ -462,3 +477,180 @@ def test_add_resync_remove_two_factor_off_and_backup_codes(site):
         ("backup-codes", "web:alice"),
         ("user-2fa-off", "web:alice"),
     }
+
+
+def test_a_password_reset_or_a_token_marked_lost_ends_the_users_sessions(site):
+    """A thief's session of alice's, taken over: the admin resets her password, then the help desk
+    marks her token lost; each of them ends every session of hers."""
+    thief = signed_in(site)
+    site.v.set_password("alice", "brand new password")
+    assert thief.get("/web/security", follow_redirects=False).headers["location"] == "/web/signin"
+    c = site.client()
+    assert signin(c, "alice", "brand new password" + site.code(0)).status_code == 303
+    h = signed_in(site, "helen", 2)
+    p = h.get("/web/helpdesk/user?name=alice")
+    r = h.post(
+        "/web/helpdesk/lost",
+        data={"csrf": csrf(p), "name": "alice", "how": "photo ID seen in person", "serial": SERIALS[0], "note": ""},
+    )
+    assert r.status_code == 200
+    assert c.get("/web/security", follow_redirects=False).headers["location"] == "/web/signin"
+    assert h.get("/web/security", follow_redirects=False).status_code == 200  # the help desk's own stays
+
+
+def test_a_taken_over_session_adds_no_token_without_the_password(site):
+    """The thief holds alice's session and a token of the inventory, not her password."""
+    thief = signed_in(site)
+    token = csrf(thief.get("/web/security/add"))
+    r = thief.post("/web/security/add", data={"csrf": token, "serial": SERIALS[3], "code": site.code(3)})
+    assert r.status_code == 400  # the password is a required field
+    r = thief.post(
+        "/web/security/add",
+        data={"csrf": token, "serial": SERIALS[3], "code": site.code(3), "password": "guess" + "123456"},
+    )
+    assert r.status_code == 400 and 'id="password-error"' in r.text
+    assert site.v.token(SERIALS[3]).state == "unassigned"
+
+
+def test_a_taken_over_session_cannot_test_passwords_while_the_user_is_in_back_off(site):
+    """The thief guesses alice's password on the re-authentication forms; after the free failures
+    (user_rate_limit=3) every form is refused unchecked, even the right password and code, so no
+    answer (nor a token's lock) can confirm a guess; and Remove asks for the password too. Each
+    request from another address (no source back-off to hide behind)."""
+    site.v.new_backup_codes("alice")  # a way in without her token: Remove may remove her only one
+    codes = site.dump()["backup_codes"]
+    taken = signed_in(site)
+    token = csrf(taken.get("/web/security"))
+    ips = (f"198.51.100.{n}" for n in range(1, 100))
+
+    def thief():
+        c = site.client(ip=next(ips))
+        c.cookies.set(sessions.COOKIE, _cookie(taken), path="/web")
+        return c
+
+    for guess in ("123456", "letmein", "dragon"):
+        r = thief().post("/web/security/twofa", data={"csrf": token, "password": guess, "code": "000000"})
+        assert r.status_code == 400
+    forms = [
+        ("twofa", {"password": PW, "code": site.code(0)}),
+        ("backup", {"password": PW + site.code(0)}),
+        ("remove", {"serial": SERIALS[0], "password": PW, "code": site.code(0)}),
+        ("add", {"serial": SERIALS[3], "code": site.code(3), "password": PW + site.code(0)}),
+        ("resync", {"serial": SERIALS[0], "code1": site.code(0), "code2": site.code(0), "password": PW}),
+    ]
+    for form, data in forms:
+        r = thief().post("/web/security/" + form, data={"csrf": token, **data}, follow_redirects=False)
+        assert r.status_code == 400 and "Too many failed tries" in r.text, form
+    assert site.v.user("alice").twofa and site.dump()["backup_codes"] == codes
+    assert site.v.token(SERIALS[0]).state == "active" and site.v.token(SERIALS[3]).state == "unassigned"
+    assert site.v.token(SERIALS[0]).fail_count == 0  # nothing was checked against her token
+    site.clock.t += site.v.policy.backoff_max + 1
+    r = thief().post("/web/security/remove", data={"csrf": token, "serial": SERIALS[0], "code": site.code(0)})
+    assert r.status_code == 400 and site.v.token(SERIALS[0]).state == "active"  # no password: not removed
+
+
+def test_no_third_party_script_page_shares_the_security_centers_origin(site):
+    """FastAPI's Swagger UI (/docs) loads a CDN's script: on this origin it could read /web pages."""
+    c = site.client()
+    assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
+    assert "/validate/check" in c.get("/openapi.json").json()["paths"]  # the OpenAPI description stays
+
+
+def test_removing_the_only_token_with_two_factor_on_is_refused_until_there_is_another_way_in(site):
+    c = signed_in(site)
+    token = csrf(c.get("/web/security"))
+    page = c.get(f"/web/security/remove?serial={SERIALS[0]}")
+    assert 'id="last-token"' in page.text and 'action="/web/security/remove"' not in page.text
+    data = {"csrf": token, "serial": SERIALS[0], "password": PW, "code": site.code(0)}
+    r = c.post("/web/security/remove", data=data)
+    assert r.status_code == 409 and 'id="last-token"' in r.text
+    assert site.v.token(SERIALS[0]).state == "active"
+    c.post("/web/security/backup", data={"csrf": token, "password": PW + site.code(0)})
+    r = c.post("/web/security/remove", data={**data, "code": site.code(0)}, follow_redirects=False)
+    assert r.headers["location"] == "/web/security?done=removed"  # the backup codes are a way in
+
+
+def test_failed_adds_are_counted_like_logins_and_answer_alike(site):
+    """A signed-in user (password and code right each time) probes the inventory: an unknown serial,
+    a serial in use, a wrong code: one answer for all three, each counted on the user's throttle
+    (user_rate_limit=3), after which even a right add waits."""
+    c = signed_in(site)
+    token = csrf(c.get("/web/security"))
+
+    def add(serial, code):
+        data = {"csrf": token, "serial": serial, "code": code, "password": PW + site.code(0)}
+        return c.post("/web/security/add", data=data, follow_redirects=False)
+
+    answers = [add(make_serial(799), "123456"), add(SERIALS[1], site.otp[1].at(50)), add(SERIALS[3], "000000")]
+    errors = [re.search(r'id="(\w+)-error">([^<]*)<', r.text).groups() for r in answers]
+    assert [r.status_code for r in answers] == [400] * 3 and len(set(errors)) == 1, errors
+    r = add(SERIALS[3], site.code(3))
+    assert r.status_code == 400 and "Too many failed tries" in r.text
+    assert site.v.token(SERIALS[3]).state == "unassigned"
+    site.clock.t += site.v.policy.backoff_max + 1  # within the session's idle time
+    assert add(SERIALS[3], site.code(3)).headers["location"] == "/web/security?done=added"
+
+
+def test_a_copied_first_step_is_stale_after_the_users_sign_out(site):
+    """Alice's first step copied off a shared computer; she signs in and out; the copy is refused."""
+    v = site.client()
+    page = v.get("/web/signin?separate=1")
+    r = v.post("/web/signin/password", data={"csrf": csrf(page), "user": "alice", "password": PW})
+    stolen = _cookie(v)
+    r = v.post("/web/signin/code", data={"csrf": csrf(r), "code": site.code(0)}, follow_redirects=False)
+    assert r.headers["location"] == "/web/security"
+    v.post("/web/signout", data={"csrf": csrf(v.get("/web/security"))})
+    site.clock.t += 60
+    a = site.client(ip="198.51.100.7")
+    a.cookies.set(sessions.COOKIE, stolen, path="/web")
+    assert a.get("/web/signin/code", follow_redirects=False).headers["location"] == "/web/signin?separate=1"
+    data = {"csrf": csrf(a.get("/web/signin")), "code": site.code(0)}
+    r = a.post("/web/signin/code", data=data, follow_redirects=False)
+    assert r.headers["location"] == "/web/signin?separate=1"
+    assert a.get("/web/security", follow_redirects=False).headers["location"] == "/web/signin"
+
+
+def test_a_sign_ins_argon2_verifications_depend_on_the_fields_shape_alone(site):
+    """The reviewer's field ends in six digits and its last twelve are a well-formed backup code:
+    a known user with backup codes, one without, a user without 2FA and no such user all cost the
+    same number of Argon2 verifications (counted, not timed); a throttled attempt costs none, so a
+    flood buys no Argon2 work (issue 12: refused before any)."""
+    site.v.add_user("carol", PW, twofa=False)
+    site.v.new_backup_codes("bob")
+    pw = site.v._pw
+    calls = []
+    real = pw.verify  # the one Argon2 call (verify_dummy goes through it too)
+    pw.verify = lambda *a: calls.append(1) or real(*a)
+    field = "guess234567892345"
+    ips = (f"203.0.113.{n}" for n in range(1, 100))
+    counts = {}
+    for user in ("zed", "alice", "bob", "carol"):
+        calls.clear()
+        assert signin(site.client(ip=next(ips)), user, field).status_code == 401
+        counts[user] = len(calls)
+    for _ in range(3):  # this address's free failures (user_rate_limit=3)
+        signin(site.client(ip="203.0.113.250"), "alice", field)
+    calls.clear()
+    assert "Sign-in failed" in signin(site.client(ip="203.0.113.250"), "alice", field).text  # source throttled
+    counts["throttled"] = len(calls)
+    assert site.v.audit(limit=1)[0].detail == "throttled"
+    throttled = counts.pop("throttled")
+    assert len(set(counts.values())) == 1 and counts["zed"] >= 2, counts
+    assert throttled == 0
+
+
+def test_a_copied_first_step_gets_no_try_of_its_own(site):
+    """The first step copied between the steps: the owner's code step uses it up, and the copies,
+    each from another address within the five minutes, get no try (nor a code counted on her token)."""
+    v = site.client()
+    page = v.get("/web/signin?separate=1")
+    r = v.post("/web/signin/password", data={"csrf": csrf(page), "user": "alice", "password": PW})
+    stolen = _cookie(v)
+    assert v.post("/web/signin/code", data={"csrf": csrf(r), "code": "000000"}).status_code == 401  # her typo
+    for n in range(3):
+        a = site.client(ip=f"198.51.100.{n + 1}")
+        a.cookies.set(sessions.COOKIE, stolen, path="/web")
+        data = {"csrf": csrf(a.get("/web/signin")), "code": site.code(0)}
+        r = a.post("/web/signin/code", data=data, follow_redirects=False)
+        assert r.headers["location"] == "/web/signin?separate=1", n
+    assert site.v.token(SERIALS[0]).fail_count == 1  # her typo only

@@ -29,7 +29,8 @@ from .server import actor, db_options, handle_errors, json_option, open_verifier
 @handle_errors
 def serve(host, port, workers, ssl_certfile, ssl_keyfile, forwarded_allow_ips, db, key_file, as_json) -> None:
     """Serve the verifier over HTTP: POST /validate/check and /admin/... (API keys: `keyfob server
-    api-key add`); the OpenAPI description at /docs; the security center's pages at /web/."""
+    api-key add`); the OpenAPI description at /openapi.json (no Swagger UI:
+    its page would run a third-party script on the security center's origin); the security center's pages at /web/."""
     import uvicorn
 
     if (ssl_certfile is None) != (ssl_keyfile is None):

@@ -69,6 +69,9 @@ def create_app(verifier: Verifier, *, in_flight: int = 8) -> FastAPI:
         version=__version__,
         description="One-time-code logins in privacyIDEA's shape (`POST /validate/check`) and the admin calls. "
         "Every call needs an API key: `Authorization: Bearer <key>` (`keyfob server api-key add`).",
+        # no Swagger UI: its page loads a CDN's script, and on the security center's origin that
+        # script could read /web pages with the user's cookie; the description stays at /openapi.json
+        docs_url=None,
         redoc_url=None,
     )
     app.state.verifier = verifier

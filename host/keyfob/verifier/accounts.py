@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
 
-from . import db, rules
+from . import db, rules, throttle
+from .core import _end_web_sessions
 from .errors import BadInput, UnknownUser
 from .models import audit_table, backup_code_table, token_table, user_table
 from .service import Verifier, _audit, check_name
@@ -64,8 +65,9 @@ class Accounts:
         def run(conn):
             if conn.execute(select(_U.c.id).where(_U.c.name == name)).first() is None:
                 raise UnknownUser(name)
-            values = {"admin": admin} if admin else {"admin": False, "web_generation": _U.c.web_generation + 1}
-            conn.execute(update(_U).where(_U.c.name == name).values(**values))
+            conn.execute(update(_U).where(_U.c.name == name).values(admin=admin))
+            if not admin:
+                _end_web_sessions(conn, _U.c.name == name)
             _audit(conn, now, actor, "user-admin-on" if admin else "user-admin-off", "ok", name)
 
         db.write(self._engine, run)
@@ -75,12 +77,17 @@ class Accounts:
         now = self._clock()
 
         def run(conn):
-            res = conn.execute(update(_U).where(_U.c.name == name).values(web_generation=_U.c.web_generation + 1))
-            if res.rowcount != 1:
+            if _end_web_sessions(conn, _U.c.name == name) != 1:
                 raise UnknownUser(name)
             _audit(conn, now, actor, "web-signout", "ok", name, source=source, via="web")
 
         db.write(self._engine, run)
+
+    def use_once(self, tag: str, until: float) -> bool:
+        """True the first time ``tag`` is used (a sealed sign-in step, valid until ``until``), on
+        every node; False ever after."""
+        now = self._clock()
+        return db.write(self._engine, lambda conn: throttle.use_once(conn, tag, now, until))
 
     def token_dates(self, name: str) -> dict[str, TokenDates]:
         """For each token of ``name``: when it was added (linked) and last used, from the audit log."""

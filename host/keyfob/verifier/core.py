@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Self
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from keyfob.otp import HotpKey
 from keyfob.serials import SerialError, accept_serial
@@ -74,6 +74,13 @@ def _utf8(*values) -> None:
                 val.encode("utf-8")
             except UnicodeEncodeError:
                 raise BadInput("the user name, password or code is not valid UTF-8; nothing was checked") from None
+
+
+def _end_web_sessions(conn, which) -> int:
+    """End every web session of the users ``which`` selects (a clause on the users table): their
+    session generation moves on, so every cookie made before is refused. The one place that does it
+    (a sign-out, the help-desk flag taken, a new password, a token marked lost). Returns the rows."""
+    return conn.execute(update(_U).where(which).values(web_generation=_U.c.web_generation + 1)).rowcount
 
 
 def _audit(conn, now, actor, action, result, user_name=None, serial=None, detail=None, source=None, via=None) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from . import db, modes, rules
+from . import db, modes, rules, throttle
 from .attempts import _Attempt
-from .core import _CAS_TRIES, _T, _U, _audit, _serial, log
-from .errors import BadInput, DatabaseError, TokenStateError
+from .core import _CAS_TRIES, _T, _U, _audit, _end_web_sessions, _serial, log
+from .errors import BadInput, DatabaseError, TokenStateError, UnknownToken
 from .results import Result
 
 
@@ -16,11 +16,45 @@ class Enrolment:
     """Linking tokens to users and moving them through their states."""
 
     def link(
-        self, name: str, serial: str, code: str, *, description: str | None = None, actor: str = "admin"
+        self,
+        name: str,
+        serial: str,
+        code: str,
+        *,
+        description: str | None = None,
+        actor: str = "admin",
+        counted: bool = False,
+        source: str | None = None,
     ) -> Result:
         """Link an inventory token to a user, proving possession with its current code.
 
-        Linking turns 2FA on for the user. A wrong code counts as a failure on the token."""
+        Linking turns 2FA on for the user. A wrong code counts as a failure on the token.
+        ``counted=True`` (self-service, e.g. the web, after a re-authentication that took the
+        throttle's gate): a failure (an unknown or used serial, a wrong code) also counts on the
+        user's throttle key and ``source``'s, as a failed login does."""
+        if not counted:
+            return self._link(name, serial, code, description, actor)
+        try:
+            r = self._link(name, serial, code, description, actor)
+        except (UnknownToken, TokenStateError):
+            self._count_failure(name, source)
+            raise
+        if not r.accepted:
+            self._count_failure(name, source)
+        return r
+
+    def _count_failure(self, name: str, source: str | None) -> None:
+        if self.policy.user_rate_limit == 0:
+            return
+        att, now = self._attempt(name, None, source), self._clock()
+
+        def run(conn):
+            for key in (k for k in (att.source, att.ukey) if k is not None):
+                throttle.note_failure(conn, key, now, self.policy)
+
+        db.write(self._engine, run)
+
+    def _link(self, name: str, serial: str, code: str, description: str | None, actor: str) -> Result:
         serial = _serial(serial)
         if description is not None and len(description) > 200:
             raise BadInput("a description has at most 200 characters")
@@ -125,9 +159,11 @@ class Enrolment:
         )
 
     def mark_lost(self, serial: str, *, actor: str = "admin") -> list[str]:
-        """Refuse the token's codes at once and give its owner fresh backup codes (returned once)."""
+        """Refuse the token's codes at once, end its owner's web sessions (one may be the finder's)
+        and give the owner fresh backup codes (returned once)."""
 
         def extra(conn, tok, name, now):
+            _end_web_sessions(conn, _U.c.id == tok.user_id)
             return self._new_backup_codes(conn, tok.user_id, name, now, actor)
 
         return self._set_state(serial, "token-lost", ("active", "disabled"), {"state": "lost"}, actor, extra)

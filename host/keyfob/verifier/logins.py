@@ -83,8 +83,11 @@ class Logins:
     # malformed code, user without 2FA given a code, disabled or locked token, wrong password or
     # code, replay, throttled); its ``reason`` is for the audit log and for an admin who asks
     # (:meth:`explain`, ``keyfob validate --explain``), and a front must not pass it on. Every
-    # ``verify`` that is not throttled costs one Argon2 verify at least, against a fixed dummy hash
-    # for an unknown user, so that unknown users take the time of known ones.
+    # ``verify`` that is checked costs the same number of Argon2 verifications for every user and
+    # every cause (:meth:`_shape_cost`: the field's shape alone), padded with verifications against
+    # a fixed dummy hash. A throttled one costs none, for anyone: a flood must be refused before any
+    # Argon2 work (or it would buy the attacker the server's CPU), at the price that a user without
+    # 2FA who is in back-off answers faster than an unknown name (checked, like any two-factor login).
 
     def _load(self, name: str, conn=None) -> tuple[_User | None, list[_Tok], bool]:
         """The user (None: no such user), their active tokens and whether they have unused backup
@@ -268,7 +271,14 @@ class Logins:
         return self._check_tokens(att, tokens, c, now, reserved)
 
     def verify(
-        self, name: str, password: str, code: str | None = None, *, source: str | None = None, via: str | None = None
+        self,
+        name: str,
+        password: str,
+        code: str | None = None,
+        *,
+        source: str | None = None,
+        via: str | None = None,
+        reauth: bool = False,
     ) -> Result:
         """A login: password and code, either as two arguments or typed together in one field.
 
@@ -281,6 +291,11 @@ class Logins:
 
         The attempt is reserved on the throttle before the password is checked, and on the tokens
         only after the password was right: a wrong password never counts on a token.
+
+        ``reauth=True``: a re-authentication by a user already signed in (a web form behind a
+        session), refused unchecked while the user is in back-off even with two factors (a stranger
+        cannot reach it, so refusing keeps no one out; checking it would let a taken-over session
+        test passwords at any rate, see :mod:`.throttle`).
         """
         if not isinstance(password, str) or not isinstance(name, str):
             raise BadInput("a user name and a password are required")
@@ -300,24 +315,43 @@ class Logins:
 
         # a user in back-off is still checked when the login brings two factors (see .throttle)
         two_factor = lambda plan: plan[0] not in ("password-only", "unexpected-code")  # noqa: E731
-        att, tokens, plan, _ = self._start(name, source, now, prepare, two_factor, via)
-        if plan is None:
-            return Result(False, att.user.name if att.user else "", THROTTLED)
-        user = att.user
-        if plan[0] == "unknown-user":
-            self._pw.verify_dummy(password)
-            return self._refuse(att, now, "validate", "unknown-user")
-        if plan[0] == "password-only":
-            return self._password_only(att, password, now)
-        if plan[0] != "candidates":
-            self._pw.verify(user.password_hash, password)  # the same time as any other refusal
-            return self._refuse(att, now, "validate", plan[0])
-        for pw, kind, c in plan[1]:
-            if self._pw.verify(user.password_hash, pw):
-                if kind == "backup":
-                    return self._try_backup(att, c, now)
-                return self._check_tokens(att, tokens, c, now)
-        return self._refuse(att, now, "validate", "wrong-password")
+        checked = (lambda plan: False) if reauth else two_factor  # noqa: E731
+        spent = 0  # Argon2 verifications made; padded to the field's shape's number (see _shape_cost)
+        try:
+            att, tokens, plan, _ = self._start(name, source, now, prepare, checked, via)
+            if plan is None:
+                spent = None  # refused unchecked: no Argon2 work, whoever it is
+                return Result(False, att.user.name if att.user else "", THROTTLED)
+            user = att.user
+            spent = 1
+            if plan[0] == "unknown-user":
+                self._pw.verify_dummy(password)
+                return self._refuse(att, now, "validate", "unknown-user")
+            if plan[0] == "password-only":
+                return self._password_only(att, password, now)
+            if plan[0] != "candidates":
+                self._pw.verify(user.password_hash, password)
+                return self._refuse(att, now, "validate", plan[0])
+            spent = 0
+            for pw, kind, c in plan[1]:
+                spent += 1
+                if self._pw.verify(user.password_hash, pw):
+                    if kind == "backup":
+                        return self._try_backup(att, c, now)
+                    return self._check_tokens(att, tokens, c, now)
+            return self._refuse(att, now, "validate", "wrong-password")
+        finally:
+            for _ in range(0 if spent is None else self._shape_cost(password, code) - spent):
+                self._pw.verify_dummy(password)
+
+    @staticmethod
+    def _shape_cost(password: str, code: str | None) -> int:
+        """How many Argon2 verifications a login costs: from the field's shape alone (every split any
+        token length or a backup code could make), never from who the user is, whether they have 2FA,
+        tokens or backup codes; so the time of a checked login tells none of that."""
+        if code is not None:
+            return 1
+        return max(1, len(rules.split_field(password, set(RECORDS.digits))) + len(modes.BACKUP.split(password)))
 
     def _login_candidates(self, password: str, code: str | None, tokens, has_backup: bool) -> list:
         """``[(password, "otp"|"backup", code), ...]`` to try; :class:`BadInput` for malformed input."""

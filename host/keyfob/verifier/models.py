@@ -144,7 +144,8 @@ audit_table = Table(
     Index("ix_audit_ts", "ts"),  # added by 0004
 )
 
-#: back-off state of one key: a user name's tag (``u:...``) or a source address (``s:...``); see
+#: back-off state of one key: a user name's tag (``u:...``) or a source address (``s:...``); also
+#: the used first steps of the web's two-step sign-in (``o:...``, pruned with the rest); see
 #: :mod:`.throttle`. Added by 0004.
 throttle_table = Table(
     "throttle",

@@ -23,6 +23,9 @@ Design (issue 11, hole 2: a stranger who knows a user name must not keep that us
   password with a wrong code counts on the token's fail counter and lockout (``max_fail``), in
   back-off as outside it: an attacker with a stolen password still gets ``max_fail`` code guesses,
   no more. Failures of such checked attempts count on the user's key (keeping its back-off up).
+  (Not so a re-authentication by a user already signed in, ``verify(reauth=True)``, e.g. the web
+  security center's forms: a stranger cannot reach those, so they are refused unchecked in
+  back-off, and a taken-over session cannot test passwords at any rate.)
   So the real user's delay under a flood of wrong passwords is zero when they bring both factors;
   users without 2FA have only the per-source back-off to tell them from the stranger.
 * **Audit.** Attempts made while a key is in back-off are aggregated: one audit row per key and
@@ -160,6 +163,17 @@ def aggregate(conn, key: str, now: float, row: dict) -> None:
         return
     new_id = conn.execute(insert(_A).values(ts=now, count=1, **row)).inserted_primary_key[0]
     conn.execute(_AGG_SET, {"id": new_id, "until": now + AGGREGATE_SECONDS, "key": key})
+
+
+_ONCE = text(
+    "INSERT INTO throttle (key, fails, last_fail, next_ok) VALUES (:key, 0, :now, :until) ON CONFLICT (key) DO NOTHING"
+)
+
+
+def use_once(conn, tag: str, now: float, until: float) -> bool:
+    """Mark a single-use thing used (``tag``: e.g. a web sign-in's first step); True the first time.
+    Its row (key ``o:TAG``) outlives ``until`` (pruning waits for its next_ok and a window)."""
+    return conn.execute(_ONCE, {"key": "o:" + tag, "now": now, "until": until}).rowcount == 1
 
 
 def prune(conn, now: float, policy: Policy) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, insert, select, update
 
 from . import db, throttle
-from .core import _B, _T, _TH, _U, _audit, _check_name
+from .core import _B, _T, _TH, _U, _audit, _check_name, _end_web_sessions
 from .errors import AlreadyExists, UnknownUser
 from .results import UserInfo
 
@@ -38,13 +38,14 @@ class Users:
         return UserInfo(name, twofa, 0, 0)
 
     def set_password(self, name: str, password: str, *, actor: str = "admin") -> None:
-        """Set ``name``'s password; this also ends the user's throttle back-off."""
+        """Set ``name``'s password; this also ends the user's throttle back-off and web sessions."""
         hashed = self._pw.hash(password)
         now = self._clock()
 
         def run(conn):
             self._user(conn, name)
             conn.execute(update(_U).where(_U.c.name == name).values(password_hash=hashed))
+            _end_web_sessions(conn, _U.c.name == name)  # a session taken over ends with the old password
             # a new password ends the user's back-off (as it reset the old fixed window)
             conn.execute(delete(_TH).where(_TH.c.key == throttle.user_key(self._box.name_tag(name))))
             _audit(conn, now, actor, "user-passwd", "ok", name)

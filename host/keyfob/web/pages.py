@@ -8,7 +8,8 @@ from dataclasses import replace
 
 from fastapi import APIRouter, Request
 
-from keyfob.verifier import BadInput, TokenStateError, UnknownToken, UnknownUser, VerifierError
+from keyfob.verifier import BadInput, Result, TokenStateError, UnknownToken, UnknownUser, VerifierError
+from keyfob.verifier.results import THROTTLED
 
 from . import sessions
 from .frame import Ctx, PageRefused, run
@@ -18,6 +19,10 @@ router = APIRouter()
 #: the one answer to a refused sign-in, whatever was wrong
 SIGNIN_FAILED = "Sign-in failed."
 _CODE_REFUSED = "That code was not accepted. Use the newest code: press the button again and type the new one."
+#: a re-authentication refused unchecked: the user is in back-off after failed tries
+_WAIT = "Too many failed tries. Wait a few minutes, then try again."
+#: the one answer to a token that could not be added, whatever was wrong (unknown, in use, wrong code)
+_ADD_REFUSED = "Not added: check the serial number, press the button again and type the new code."
 
 
 def _msg(exc: VerifierError) -> str:
@@ -65,7 +70,8 @@ async def signin(request: Request):
 def _first_step(ctx: Ctx):
     """The password alone, kept sealed in the cookie for the code's step; nothing is checked yet."""
     f = ctx.fields
-    ctx.cookie = replace(ctx.session, pending=ctx.cookies.seal(f["user"], f["password"], ctx.now))
+    sealed = ctx.cookies.seal(f["user"], f["password"], ctx.now, _generation(ctx, f["user"]))
+    ctx.cookie = replace(ctx.session, pending=sealed)
     return ctx.go("/signin/code")
 
 
@@ -74,21 +80,32 @@ async def signin_password(request: Request):
     return await run(request, _first_step, need=None, required=("user", "password"))
 
 
-def _code_page(ctx: Ctx):
+def _generation(ctx: Ctx, user: str) -> int:
+    account = ctx.accounts.account(user)
+    return -1 if account is None else account.generation
+
+
+def _first(ctx: Ctx) -> sessions.FirstStep | None:
+    """The first step in the cookie, if fresh and sealed since the user's last sign-out."""
     first = ctx.cookies.unseal(ctx.session.pending, ctx.now)
+    return first if first is not None and first.generation == _generation(ctx, first.user) else None
+
+
+def _code_page(ctx: Ctx):
+    first = _first(ctx)
     if first is None:
         return ctx.go("/signin?separate=1")
-    return ctx.page("signin_code.html", user=first[0])
+    return ctx.page("signin_code.html", user=first.user)
 
 
 def _second_step(ctx: Ctx):
-    first = ctx.cookies.unseal(ctx.session.pending, ctx.now)
-    # one try per first step in this browser (a copied cookie's tries are logins like any other:
-    # throttled, counted on the token, and over after PENDING seconds)
+    first = _first(ctx)
+    # one try per first step in this browser
     ctx.cookie = replace(ctx.session, pending=None)
-    if first is None:
+    # and one try per first step at all: a copy of the cookie, in another browser, has none left
+    if first is None or not ctx.accounts.use_once(first.tag, first.until):
         return ctx.go("/signin?separate=1")
-    return _finish(ctx, first[0], first[1], ctx.fields.get("code") or None, True)
+    return _finish(ctx, first.user, first.password, ctx.fields.get("code") or None, True)
 
 
 @router.get("/signin/code")
@@ -143,23 +160,44 @@ def _done(ctx: Ctx, what: str):
     return ctx.go("/security?done=" + what)
 
 
+def _reauth(ctx: Ctx, password: str, code: str | None = None) -> Result:
+    """The one check of a signed-in user's password (and code) before a change to their account:
+    a login, refused unchecked while the user is in back-off (see Logins.verify ``reauth``)."""
+    return ctx.verifier.verify(ctx.user, password, code, source=ctx.source, via="web", reauth=True)
+
+
+def _refused(r: Result, message: str) -> str:
+    return _WAIT if r.reason == THROTTLED else message
+
+
 def _add(ctx: Ctx):
     f = ctx.fields
+    form = {k: v for k, v in f.items() if k != "password"}
     if not f.get("serial"):
-        return ctx.page("add.html", 400, errors={"serial": "Type the serial number shown on a long press."}, form=f)
+        return ctx.page("add.html", 400, errors={"serial": "Type the serial number shown on a long press."}, form=form)
+    # the new token's code proves only that this browser holds that token: the account's owner
+    # shows it is them first, as at sign-in
+    r = _reauth(ctx, f["password"])
+    if not r.accepted:
+        msg = _refused(r, "Not accepted: your password followed by a current code, no space between them.")
+        return ctx.page("add.html", 400, errors={"password": msg}, form=form)
     try:
         r = ctx.verifier.link(
-            ctx.user, f["serial"], f["code"], description=f.get("description") or None, actor=ctx.actor
+            ctx.user,
+            f["serial"],
+            f["code"],
+            description=f.get("description") or None,
+            actor=ctx.actor,
+            counted=True,  # each failed add counts like a failed login
+            source=ctx.source,
         )
-    except UnknownToken:
-        return ctx.page("add.html", 400, errors={"serial": "No token with this serial is waiting to be added."}, form=f)
-    except TokenStateError:
-        return ctx.page("add.html", 400, errors={"serial": "This token is already in use."}, form=f)
+    except (UnknownToken, TokenStateError):
+        r = None  # the same answer as a wrong code: the page tells no one which serials exist or are used
     except BadInput as exc:
         where = "description" if "description" in str(exc) else "serial" if "serial" in str(exc) else "code"
-        return ctx.page("add.html", 400, errors={where: _msg(exc)}, form=f)
-    if not r.accepted:
-        return ctx.page("add.html", 400, errors={"code": _CODE_REFUSED}, form=f)
+        return ctx.page("add.html", 400, errors={where: _msg(exc)}, form=form)
+    if r is None or not r.accepted:
+        return ctx.page("add.html", 400, errors={"code": _ADD_REFUSED}, form=form)
     return _done(ctx, "added")
 
 
@@ -170,7 +208,7 @@ async def add_page(request: Request):
 
 @router.post("/security/add")
 async def add(request: Request):
-    return await run(request, _add, required=("serial", "code"), optional=("description",))
+    return await run(request, _add, required=("serial", "code", "password"), optional=("description",))
 
 
 def _resync_page(ctx: Ctx):
@@ -187,7 +225,7 @@ def _resync(ctx: Ctx):
     except (BadInput, TokenStateError) as exc:
         return ctx.page("resync.html", 400, token=tok, errors={"code1": _msg(exc)})
     if not r.accepted:
-        msg = "Not found: two codes in a row, pressed one after the other, and your password."
+        msg = _refused(r, "Not found: two codes in a row, pressed one after the other, and your password.")
         return ctx.page("resync.html", 400, token=tok, errors={"code1": msg})
     return _done(ctx, "resynced")
 
@@ -202,40 +240,59 @@ async def resync(request: Request):
     return await run(request, _resync, required=("serial", "code1", "code2", "password"))
 
 
+_LAST_TOKEN = (
+    "This is the only token you sign in with, and two-factor sign-in is on: without it you could not "
+    "sign in. Add another token or make backup codes first (or turn two-factor off), then remove it."
+)
+
+
+def _locks_out(ctx: Ctx, tok) -> bool:
+    """Removing ``tok`` would leave two-factor on with nothing to sign in with."""
+    if not ctx.account.twofa or tok.state != "active":
+        return False
+    others = [t for t in _mine(ctx) if t.state == "active" and t.serial != tok.serial]
+    return not others and ctx.verifier.user(ctx.user).backup_codes == 0
+
+
+def _remove_page(ctx: Ctx):
+    tok = _my_token(ctx, ctx.fields.get("serial", ""))
+    return ctx.page("remove.html", token=tok, last=_LAST_TOKEN if _locks_out(ctx, tok) else None)
+
+
 def _remove(ctx: Ctx):
     f = ctx.fields
     tok = _my_token(ctx, f["serial"])
-    wrong = ctx.page("remove.html", 400, token=tok, errors={"code": "Type the code this token shows now."})
+    if _locks_out(ctx, tok):  # refused before anything is checked: nothing to try
+        return ctx.page("remove.html", 409, token=tok, last=_LAST_TOKEN)
+    wrong = ctx.page("remove.html", 400, token=tok, last=None, errors={"code": "Type the code this token shows now."})
     if not (f["code"].isdigit() and len(f["code"]) == tok.digits):
         return wrong  # not one of its codes (nor a backup code, which would be used up for nothing)
-    r = ctx.verifier.check_code(ctx.user, f["code"], source=ctx.source, via="web")
+    r = _reauth(ctx, f["password"], f["code"])
     if not r.accepted or r.serial != tok.serial:
-        return wrong
+        msg = _refused(r, "Your password and the code this token shows now are both needed.")
+        return ctx.page("remove.html", 400, token=tok, last=None, errors={"code": msg})
     ctx.verifier.unlink(tok.serial, actor=ctx.actor)
     return _done(ctx, "removed")
 
 
 @router.get("/security/remove")
 async def remove_page(request: Request):
-    return await run(
-        request,
-        lambda ctx: ctx.page("remove.html", token=_my_token(ctx, ctx.fields.get("serial", ""))),
-        optional=("serial",),
-    )
+    return await run(request, _remove_page, optional=("serial",))
 
 
 @router.post("/security/remove")
 async def remove(request: Request):
-    return await run(request, _remove, required=("serial", "code"))
+    return await run(request, _remove, required=("serial", "code", "password"))
 
 
 def _twofa_off(ctx: Ctx):
     f = ctx.fields
     if not ctx.account.twofa:
         return _done(ctx, "twofa-off")
-    r = ctx.verifier.verify(ctx.user, f["password"], f["code"] or None, source=ctx.source, via="web")
+    r = _reauth(ctx, f["password"], f["code"] or None)
     if not r.accepted:
-        return ctx.page("twofa.html", 400, errors={"code": "Your password and a current code are both needed."})
+        msg = _refused(r, "Your password and a current code are both needed.")
+        return ctx.page("twofa.html", 400, errors={"code": msg})
     ctx.verifier.set_twofa(ctx.user, False, actor=ctx.actor)
     return _done(ctx, "twofa-off")
 
@@ -251,14 +308,10 @@ async def twofa(request: Request):
 
 
 def _backup(ctx: Ctx):
-    r = ctx.verifier.verify(ctx.user, ctx.fields["password"], source=ctx.source, via="web")
+    r = _reauth(ctx, ctx.fields["password"])
     if not r.accepted:
-        return ctx.page(
-            "backup.html",
-            400,
-            info=ctx.verifier.user(ctx.user),
-            errors={"password": "Not accepted: your password followed by a current code, no space between them."},
-        )
+        msg = _refused(r, "Not accepted: your password followed by a current code, no space between them.")
+        return ctx.page("backup.html", 400, info=ctx.verifier.user(ctx.user), errors={"password": msg})
     codes = ctx.verifier.new_backup_codes(ctx.user, actor=ctx.actor)
     return ctx.page("codes.html", codes=codes, title="Your new backup codes", who=ctx.user, expires=None)
 
