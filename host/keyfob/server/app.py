@@ -87,6 +87,10 @@ def create_app(verifier: Verifier, *, in_flight: int = 8) -> FastAPI:
     async def _home():
         return RedirectResponse("/web/", status_code=307)
 
+    @app.get("/docs", include_in_schema=False)
+    async def _docs():  # the OpenAPI description itself (tools render it), not a page with a CDN's script
+        return RedirectResponse("/openapi.json", status_code=307)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return answers.error(exc.status, exc.message, exc.headers)
