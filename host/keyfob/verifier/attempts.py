@@ -165,6 +165,12 @@ class Attempts:
             "via": att.via,
         }
 
+    @staticmethod
+    def _audit_accepted(conn, att: _Attempt, now, serial=None, detail=None) -> None:
+        """The audit row of an accepted login (a token's code, a backup code, a password alone)."""
+        name = att.user.name
+        _audit(conn, now, name, "validate", "ok", name, serial, detail, source=att.shown_source, via=att.via)
+
     def _refuse(self, att: _Attempt, now, action, reason, serial=None, actor=None) -> Result:
         """Audit a refused attempt (its failure was counted by its reservations, if any; a two-factor
         login checked during the user's back-off counts it on the user's key now, and its audit row

@@ -64,17 +64,7 @@ class BackupCodes:
                 if res.rowcount != 1:
                     return False
                 self._give_back(conn, att, ())
-                _audit(
-                    conn,
-                    now,
-                    user.name,
-                    "validate",
-                    "ok",
-                    user.name,
-                    detail="backup-code",
-                    source=att.shown_source,
-                    via=att.via,
-                )
+                self._audit_accepted(conn, att, now, detail="backup-code")
                 return True
 
             if db.write(self._engine, run):

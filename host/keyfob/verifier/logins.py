@@ -147,17 +147,7 @@ class Logins:
                 if not self._cas(conn, tok, new, now):
                     return False
                 self._give_back(conn, att, [i for i in reserved if i != tok.id])
-                _audit(
-                    conn,
-                    now,
-                    user.name,
-                    "validate",
-                    "ok",
-                    user.name,
-                    tok.serial,
-                    source=att.shown_source,
-                    via=att.via,
-                )
+                self._audit_accepted(conn, att, now, tok.serial)
                 return True
 
             if db.write(self._engine, run):
@@ -371,17 +361,7 @@ class Logins:
 
         def run(conn):
             self._give_back(conn, att, ())
-            _audit(
-                conn,
-                now,
-                user.name,
-                "validate",
-                "ok",
-                user.name,
-                detail="password only (2fa off)",
-                source=att.shown_source,
-                via=att.via,
-            )
+            self._audit_accepted(conn, att, now, detail="password only (2fa off)")
 
         db.write(self._engine, run)
         return Result(True, user.name, "password")
