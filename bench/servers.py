@@ -69,26 +69,32 @@ def keyfob_servers(count: int, db, key_file, log_paths, *options, profile="fast"
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             started.append((proc, f"{scheme}://127.0.0.1:{port}", log_path))
+        workers = int(options[options.index("--workers") + 1]) if "--workers" in options else 1
         for proc, base, log_path in started:
-            _wait_listening(proc, base, log_path, verify)
+            _wait_listening(proc, base, log_path, verify, workers)
         yield [base for _, base, _ in started]
     finally:
         for proc, _, _ in started:
             _stop(proc)
 
 
-def _wait_listening(proc: subprocess.Popen, base: str, log_path: Path, verify) -> None:
+def _wait_listening(proc: subprocess.Popen, base: str, log_path: Path, verify, workers: int) -> None:
+    """Until the server answers and, with several workers, every worker listens (the parent's line
+    ``keyfob serve: N workers on ...``): a worker still loading takes no connection, so a client
+    starting earlier would land every connection on the first one."""
     deadline = time.monotonic() + START_S
     while True:
         if proc.poll() is not None:
             raise ServeError(f"keyfob serve exited at start: {_tail(log_path)}")
         try:
             httpx.get(base + "/openapi.json", timeout=2, verify=verify)
-            return
+            if workers == 1 or f"keyfob serve: {workers} workers on" in _tail(log_path):
+                return
         except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise ServeError(f"keyfob serve did not listen within {START_S:.0f} s: {_tail(log_path)}") from None
-            time.sleep(0.1)
+            pass
+        if time.monotonic() > deadline:
+            raise ServeError(f"keyfob serve did not listen within {START_S:.0f} s: {_tail(log_path)}") from None
+        time.sleep(0.1)
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -7,6 +7,8 @@ from dataclasses import asdict
 
 import click
 
+from keyfob.errors import Unavailable
+
 from ._common import console, emit_json
 from .server import actor, db_options, handle_errors, json_option, open_verifier, server, when
 
@@ -24,10 +26,18 @@ from .server import actor, db_options, handle_errors, json_option, open_verifier
     help="Behind a proxy: the proxy addresses whose X-Forwarded-For names the client (the source "
     "that logins are throttled by). Without it the header is ignored.",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    help="A line per HTTP request on stderr (every login and admin call is in the audit log either way).",
+)
 @db_options
 @json_option(help="Errors as JSON (the server's own log stays text, on stderr).")
 @handle_errors
-def serve(host, port, workers, ssl_certfile, ssl_keyfile, forwarded_allow_ips, db, key_file, as_json) -> None:
+def serve(
+    host, port, workers, ssl_certfile, ssl_keyfile, forwarded_allow_ips, access_log, db, key_file, as_json
+) -> None:
     """Serve the verifier over HTTP: POST /validate/check and /admin/... (API keys: `keyfob server
     api-key add`); the OpenAPI description at /openapi.json (no Swagger UI:
     its page would run a third-party script on the security center's origin); the security center's pages at /web/."""
@@ -40,18 +50,27 @@ def serve(host, port, workers, ssl_certfile, ssl_keyfile, forwarded_allow_ips, d
         os.environ["KEYFOB_DB"] = db
     if key_file:
         os.environ["KEYFOB_KEY_FILE"] = key_file
-    uvicorn.run(
-        "keyfob.server.app:from_env",
+    options = dict(
+        app="keyfob.server.app:from_env",
         factory=True,
         host=host,
         port=port,
-        workers=workers,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
         proxy_headers=forwarded_allow_ips is not None,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
+        access_log=access_log,
     )
+    if workers == 1:
+        uvicorn.run(**options)
+        return
+    from keyfob.server.workers import STARTUP_FAILURE, Workers
+
+    scheme = "https" if ssl_certfile else "http"
+    listening = lambda: click.echo(f"keyfob serve: {workers} workers on {scheme}://{host}:{port}", err=True)  # noqa: E731
+    if Workers(workers, options).run(on_listening=listening) == STARTUP_FAILURE:
+        raise Unavailable("the server's workers could not start (see the lines above)")
 
 
 @server.group("api-key")
