@@ -184,6 +184,10 @@ def make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float | None =
     wait = lock_wait(wait)
     engine = _make_engine(db, must_exist=must_exist, wait=wait)
     engine.keyfob_wait = wait  # read by write()
+    path = sqlite_path(to_url(db))
+    if path is not None:
+        from .writelock import WriterTurn
+        engine.keyfob_turn = WriterTurn(path, wait)
     return engine
 
 
@@ -265,11 +269,13 @@ def write(engine: Engine, fn):
     start = time.monotonic()
     delay = 0.002
     while True:
+        turn = getattr(engine, "keyfob_turn", None)
         try:
-            with engine.connect() as conn:
-                conn.execution_options(write=True)
-                with conn.begin():
-                    return fn(conn)
+            with turn.turn() if turn is not None else contextlib.nullcontext():
+                with engine.connect() as conn:
+                    conn.execution_options(write=True)
+                    with conn.begin():
+                        return fn(conn)
         except OperationalError as exc:  # PostgreSQL's class 40 errors are OperationalErrors too
             if not is_retry_error(exc):
                 raise
