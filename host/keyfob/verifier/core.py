@@ -121,6 +121,9 @@ class VerifierCore:
     def close(self) -> None:
         self._keys.clear()
         self._engine.dispose()
+        turn = getattr(self._engine, "keyfob_turn", None)
+        if turn is not None:
+            turn.close()
 
     def __enter__(self) -> Self:
         return self
