@@ -6,7 +6,9 @@ one line for a person."""
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse
+import json
+
+from fastapi.responses import JSONResponse, Response
 
 from keyfob import __version__
 from keyfob.errors import BadInput
@@ -38,9 +40,18 @@ def ok(value, detail: dict | None = None) -> JSONResponse:
     return JSONResponse(body(value, detail))
 
 
-def login(accepted: bool) -> JSONResponse:
+def _rendered(value: bool) -> bytes:
+    detail = {"message": "accepted" if value else "refused"}
+    return json.dumps(body(value, detail), ensure_ascii=False, separators=(",", ":")).encode("utf-8")  # as JSONResponse
+
+
+#: the two answers a decided login can get, rendered once: a reject is these bytes whatever failed
+_LOGIN = {True: _rendered(True), False: _rendered(False)}
+
+
+def login(accepted: bool) -> Response:
     """A decided login. The detail is one of two fixed messages: a reject says nothing of its cause."""
-    return ok(bool(accepted), {"message": "accepted" if accepted else "refused"})
+    return Response(_LOGIN[bool(accepted)], media_type="application/json")
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
