@@ -30,14 +30,12 @@ import functools
 import os
 import random
 import re
+import sqlite3
 import stat
+import sys
 import time
 from pathlib import Path
-
-from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
-from sqlalchemy.exc import DatabaseError as SADatabaseError
+from typing import TYPE_CHECKING
 
 from .errors import DatabaseBusy, DatabaseError
 
@@ -55,6 +53,14 @@ _RETRY_STATES = ("40001", "40P01")
 #: URL schemes taken as PostgreSQL through psycopg 3 (SQLAlchemy's bare "postgresql" means psycopg2)
 _PG_SCHEMES = ("postgresql://", "postgres://")
 _PG_DRIVER = "postgresql+psycopg://"
+_SQLITE_URL = "sqlite:///"
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+# SQLAlchemy is imported here only where an engine is made or used: a login on a SQLite file runs
+# on the standard library's sqlite3 (:mod:`.sql`), and ``import sqlalchemy`` alone takes longer
+# than ``keyfob validate`` may.
 
 
 def default_db() -> str:
@@ -73,7 +79,20 @@ def to_url(db: str | os.PathLike) -> str:
     return "sqlite:///" + os.path.abspath(text)
 
 
+def plain_sqlite_file(db: str | os.PathLike) -> str | None:
+    """The file of a SQLite database given as a path or a plain ``sqlite:///PATH`` URL (no query),
+    read without SQLAlchemy; None for anything else (another database, an in-memory one, a URL
+    with options: those go through SQLAlchemy)."""
+    url = to_url(db)
+    if not url.startswith(_SQLITE_URL) or "?" in url:
+        return None
+    path = url[len(_SQLITE_URL) :]
+    return path if path and path != ":memory:" else None
+
+
 def sqlite_path(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
         return None
@@ -83,6 +102,11 @@ def sqlite_path(url: str) -> str | None:
 def display(db: str | os.PathLike) -> str:
     """How a database is named in messages and output: its URL with any password hidden."""
     text = to_url(db)
+    if text.startswith(_SQLITE_URL):
+        return text  # a file: no password to hide
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(text).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
@@ -92,6 +116,11 @@ def display(db: str | os.PathLike) -> str:
 def _hide(message: str, db: str | os.PathLike) -> str:
     """``message`` (e.g. a driver's error text) with the database URL's password blotted out."""
     message = _URL_PASSWORD.sub(r"\1***@", message)
+    if to_url(db).startswith(_SQLITE_URL):
+        return message
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         password = make_url(to_url(db)).password
     except (ArgumentError, ValueError):
@@ -115,23 +144,36 @@ def opening(db: str | os.PathLike):
         yield
     except DatabaseError:
         raise
-    except OperationalError as exc:
-        raise DatabaseError(f"cannot open database {display(db)}: {driver_message(exc, db)}") from None
-    except SADatabaseError as exc:
-        raise DatabaseError(f"{display(db)} is not a keyfob database ({driver_message(exc, db)})") from None
-    except SQLAlchemyError as exc:
+    except Exception as exc:
+        if "sqlalchemy" not in sys.modules:
+            raise
+        from sqlalchemy.exc import DatabaseError as SADatabaseError
+        from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        if isinstance(exc, OperationalError):
+            raise DatabaseError(f"cannot open database {display(db)}: {driver_message(exc, db)}") from None
+        if isinstance(exc, SADatabaseError):
+            raise DatabaseError(f"{display(db)} is not a keyfob database ({driver_message(exc, db)})") from None
         raise DatabaseError(f"cannot use database {display(db)}: {driver_message(exc, db)}") from None
 
 
-def _check_file(path: str) -> None:
+def _check_file(path: str, header: bool = True) -> None:
     """Refuse what cannot be a private SQLite database: a directory, another kind of file, or a
-    database (or its write-ahead log) that group or others may access (as ssh does with keys)."""
+    database (or its write-ahead log) that group or others may access (as ssh does with keys).
+
+    ``header=False``: do not read the file's first bytes, because this process has the database
+    open already: closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's included, and another process could then reset a WAL this one is still writing to."""
     try:
         st = os.stat(path)
         if stat.S_ISDIR(st.st_mode):
             raise DatabaseError(f"{path} is a directory, not a keyfob database")
-        with open(path, "rb") as fh:
-            head = fh.read(len(_SQLITE_MAGIC))
+        head = b""
+        if header:
+            with open(path, "rb") as fh:
+                head = fh.read(len(_SQLITE_MAGIC))
     except OSError as exc:
         raise DatabaseError(f"cannot read database {path}: {exc.strerror}") from None
     if head and head != _SQLITE_MAGIC:
@@ -178,16 +220,44 @@ def lock_wait(value: float | None = None) -> float:
     return float(value)
 
 
-def make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float | None = None) -> Engine:
+def make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float | None = None, header: bool = True) -> Engine:
     """An engine for ``db`` whose writes wait at most ``wait`` seconds (:func:`lock_wait`) for a
-    lock another process holds."""
+    lock another process holds. ``header=False``: a SQLite file this process has open already
+    (see :func:`_check_file`)."""
     wait = lock_wait(wait)
-    engine = _make_engine(db, must_exist=must_exist, wait=wait)
+    engine = _make_engine(db, must_exist=must_exist, wait=wait, header=header)
     engine.keyfob_wait = wait  # read by write()
     return engine
 
 
-def _make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float) -> Engine:
+def check_sqlite_file(path: str, *, must_exist: bool, header: bool = True) -> None:
+    """Before a SQLite file is opened: it exists (``must_exist``) or is created private, and it is
+    a private SQLite file (:func:`_check_file`; ``header``: its first bytes read too)."""
+    if must_exist and not os.path.exists(path):
+        raise DatabaseError(f"database {path} does not exist (run `keyfob server init`)")
+    if not must_exist:
+        _create_file(path)
+    _check_file(path, header)
+
+
+def sqlite_pragmas(dbapi_conn, wait: float) -> None:
+    """Every SQLite connection's set-up (SQLAlchemy's and the login path's ``sqlite3`` ones):
+    autocommit at the driver (we emit BEGIN ourselves), WAL, synchronous=NORMAL, foreign keys, the
+    busy timeout of the lock wait."""
+    dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy's pysqlite recipe)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable except on power loss mid-checkpoint
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+    cur.close()
+
+
+def _make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float, header: bool) -> Engine:
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     url = to_url(db)
     try:
         parsed = make_url(url)
@@ -211,22 +281,12 @@ def _make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float) -> Eng
         return engine
     if path == ":memory:" or parsed.database in (None, ""):
         raise DatabaseError("an in-memory SQLite database cannot be shared; give a file")
-    if must_exist and not os.path.exists(path):
-        raise DatabaseError(f"database {path} does not exist (run `keyfob server init`)")
-    if not must_exist:
-        _create_file(path)
-    _check_file(path)
+    check_sqlite_file(path, must_exist=must_exist, header=header)
     engine = create_engine(parsed, connect_args={"timeout": wait, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy's pysqlite recipe)
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable except on power loss mid-checkpoint
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
-        cur.close()
+        sqlite_pragmas(dbapi_conn, wait)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
@@ -235,17 +295,31 @@ def _make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float) -> Eng
     return engine
 
 
+def _operational(exc: BaseException):
+    """The driver's error behind ``exc`` if it is an operational one (SQLAlchemy's wrapper or the
+    stdlib sqlite3's own), else None."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return exc
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            return exc.orig
+    return None
+
+
 def is_locked_error(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) and any(m in str(exc.orig).lower() for m in _LOCKED)
+    orig = _operational(exc)
+    return orig is not None and any(m in str(orig).lower() for m in _LOCKED)
 
 
 def is_retry_error(exc: BaseException) -> bool:
     """A transaction the database gave up on and that may simply run again: SQLite's "database is
     locked", PostgreSQL's serialization failure or deadlock victim."""
-    if is_locked_error(exc):
-        return True
-    orig = getattr(exc, "orig", None)
-    return isinstance(exc, OperationalError) and getattr(orig, "sqlstate", None) in _RETRY_STATES
+    orig = _operational(exc)
+    if orig is None:
+        return False
+    return any(m in str(orig).lower() for m in _LOCKED) or getattr(orig, "sqlstate", None) in _RETRY_STATES
 
 
 @contextlib.contextmanager
@@ -261,16 +335,26 @@ def write(engine: Engine, fn):
     wait, then
     :class:`DatabaseBusy`. Returns what ``fn`` returns; ``fn`` must be repeatable (it is re-run from
     scratch after a rollback)."""
-    wait = getattr(engine, "keyfob_wait", DEFAULT_WAIT_S)
+
+    def once():
+        with engine.connect() as conn:
+            conn.execution_options(write=True)
+            with conn.begin():
+                return fn(conn)
+
+    return retrying(getattr(engine, "keyfob_wait", DEFAULT_WAIT_S), once)
+
+
+def retrying(wait: float, once):
+    """``once()`` (one write transaction), run again with jittered back-off while the database gives
+    up on it (:func:`is_retry_error`) for at most ``wait`` seconds, then :class:`DatabaseBusy`. The
+    one retry loop of both drivers (:func:`write`, :class:`.sql.SqliteStore`)."""
     start = time.monotonic()
     delay = 0.002
     while True:
         try:
-            with engine.connect() as conn:
-                conn.execution_options(write=True)
-                with conn.begin():
-                    return fn(conn)
-        except OperationalError as exc:  # PostgreSQL's class 40 errors are OperationalErrors too
+            return once()
+        except Exception as exc:  # PostgreSQL's class 40 errors are OperationalErrors too
             if not is_retry_error(exc):
                 raise
             if time.monotonic() - start >= wait:
@@ -317,6 +401,8 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The database's schema revision (Alembic's version table); None if it has none."""
+    from sqlalchemy import inspect, text
+
     with engine.connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
@@ -327,6 +413,8 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def has_tables(engine: Engine) -> bool:
+    from sqlalchemy import inspect
+
     return bool(inspect(engine).get_table_names())
 
 
