@@ -8,7 +8,6 @@ Errors go to the one handler (``keyfob.cli.LazyGroup.invoke``); exit codes as in
 from __future__ import annotations
 
 import functools
-import getpass
 import sqlite3
 import sys
 from datetime import UTC, datetime
@@ -58,6 +57,8 @@ def open_verifier(db: str | None, key_file: str | None) -> Verifier:
 
 
 def actor() -> str:
+    import getpass
+
     try:
         return "cli:" + getpass.getuser()
     except (KeyError, OSError):

@@ -39,6 +39,8 @@ TOKEN_COLS = (
 
 @dataclass(frozen=True, slots=True)
 class _Tok:
+    """A token row as the login path reads it (:data:`TOKEN_COLS`)."""
+
     id: int
     serial: str
     mode: str

@@ -4,8 +4,8 @@ policy, clock, key cache, lookups)."""
 
 from __future__ import annotations
 
-import logging
 import re
+import sys
 import threading
 from collections.abc import Callable
 from typing import Self
@@ -20,7 +20,20 @@ from .lazy import names
 from .passwords import Passwords
 from .rules import Policy
 
-log = logging.getLogger("keyfob.verifier")
+
+class _Log:
+    """The verifier's logger (``keyfob.verifier``), used only once the process has imported logging:
+    before that, no handler can have been set up to take a record, and importing logging costs a
+    ``keyfob validate`` more than its check."""
+
+    __slots__ = ()
+
+    def info(self, msg: str, *args) -> None:
+        if "logging" in sys.modules:
+            sys.modules["logging"].getLogger("keyfob.verifier").info(msg, *args)
+
+
+log = _Log()
 
 # the tables by their short names (SQLAlchemy Core, for the admin operations: imported on first use)
 select, update, _T, _U, _B, _A, _S, _TH = names(

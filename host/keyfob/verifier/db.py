@@ -24,17 +24,14 @@ by :func:`display`, which never shows a URL's password.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
 import os
-import random
 import re
 import sqlite3
 import stat
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import DatabaseBusy, DatabaseError
@@ -46,7 +43,7 @@ ENV_WAIT = "KEYFOB_DB_WAIT"
 #: seconds a write waits for a lock another process holds before :class:`DatabaseBusy`
 DEFAULT_WAIT_S = 5.0
 _WAIT_RE = re.compile(r"[0-9]+(\.[0-9]*)?\Z")
-_MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 _LOCKED = ("database is locked", "database is busy", "database table is locked", "lock timeout")
 #: PostgreSQL's SQLSTATEs for "run the transaction again": serialization_failure, deadlock_detected
 _RETRY_STATES = ("40001", "40P01")
@@ -194,10 +191,10 @@ def _check_file(path: str, header: bool = True) -> None:
 def _create_file(path: str) -> None:
     """Create an empty database file with mode 0600 (its directory 0700 if we make it) before SQLite
     opens it: SQLite gives its -wal and -shm files the database file's mode."""
-    parent = Path(path).parent
+    parent = os.path.dirname(os.path.abspath(path))
     try:
-        if not parent.exists():
-            parent.mkdir(mode=0o700, parents=True)
+        if not os.path.exists(parent):
+            os.makedirs(parent, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
@@ -345,6 +342,11 @@ def write(engine: Engine, fn):
     return retrying(getattr(engine, "keyfob_wait", DEFAULT_WAIT_S), once)
 
 
+def _jitter() -> float:
+    """A number in [0, 1) to spread retries (the random module is not worth importing for it)."""
+    return int.from_bytes(os.urandom(2), "big") / 65536
+
+
 def retrying(wait: float, once):
     """``once()`` (one write transaction), run again with jittered back-off while the database gives
     up on it (:func:`is_retry_error`) for at most ``wait`` seconds, then :class:`DatabaseBusy`. The
@@ -361,7 +363,7 @@ def retrying(wait: float, once):
                 raise DatabaseBusy(
                     f"the database is locked by another process (waited {wait:g} s); try again"
                 ) from None
-        time.sleep(delay * (0.5 + random.random()))
+        time.sleep(delay * (0.5 + _jitter()))
         delay = min(delay * 2, 0.25)
 
 
@@ -376,21 +378,25 @@ def _alembic_config(conn):
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("script_location", _MIGRATIONS)
     cfg.attributes["connection"] = conn
     return cfg
 
 
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(?:['\"]([^'\"]*)['\"]|None)\s*$", re.M)
+
+
 @functools.cache
 def head_revision() -> str:
-    """The newest migration's revision, from the migration files (without importing Alembic)."""
+    """The newest migration's revision, from the migration files' ``revision`` / ``down_revision``
+    lines (without importing Alembic, or parsing the files)."""
     revisions, parents = set(), set()
-    for path in sorted((_MIGRATIONS / "versions").glob("[0-9]*.py")):
-        found = {}
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                if node.targets[0].id in ("revision", "down_revision") and isinstance(node.value, ast.Constant):
-                    found[node.targets[0].id] = node.value.value
+    versions = os.path.join(_MIGRATIONS, "versions")
+    for name in sorted(os.listdir(versions)):
+        if not (name[:1].isdigit() and name.endswith(".py")):
+            continue
+        with open(os.path.join(versions, name), encoding="utf-8") as fh:
+            found = {m.group(1): m.group(2) for m in _REVISION_LINE.finditer(fh.read())}
         revisions.add(found["revision"])
         parents.add(found.get("down_revision"))
     heads = revisions - parents

@@ -32,6 +32,8 @@ _REREAD_SQL = "SELECT " + ", ".join(TOKEN_COLS) + " FROM tokens WHERE id = :id"
 
 @dataclass(frozen=True, slots=True)
 class _User:
+    """The user a login names, as loaded."""
+
     id: int
     name: str
     password_hash: str

@@ -38,7 +38,6 @@ Design (issue 11, hole 2: a stranger who knows a user name must not keep that us
 from __future__ import annotations
 
 import functools
-import ipaddress
 
 from . import sql
 from .errors import BadInput
@@ -80,6 +79,8 @@ def source_key(source: str) -> str:
     if not source.isprintable() or " " in source:
         raise BadInput("a source must not contain spaces or control characters")
     try:
+        import ipaddress  # only for a source (and not worth its import for every login)
+
         source = str(ipaddress.ip_address(source))  # one spelling per address
     except ValueError:
         pass
