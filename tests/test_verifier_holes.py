@@ -176,7 +176,7 @@ def test_a_stolen_password_still_meets_the_token_lockout(tmp_path, clock):
 def _login(db, code, start, hold, out, policy):
     v = Verifier.open(db, key=KEY, policy=policy)
     if hold is not None:
-        v._before_commit = hold.wait  # every login holds here once its code matched
+        v._before_write = hold.wait  # every login holds here once its password matched, before its code's transaction
     start.wait()
     r = v.verify("hank", PW, code)
     out.append((r.accepted, r.reason))
@@ -186,7 +186,8 @@ def _login(db, code, start, hold, out, policy):
 @pytest.mark.parametrize("held", [True, False], ids=["all-matched-then-race", "start-together"])
 def test_sixteen_concurrent_logins_with_one_code_are_one_login_and_fifteen_replays(tmp_path, held):
     """A double-clicked button, a retrying client: 16 logins with one code at once. Held: each one
-    waits once its code matched until all 16 have (so 16 reservations, max_fail raised to let them);
+    waits once its password matched, before its code's write transaction, until all 16 have (max_fail
+    raised to let all 16 reserve);
     not held: the default policy, started together."""
     db = tmp_path / "replay.db"
     policy = Policy(password_profile="fast", max_fail=16 if held else 10)

@@ -69,8 +69,8 @@ def test_backup_codes_parse_split_and_find():
     assert canon == code.replace("-", "") and modes.BACKUP.parse("not-a-code") is None
     assert modes.BACKUP.split("pw" + code) == [("pw", canon)]
     box = SeedBox(bytes(range(32)))
-    rows = [SimpleNamespace(id=i, code_hash=box.backup_hash(7, modes.BACKUP.parse(modes.BACKUP.new()))) for i in (1, 2)]
-    rows.append(SimpleNamespace(id=3, code_hash=box.backup_hash(7, canon)))
+    rows = [(i, box.backup_hash(7, modes.BACKUP.parse(modes.BACKUP.new()))) for i in (1, 2)]
+    rows.append((3, box.backup_hash(7, canon)))
     assert modes.BACKUP.find(rows, box.backup_hash(7, canon)) == 3
     assert modes.BACKUP.find(rows, box.backup_hash(8, canon)) is None  # another user's hash
 

@@ -2,11 +2,12 @@
 file, and a PostgreSQL database: the ``db`` fixture): exactly one is accepted, the counter moves
 exactly once, and the audit log has every attempt.
 
-Two rounds. In the first, every submitter is held (through the verifier's ``_before_commit`` test
-seam) after its code has matched and before its compare-and-set, until all of them have matched:
-so all of them really race for the same ``UPDATE ... WHERE counter = ?`` (the lockout and the rate
-limit are set out of the way so that all 72 get to check their code). In the second nobody is
-held; they only start together on a barrier, with the default limits.
+Two rounds. In the first, every submitter is held (through the verifier's ``_before_write`` test
+seam) just before the one write transaction that decides its login (load, reservations, match,
+compare-and-set), until all of them have got there: so all 72 really race for that transaction
+with the same code (the lockout and the rate limit are set out of the way so that all 72 get to
+check their code). In the second nobody is held; they only start together on a barrier, with the
+default limits.
 
 A replay (the same code again) is no failure: the losers of the race are refused as replays and
 leave the token's fail count at 0.
@@ -39,7 +40,7 @@ OPEN_POLICY = Policy(password_profile="fast", max_fail=1000, user_rate_limit=0)
 
 def _submit(v, code, start, results, hold):
     if hold is not None:
-        v._before_commit = lambda: hold.wait()  # every submitter holds here once its code matched
+        v._before_write = lambda: hold.wait()  # every submitter holds here, before its transaction
     start.wait()
     r = v.check_code("racer", code)
     results.append((r.accepted, r.reason))

@@ -26,6 +26,8 @@ class RecordError(BadInput, ValueError):
 
 @dataclass(frozen=True)
 class TokenRecord:
+    """One token as the formats read and write it: serial, mode, algorithm, digits, seed and the rest."""
+
     serial: str
     mode: str
     algorithm: str

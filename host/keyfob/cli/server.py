@@ -8,11 +8,11 @@ Errors go to the one handler (``keyfob.cli.LazyGroup.invoke``); exit codes as in
 from __future__ import annotations
 
 import functools
-import getpass
+import sqlite3
+import sys
 from datetime import UTC, datetime
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from keyfob.verifier import DatabaseError, Policy, Verifier
 from keyfob.verifier.db import ENV_DB, default_db, display, driver_message
@@ -57,6 +57,8 @@ def open_verifier(db: str | None, key_file: str | None) -> Verifier:
 
 
 def actor() -> str:
+    import getpass
+
     try:
         return "cli:" + getpass.getuser()
     except (KeyError, OSError):
@@ -65,17 +67,28 @@ def actor() -> str:
 
 def handle_errors(fn):
     """Make a database driver's error (not expected once open) a DatabaseError saying briefly what
-    the driver said, for the CLI's one handler."""
+    the driver said, for the CLI's one handler: SQLAlchemy's (imported only if it was used) and
+    the stdlib sqlite3's (a login on a SQLite file)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except SQLAlchemyError as exc:
+        except Exception as exc:
+            if not isinstance(exc, sqlite3.Error) and not _is_sqlalchemy_error(exc):
+                raise
             db = kwargs.get("db") or default_db()
             raise DatabaseError(f"database {display(db)}: {driver_message(exc, db)}") from None
 
     return wrapper
+
+
+def _is_sqlalchemy_error(exc: BaseException) -> bool:
+    if "sqlalchemy" not in sys.modules:
+        return False
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, SQLAlchemyError)
 
 
 def when(ts: float | None) -> str:

@@ -7,9 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-
-from . import db, modes, rules, throttle
+from . import modes, rules, sql, throttle
 from .core import _audit, log
 from .modes import Move
 from .results import Result
@@ -18,6 +16,51 @@ if TYPE_CHECKING:
     from .logins import _User
 
 _CAS_SQL: dict = {}
+
+#: a token's columns as the login path reads them (the load, a reservation's RETURNING)
+TOKEN_COLS = (
+    "id",
+    "serial",
+    "mode",
+    "algorithm",
+    "digits",
+    "period",
+    "seed",
+    "counter",
+    "last_step",
+    "drift",
+    "sync_drift",
+    "fail_count",
+    "locked_until",
+    "state",
+    "expires_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    """A token row as the login path reads it (:data:`TOKEN_COLS`)."""
+
+    id: int
+    serial: str
+    mode: str
+    algorithm: str
+    digits: int
+    period: int
+    seed: bytes
+    counter: int
+    last_step: int
+    drift: int
+    sync_drift: int
+    fail_count: int
+    locked_until: float | None
+    state: str
+    expires_at: float | None
+
+
+def _tok(r) -> _Tok:
+    """A token from a row of :data:`TOKEN_COLS`."""
+    return _Tok(*r[:6], bytes(r[6]), *r[7:15])
 
 
 @dataclass(slots=True)
@@ -62,13 +105,13 @@ class Attempts:
             if new.drift is not None:
                 sets.append("drift = :drift")
             where = f"id = :id AND {new.column} = :old AND state = :state"
-            stmt = _CAS_SQL[sql_key] = text(f"UPDATE tokens SET {', '.join(sets)} WHERE {where}")
+            stmt = _CAS_SQL[sql_key] = f"UPDATE tokens SET {', '.join(sets)} WHERE {where}"
         params = {"now": now, "id": tok.id, "state": tok.state, "new": new.value, "old": getattr(tok, new.column)}
         if new.drift is not None:
             params["drift"] = new.drift
         for k, val in extra.items():
             params["x_" + k] = val
-        return conn.execute(stmt, params).rowcount == 1
+        return sql.of(conn).execute(stmt, params).rowcount == 1
 
     # -- attempt reservations (the lockout and the throttle, race-free) -------------------------------
     #
@@ -89,12 +132,13 @@ class Attempts:
         " updated = :now"
         " WHERE id = :id AND state = :state"
         " AND (fail_count < :max_fail OR (locked_until IS NOT NULL AND locked_until <= :now))"
+        " RETURNING " + ", ".join(TOKEN_COLS)
     )
     _UNTIL = (
         "CASE WHEN (CASE WHEN fail_count >= :max_fail THEN 1 ELSE fail_count + 1 END) >= :max_fail"
         " THEN :until ELSE NULL END"
     )
-    _RELEASE_TOKEN = text(
+    _RELEASE_TOKEN = (
         "UPDATE tokens SET"
         " locked_until = CASE WHEN fail_count - 1 < :max_fail THEN NULL ELSE locked_until END,"
         " fail_count = fail_count - 1"
@@ -105,7 +149,7 @@ class Attempts:
         admin_only = self.policy.lock_seconds is None  # locked_until stays NULL: locked until unlocked
         stmt = _CAS_SQL.get(("reserve", admin_only))
         if stmt is None:
-            stmt = text(self._RESERVE_TOKEN.format(until="NULL" if admin_only else self._UNTIL))
+            stmt = self._RESERVE_TOKEN.format(until="NULL" if admin_only else self._UNTIL)
             _CAS_SQL[("reserve", admin_only)] = stmt
         return stmt
 
@@ -114,10 +158,13 @@ class Attempts:
         at its limit, or no longer in the state it was read in, is left out: it must not be checked)."""
         if not tokens:
             return []
-        return db.write(self._engine, lambda conn: self._reserve_in(conn, tokens, now))
+        return self._db.write(lambda conn: [t.id for t in self._reserve_in(conn, tokens, now)])
 
-    def _reserve_in(self, conn, tokens, now: float) -> list[int]:
-        """:meth:`_reserve` inside the caller's write transaction."""
+    def _reserve_in(self, conn, tokens, now: float) -> list[_Tok]:
+        """:meth:`_reserve` inside the caller's write transaction: the tokens reserved, as they are
+        now under the reservation's row lock (``RETURNING``: on PostgreSQL a row read before the lock
+        may be stale)."""
+        conn = sql.of(conn)
         p = self.policy
         token_sql = self._reserve_tokens_sql()
         got = []
@@ -125,8 +172,9 @@ class Attempts:
             args = {"id": t.id, "state": t.state, "now": now, "max_fail": p.max_fail}
             if p.lock_seconds is not None:
                 args["until"] = now + p.lock_seconds
-            if conn.execute(token_sql, args).rowcount == 1:
-                got.append(t.id)
+            row = conn.execute(token_sql, args).first()
+            if row is not None:
+                got.append(_tok(row))
         return got
 
     def _give_back(self, conn, att: _Attempt, token_ids) -> None:
@@ -134,6 +182,7 @@ class Attempts:
         reservations: its throttle rows, then its tokens, the order the reservation took them in (so
         that two transactions never wait on each other in a circle). A transaction that changes a
         token before this must :meth:`_lock_keys` first."""
+        conn = sql.of(conn)
         for key in att.keys:
             throttle.release(conn, key)
         for tid in token_ids:
@@ -142,8 +191,9 @@ class Attempts:
     @staticmethod
     def _lock_keys(conn, att: _Attempt) -> None:
         """Take the attempt's throttle rows before any token row, the order its reservation took them
-        in (see :func:`throttle.lock`)."""
-        throttle.lock(conn, att.keys)
+        in (see :func:`throttle.lock`); with the user's key if the user is in back-off (a checked
+        login's failure is counted on it, :meth:`_refuse_in`)."""
+        throttle.lock(conn, (att.keys + [att.ukey]) if att.backoff else att.keys)
 
     def _attempt(self, name: str, user, source: str | None, via: str | None = None) -> _Attempt:
         skey = None if source is None else throttle.source_key(source)
@@ -172,21 +222,30 @@ class Attempts:
         _audit(conn, now, name, "validate", "ok", name, serial, detail, source=att.shown_source, via=att.via)
 
     def _refuse(self, att: _Attempt, now, action, reason, serial=None, actor=None) -> Result:
-        """Audit a refused attempt (its failure was counted by its reservations, if any; a two-factor
-        login checked during the user's back-off counts it on the user's key now, and its audit row
-        is aggregated)."""
+        """Audit a refused attempt in a write transaction of its own (see :meth:`_refuse_in`)."""
+        result = self._db.write(lambda conn: self._refuse_in(conn, att, now, action, reason, serial, actor))
+        self._logged(action, result)
+        return result
 
-        def run(conn):
-            row = self._row(att, action, reason, serial, actor)
-            if att.backoff:  # checked during the user's back-off: counted, and audited in aggregate
-                throttle.note_failure(conn, att.ukey, now, self.policy)
-                throttle.aggregate(conn, att.ukey, now, row)
-            else:
-                _audit(conn, now, **row)
-
-        db.write(self._engine, run)
-        log.info("%s refused for %s: %s", action, att.user.name if att.user else "an unknown user", reason)
+    def _refuse_in(self, conn, att: _Attempt, now, action, reason, serial=None, actor=None) -> Result:
+        """Audit a refused attempt inside the caller's write transaction (its failure was counted by
+        its reservations, if any; a two-factor login checked during the user's back-off counts it on
+        the user's key now, and its audit row is aggregated). Log it with :meth:`_logged` after the
+        commit."""
+        row = self._row(att, action, reason, serial, actor)
+        if att.backoff:  # checked during the user's back-off: counted, and audited in aggregate
+            throttle.note_failure(conn, att.ukey, now, self.policy)
+            throttle.aggregate(conn, att.ukey, now, row)
+        else:
+            _audit(conn, now, **row)
         return Result(False, att.user.name if att.user else "", reason, serial)
+
+    @staticmethod
+    def _logged(action: str, r: Result) -> Result:
+        """Log a refusal (after its transaction committed): the reason, never what was typed."""
+        if not r.accepted:
+            log.info("%s refused for %s: %s", action, r.user or "an unknown user", r.reason)
+        return r
 
     def _open_tokens(self, tokens, now: float):
         """Tokens not known to be locked (a shortcut: the reservation is what decides)."""
@@ -203,4 +262,4 @@ class Attempts:
                 return True
             return False
 
-        return db.write(self._engine, run)
+        return self._db.write(run)

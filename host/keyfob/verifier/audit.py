@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
-
-from . import db, throttle
-from .core import _A, _audit, _serial
+from . import db, sql, throttle
+from .core import _audit, _serial
 from .errors import BadInput
+from .lazy import names
 from .results import AuditInfo
+
+select, _A = names(globals(), "sqlalchemy:select", "models:audit_table as _A")
 
 #: prune the audit log (``audit_days``) and stale throttle rows at most this often per process
 _PRUNE_EVERY = 3600.0
@@ -72,7 +73,8 @@ class Audit:
         throttle.prune(conn, now, self.policy)
         if self.policy.audit_days == 0:
             return 0
-        return conn.execute(delete(_A).where(_A.c.ts < now - self.policy.audit_days * 86400.0)).rowcount
+        cut = now - self.policy.audit_days * 86400.0
+        return sql.of(conn).execute("DELETE FROM audit WHERE ts < :cut", {"cut": cut}).rowcount
 
     def _maybe_prune(self, conn, now: float) -> None:
         """Retention on write: at most every :data:`_PRUNE_EVERY` seconds per process, inside a write."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, insert, select, update
-
-from . import db, modes
+from . import db, modes, sql
 from .attempts import _Attempt
-from .core import _B, _audit
+from .core import _audit
 from .errors import BadInput
+from .lazy import names
 from .results import Result
+
+delete, insert, _B = names(globals(), "sqlalchemy:delete insert", "models:backup_code_table as _B")
 
 
 class BackupCodes:
@@ -43,30 +44,21 @@ class BackupCodes:
 
         return db.write(self._engine, run)
 
-    def _try_backup(self, att: _Attempt, code: str, now: float) -> Result:
-        """Use one backup code (normalised). Single use through ``UPDATE ... WHERE used_at IS NULL``."""
+    _UNUSED = (
+        "SELECT id, code_hash FROM backup_codes WHERE user_id = :user_id AND used_at IS NULL"
+        " AND (expires_at IS NULL OR expires_at > :now)"  # a temporary code's day (0008)
+    )
+    _USE = "UPDATE backup_codes SET used_at = :now WHERE id = :id AND used_at IS NULL"
+
+    def _backup_in(self, conn, att: _Attempt, code: str, now: float) -> Result:
+        """Use one backup code (normalised) inside the login's write transaction, which holds the
+        attempt's throttle rows already. Single use through ``UPDATE ... WHERE used_at IS NULL``."""
+        conn = sql.of(conn)
         user = att.user
         want = self._box.backup_hash(user.id, code)
-        with db.read(self._engine) as conn:
-            rows = conn.execute(
-                select(_B.c.id, _B.c.code_hash).where(
-                    _B.c.user_id == user.id,
-                    _B.c.used_at.is_(None),
-                    _B.c.expires_at.is_(None) | (_B.c.expires_at > now),  # a temporary code's day (0008)
-                )
-            ).all()
-        hit = modes.BACKUP.find(rows, want)
-        if hit is not None:
-
-            def run(conn):
-                self._lock_keys(conn, att)
-                res = conn.execute(update(_B).where(_B.c.id == hit, _B.c.used_at.is_(None)).values(used_at=now))
-                if res.rowcount != 1:
-                    return False
-                self._give_back(conn, att, ())
-                self._audit_accepted(conn, att, now, detail="backup-code")
-                return True
-
-            if db.write(self._engine, run):
-                return Result(True, user.name, "backup-code")
-        return self._refuse(att, now, "validate", "wrong-backup-code")
+        hit = modes.BACKUP.find(conn.execute(self._UNUSED, {"user_id": user.id, "now": now}).all(), want)
+        if hit is not None and conn.execute(self._USE, {"id": hit, "now": now}).rowcount == 1:
+            self._give_back(conn, att, ())
+            self._audit_accepted(conn, att, now, detail="backup-code")
+            return Result(True, user.name, "backup-code")
+        return self._refuse_in(conn, att, now, "validate", "wrong-backup-code")

@@ -4,31 +4,44 @@ policy, clock, key cache, lookups)."""
 
 from __future__ import annotations
 
-import logging
 import re
+import sys
 import threading
 from collections.abc import Callable
 from typing import Self
 
-from sqlalchemy import select, text, update
-
 from keyfob.otp import HotpKey
 from keyfob.serials import SerialError, accept_serial
 
+from . import db, sql
 from .crypto import SeedBox
 from .errors import BadInput, UnknownToken, UnknownUser
-from .models import audit_table, backup_code_table, setting_table, throttle_table, token_table, user_table
+from .lazy import names
 from .passwords import Passwords
 from .rules import Policy
 
-log = logging.getLogger("keyfob.verifier")
 
-_T = token_table
-_U = user_table
-_B = backup_code_table
-_A = audit_table
-_S = setting_table
-_TH = throttle_table
+class _Log:
+    """The verifier's logger (``keyfob.verifier``), used only once the process has imported logging:
+    before that, no handler can have been set up to take a record, and importing logging costs a
+    ``keyfob validate`` more than its check."""
+
+    __slots__ = ()
+
+    def info(self, msg: str, *args) -> None:
+        if "logging" in sys.modules:
+            sys.modules["logging"].getLogger("keyfob.verifier").info(msg, *args)
+
+
+log = _Log()
+
+# the tables by their short names (SQLAlchemy Core, for the admin operations: imported on first use)
+select, update, _T, _U, _B, _A, _S, _TH = names(
+    globals(),
+    "sqlalchemy:select update",
+    "models:token_table as _T user_table as _U backup_code_table as _B audit_table as _A"
+    " setting_table as _S throttle_table as _TH",
+)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
 _CAS_TRIES = 8
@@ -57,9 +70,9 @@ def _serial(text: str) -> str:
         raise BadInput(str(exc)) from None
 
 
-# The hot path (load, compare-and-set, audit) uses plain portable SQL: building SQLAlchemy Core
-# expressions for every login costs more than the database work itself.
-_AUDIT_SQL = text(
+# The hot path (load, compare-and-set, audit) uses plain portable SQL through :mod:`.sql`:
+# SQLAlchemy's execution path costs more per login than the database work itself.
+_AUDIT_SQL = (
     "INSERT INTO audit (ts, actor, action, user_name, serial, result, detail, count, source, via)"
     " VALUES (:ts, :actor, :action, :user_name, :serial, :result, :detail, 1, :source, :via)"
 )
@@ -84,7 +97,7 @@ def _end_web_sessions(conn, which) -> int:
 
 
 def _audit(conn, now, actor, action, result, user_name=None, serial=None, detail=None, source=None, via=None) -> None:
-    conn.execute(
+    sql.of(conn).execute(
         _AUDIT_SQL,
         {
             "ts": now,
@@ -103,8 +116,8 @@ def _audit(conn, now, actor, action, result, user_name=None, serial=None, detail
 class VerifierCore:
     """The state every concern of :class:`~keyfob.verifier.Verifier` shares."""
 
-    def __init__(self, engine, box: SeedBox, policy: Policy, clock: Callable[[], float]):
-        self._engine = engine
+    def __init__(self, store, box: SeedBox, policy: Policy, clock: Callable[[], float]):
+        self._db = store  # the login path's connections (:mod:`.sql`)
         self._box = box
         self.policy = policy
         self._clock = clock
@@ -112,18 +125,21 @@ class VerifierCore:
         self._keys: dict[int, tuple[bytes, HotpKey]] = {}
         self._keys_lock = threading.Lock()
         self._pruned = float("-inf")  # when this process last applied the audit retention
-        #: test seam: called after a code matched and before its compare-and-set (see the race test)
-        self._before_commit: Callable[[], None] | None = None
+        #: test seam: called when a login is about to open the write transaction that decides it
+        #: (check_code: its one transaction; verify: the one after the password), see the race test
+        self._before_write: Callable[[], None] | None = None
+
+    @property
+    def _engine(self):
+        """The SQLAlchemy engine of the admin operations (made on first use for a SQLite file)."""
+        return self._db.engine()
 
     def __repr__(self) -> str:
-        return f"Verifier({self._engine.url.render_as_string(hide_password=True)})"
+        return f"Verifier({db.display(self._db.url)})"
 
     def close(self) -> None:
         self._keys.clear()
-        self._engine.dispose()
-        turn = getattr(self._engine, "keyfob_turn", None)
-        if turn is not None:
-            turn.close()
+        self._db.close()
 
     def __enter__(self) -> Self:
         return self

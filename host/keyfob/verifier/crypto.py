@@ -20,9 +20,7 @@ import binascii
 import hashlib
 import hmac
 import os
-import secrets
 import stat
-from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -40,9 +38,9 @@ _CHECK_VALUE = b"keyfob-verifier-key-check"
 _CHECK_AAD = b"keyfob-key-check"
 
 
-def default_key_file() -> Path:
+def default_key_file() -> str:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "keyfob" / "verifier.key"
+    return os.path.join(base, "keyfob", "verifier.key")
 
 
 def _parse_key(text: str | bytes, where: str) -> bytes:
@@ -67,10 +65,11 @@ def encode_key(key: bytes) -> str:
 
 def read_key_file(path: str | os.PathLike) -> bytes:
     """Read a key file, refusing one that others can read (as ssh does with private keys)."""
-    path = Path(path)
+    path = os.fspath(path)  # os.path, not pathlib: pathlib's imports cost a `keyfob validate` more than its check
     try:
-        st = path.stat()
-        data = path.read_bytes()
+        st = os.stat(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
     except FileNotFoundError:
         raise KeyFileError(f"key file {path} does not exist (run `keyfob server init`)") from None
     except OSError as exc:
@@ -84,9 +83,9 @@ def read_key_file(path: str | os.PathLike) -> bytes:
 
 def create_key_file(path: str | os.PathLike) -> bytes:
     """Create a new random key in ``path`` with mode 0600 (never overwriting a file)."""
-    path = Path(path)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = secrets.token_bytes(KEY_BYTES)
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    key = os.urandom(KEY_BYTES)  # what secrets.token_bytes is
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -136,7 +135,7 @@ class SeedBox:
         return "SeedBox(<key hidden>)"
 
     def seal(self, seed: bytes, serial: str) -> bytes:
-        nonce = secrets.token_bytes(_NONCE)
+        nonce = os.urandom(_NONCE)
         return _VERSION + nonce + self._aead.encrypt(nonce, bytes(seed), b"keyfob-seed:" + serial.encode())
 
     def open(self, blob: bytes, serial: str) -> bytes:
@@ -151,7 +150,7 @@ class SeedBox:
 
     def key_check(self) -> bytes:
         """A sealed known value to store beside the data, so :meth:`verify_key_check` can tell a wrong key."""
-        nonce = secrets.token_bytes(_NONCE)
+        nonce = os.urandom(_NONCE)
         return _VERSION + nonce + self._aead.encrypt(nonce, _CHECK_VALUE, _CHECK_AAD)
 
     def verify_key_check(self, blob: bytes) -> bool:

@@ -24,20 +24,15 @@ by :func:`display`, which never shows a URL's password.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
 import os
-import random
 import re
+import sqlite3
 import stat
+import sys
 import time
-from pathlib import Path
-
-from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
-from sqlalchemy.exc import DatabaseError as SADatabaseError
+from typing import TYPE_CHECKING
 
 from .errors import DatabaseBusy, DatabaseError
 
@@ -48,13 +43,21 @@ ENV_WAIT = "KEYFOB_DB_WAIT"
 #: seconds a write waits for a lock another process holds before :class:`DatabaseBusy`
 DEFAULT_WAIT_S = 5.0
 _WAIT_RE = re.compile(r"[0-9]+(\.[0-9]*)?\Z")
-_MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 _LOCKED = ("database is locked", "database is busy", "database table is locked", "lock timeout")
 #: PostgreSQL's SQLSTATEs for "run the transaction again": serialization_failure, deadlock_detected
 _RETRY_STATES = ("40001", "40P01")
 #: URL schemes taken as PostgreSQL through psycopg 3 (SQLAlchemy's bare "postgresql" means psycopg2)
 _PG_SCHEMES = ("postgresql://", "postgres://")
 _PG_DRIVER = "postgresql+psycopg://"
+_SQLITE_URL = "sqlite:///"
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+# SQLAlchemy is imported here only where an engine is made or used: a login on a SQLite file runs
+# on the standard library's sqlite3 (:mod:`.sql`), and ``import sqlalchemy`` alone takes longer
+# than ``keyfob validate`` may.
 
 
 def default_db() -> str:
@@ -73,7 +76,20 @@ def to_url(db: str | os.PathLike) -> str:
     return "sqlite:///" + os.path.abspath(text)
 
 
+def plain_sqlite_file(db: str | os.PathLike) -> str | None:
+    """The file of a SQLite database given as a path or a plain ``sqlite:///PATH`` URL (no query),
+    read without SQLAlchemy; None for anything else (another database, an in-memory one, a URL
+    with options: those go through SQLAlchemy)."""
+    url = to_url(db)
+    if not url.startswith(_SQLITE_URL) or "?" in url:
+        return None
+    path = url[len(_SQLITE_URL) :]
+    return path if path and path != ":memory:" else None
+
+
 def sqlite_path(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
         return None
@@ -83,6 +99,11 @@ def sqlite_path(url: str) -> str | None:
 def display(db: str | os.PathLike) -> str:
     """How a database is named in messages and output: its URL with any password hidden."""
     text = to_url(db)
+    if text.startswith(_SQLITE_URL):
+        return text  # a file: no password to hide
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(text).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
@@ -92,6 +113,11 @@ def display(db: str | os.PathLike) -> str:
 def _hide(message: str, db: str | os.PathLike) -> str:
     """``message`` (e.g. a driver's error text) with the database URL's password blotted out."""
     message = _URL_PASSWORD.sub(r"\1***@", message)
+    if to_url(db).startswith(_SQLITE_URL):
+        return message
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         password = make_url(to_url(db)).password
     except (ArgumentError, ValueError):
@@ -115,23 +141,36 @@ def opening(db: str | os.PathLike):
         yield
     except DatabaseError:
         raise
-    except OperationalError as exc:
-        raise DatabaseError(f"cannot open database {display(db)}: {driver_message(exc, db)}") from None
-    except SADatabaseError as exc:
-        raise DatabaseError(f"{display(db)} is not a keyfob database ({driver_message(exc, db)})") from None
-    except SQLAlchemyError as exc:
+    except Exception as exc:
+        if "sqlalchemy" not in sys.modules:
+            raise
+        from sqlalchemy.exc import DatabaseError as SADatabaseError
+        from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        if isinstance(exc, OperationalError):
+            raise DatabaseError(f"cannot open database {display(db)}: {driver_message(exc, db)}") from None
+        if isinstance(exc, SADatabaseError):
+            raise DatabaseError(f"{display(db)} is not a keyfob database ({driver_message(exc, db)})") from None
         raise DatabaseError(f"cannot use database {display(db)}: {driver_message(exc, db)}") from None
 
 
-def _check_file(path: str) -> None:
+def _check_file(path: str, header: bool = True) -> None:
     """Refuse what cannot be a private SQLite database: a directory, another kind of file, or a
-    database (or its write-ahead log) that group or others may access (as ssh does with keys)."""
+    database (or its write-ahead log) that group or others may access (as ssh does with keys).
+
+    ``header=False``: do not read the file's first bytes, because this process has the database
+    open already: closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's included, and another process could then reset a WAL this one is still writing to."""
     try:
         st = os.stat(path)
         if stat.S_ISDIR(st.st_mode):
             raise DatabaseError(f"{path} is a directory, not a keyfob database")
-        with open(path, "rb") as fh:
-            head = fh.read(len(_SQLITE_MAGIC))
+        head = b""
+        if header:
+            with open(path, "rb") as fh:
+                head = fh.read(len(_SQLITE_MAGIC))
     except OSError as exc:
         raise DatabaseError(f"cannot read database {path}: {exc.strerror}") from None
     if head and head != _SQLITE_MAGIC:
@@ -152,10 +191,10 @@ def _check_file(path: str) -> None:
 def _create_file(path: str) -> None:
     """Create an empty database file with mode 0600 (its directory 0700 if we make it) before SQLite
     opens it: SQLite gives its -wal and -shm files the database file's mode."""
-    parent = Path(path).parent
+    parent = os.path.dirname(os.path.abspath(path))
     try:
-        if not parent.exists():
-            parent.mkdir(mode=0o700, parents=True)
+        if not os.path.exists(parent):
+            os.makedirs(parent, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
@@ -178,11 +217,12 @@ def lock_wait(value: float | None = None) -> float:
     return float(value)
 
 
-def make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float | None = None) -> Engine:
+def make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float | None = None, header: bool = True) -> Engine:
     """An engine for ``db`` whose writes wait at most ``wait`` seconds (:func:`lock_wait`) for a
-    lock another process holds."""
+    lock another process holds. ``header=False``: a SQLite file this process has open already
+    (see :func:`_check_file`)."""
     wait = lock_wait(wait)
-    engine = _make_engine(db, must_exist=must_exist, wait=wait)
+    engine = _make_engine(db, must_exist=must_exist, wait=wait, header=header)
     engine.keyfob_wait = wait  # read by write()
     path = sqlite_path(to_url(db))
     if path is not None:
@@ -191,7 +231,34 @@ def make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float | None =
     return engine
 
 
-def _make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float) -> Engine:
+def check_sqlite_file(path: str, *, must_exist: bool, header: bool = True) -> None:
+    """Before a SQLite file is opened: it exists (``must_exist``) or is created private, and it is
+    a private SQLite file (:func:`_check_file`; ``header``: its first bytes read too)."""
+    if must_exist and not os.path.exists(path):
+        raise DatabaseError(f"database {path} does not exist (run `keyfob server init`)")
+    if not must_exist:
+        _create_file(path)
+    _check_file(path, header)
+
+
+def sqlite_pragmas(dbapi_conn, wait: float) -> None:
+    """Every SQLite connection's set-up (SQLAlchemy's and the login path's ``sqlite3`` ones):
+    autocommit at the driver (we emit BEGIN ourselves), WAL, synchronous=NORMAL, foreign keys, the
+    busy timeout of the lock wait."""
+    dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy's pysqlite recipe)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable except on power loss mid-checkpoint
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+    cur.close()
+
+
+def _make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float, header: bool) -> Engine:
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     url = to_url(db)
     try:
         parsed = make_url(url)
@@ -215,22 +282,12 @@ def _make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float) -> Eng
         return engine
     if path == ":memory:" or parsed.database in (None, ""):
         raise DatabaseError("an in-memory SQLite database cannot be shared; give a file")
-    if must_exist and not os.path.exists(path):
-        raise DatabaseError(f"database {path} does not exist (run `keyfob server init`)")
-    if not must_exist:
-        _create_file(path)
-    _check_file(path)
+    check_sqlite_file(path, must_exist=must_exist, header=header)
     engine = create_engine(parsed, connect_args={"timeout": wait, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy's pysqlite recipe)
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable except on power loss mid-checkpoint
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
-        cur.close()
+        sqlite_pragmas(dbapi_conn, wait)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
@@ -239,17 +296,31 @@ def _make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float) -> Eng
     return engine
 
 
+def _operational(exc: BaseException):
+    """The driver's error behind ``exc`` if it is an operational one (SQLAlchemy's wrapper or the
+    stdlib sqlite3's own), else None."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return exc
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            return exc.orig
+    return None
+
+
 def is_locked_error(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) and any(m in str(exc.orig).lower() for m in _LOCKED)
+    orig = _operational(exc)
+    return orig is not None and any(m in str(orig).lower() for m in _LOCKED)
 
 
 def is_retry_error(exc: BaseException) -> bool:
     """A transaction the database gave up on and that may simply run again: SQLite's "database is
     locked", PostgreSQL's serialization failure or deadlock victim."""
-    if is_locked_error(exc):
-        return True
-    orig = getattr(exc, "orig", None)
-    return isinstance(exc, OperationalError) and getattr(orig, "sqlstate", None) in _RETRY_STATES
+    orig = _operational(exc)
+    if orig is None:
+        return False
+    return any(m in str(orig).lower() for m in _LOCKED) or getattr(orig, "sqlstate", None) in _RETRY_STATES
 
 
 @contextlib.contextmanager
@@ -265,25 +336,42 @@ def write(engine: Engine, fn):
     wait, then
     :class:`DatabaseBusy`. Returns what ``fn`` returns; ``fn`` must be repeatable (it is re-run from
     scratch after a rollback)."""
-    wait = getattr(engine, "keyfob_wait", DEFAULT_WAIT_S)
+
+    def once():
+        with engine.connect() as conn:
+            conn.execution_options(write=True)
+            with conn.begin():
+                return fn(conn)
+
+    return retrying(getattr(engine, "keyfob_wait", DEFAULT_WAIT_S), once, getattr(engine, "keyfob_turn", None))
+
+
+def _jitter() -> float:
+    """A number in [0, 1) to spread retries (the random module is not worth importing for it)."""
+    return int.from_bytes(os.urandom(2), "big") / 65536
+
+
+def retrying(wait: float, once, turn=None):
+    """``once()`` (one write transaction), run again with jittered back-off while the database gives
+    up on it (:func:`is_retry_error`) for at most ``wait`` seconds, then :class:`DatabaseBusy`. The
+    one retry loop of both drivers (:func:`write`, :class:`.sql.SqliteStore`). ``turn``: a SQLite
+    file's :class:`.writelock.WriterTurn`, taken around each try."""
     start = time.monotonic()
     delay = 0.002
     while True:
-        turn = getattr(engine, "keyfob_turn", None)
         try:
-            with turn.turn() if turn is not None else contextlib.nullcontext():
-                with engine.connect() as conn:
-                    conn.execution_options(write=True)
-                    with conn.begin():
-                        return fn(conn)
-        except OperationalError as exc:  # PostgreSQL's class 40 errors are OperationalErrors too
+            if turn is None:
+                return once()
+            with turn.turn():
+                return once()
+        except Exception as exc:  # PostgreSQL's class 40 errors are OperationalErrors too
             if not is_retry_error(exc):
                 raise
             if time.monotonic() - start >= wait:
                 raise DatabaseBusy(
                     f"the database is locked by another process (waited {wait:g} s); try again"
                 ) from None
-        time.sleep(delay * (0.5 + random.random()))
+        time.sleep(delay * (0.5 + _jitter()))
         delay = min(delay * 2, 0.25)
 
 
@@ -298,21 +386,25 @@ def _alembic_config(conn):
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("script_location", _MIGRATIONS)
     cfg.attributes["connection"] = conn
     return cfg
 
 
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(?:['\"]([^'\"]*)['\"]|None)\s*$", re.M)
+
+
 @functools.cache
 def head_revision() -> str:
-    """The newest migration's revision, from the migration files (without importing Alembic)."""
+    """The newest migration's revision, from the migration files' ``revision`` / ``down_revision``
+    lines (without importing Alembic, or parsing the files)."""
     revisions, parents = set(), set()
-    for path in sorted((_MIGRATIONS / "versions").glob("[0-9]*.py")):
-        found = {}
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                if node.targets[0].id in ("revision", "down_revision") and isinstance(node.value, ast.Constant):
-                    found[node.targets[0].id] = node.value.value
+    versions = os.path.join(_MIGRATIONS, "versions")
+    for name in sorted(os.listdir(versions)):
+        if not (name[:1].isdigit() and name.endswith(".py")):
+            continue
+        with open(os.path.join(versions, name), encoding="utf-8") as fh:
+            found = {m.group(1): m.group(2) for m in _REVISION_LINE.finditer(fh.read())}
         revisions.add(found["revision"])
         parents.add(found.get("down_revision"))
     heads = revisions - parents
@@ -323,6 +415,8 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The database's schema revision (Alembic's version table); None if it has none."""
+    from sqlalchemy import inspect, text
+
     with engine.connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
@@ -333,6 +427,8 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def has_tables(engine: Engine) -> bool:
+    from sqlalchemy import inspect
+
     return bool(inspect(engine).get_table_names())
 
 

@@ -3,13 +3,14 @@ revoke, lost, drift reset."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
-
 from . import db, modes, rules, throttle
 from .attempts import _Attempt
-from .core import _CAS_TRIES, _T, _U, _audit, _end_web_sessions, _serial, log
+from .core import _CAS_TRIES, _audit, _end_web_sessions, _serial, log
 from .errors import BadInput, DatabaseError, TokenStateError, UnknownToken
+from .lazy import names
 from .results import Result
+
+select, update, _T, _U = names(globals(), "sqlalchemy:select update", "models:token_table as _T user_table as _U")
 
 
 class Enrolment:

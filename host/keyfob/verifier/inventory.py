@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from sqlalchemy import insert, select
-
 from keyfob.records import TokenRecord
 from keyfob.serials import is_valid_serial
 
 from . import db, modes, rules
-from .core import _T, _U, _audit, _serial, log
+from .core import _audit, _serial, log
 from .errors import AlreadyExists, BadInput, SeedFileError, TokenStateError, UnknownToken
+from .lazy import names
 from .results import TokenInfo
+
+insert, select, _T, _U = names(globals(), "sqlalchemy:insert select", "models:token_table as _T user_table as _U")
 
 
 class Imported(str):

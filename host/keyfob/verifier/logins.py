@@ -1,71 +1,43 @@
 """Logins: ``verify`` (password and code) and ``check_code`` (the code alone), from the attempt's start
-(the user loaded and the throttle reserved in one transaction) to its accept or refusal."""
+(the user loaded and the throttle reserved) to its accept or refusal.
+
+Write transactions (all through :mod:`.sql`, so on stdlib sqlite3 for a SQLite file): a
+``check_code`` is **one** in every outcome (load, throttle and token reservations, match,
+compare-and-set, give-back, audit row); a ``verify`` is one before the Argon2 hash (load, throttle
+reservation) and one after it (token reservation, match, compare-and-set, give-back, audit row),
+never one held across the hash. The reservations' ``UPDATE ... RETURNING`` gives the token as it is
+under its row lock, so what is matched is never a stale read (PostgreSQL, READ COMMITTED)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import text
-
 from keyfob.params import RECORDS
 
-from . import db, modes, rules, throttle
-from .attempts import _Attempt
-from .core import _CAS_TRIES, _audit, _utf8, log
+from . import modes, rules, throttle
+from .attempts import TOKEN_COLS, _Attempt, _tok
+from .core import _CAS_TRIES, _audit, _utf8
 from .errors import BadInput, DatabaseError
 from .results import THROTTLED, Result
 
-_TOKEN_COLS = (
-    "id",
-    "serial",
-    "mode",
-    "algorithm",
-    "digits",
-    "period",
-    "seed",
-    "counter",
-    "last_step",
-    "drift",
-    "sync_drift",
-    "fail_count",
-    "locked_until",
-    "state",
-    "expires_at",
-)
-_LOAD_SQL = text(
+_LOAD_SQL = (
     "SELECT u.id, u.name, u.password_hash, u.twofa,"
     " (SELECT count(*) FROM backup_codes b WHERE b.user_id = u.id AND b.used_at IS NULL),"
-    + ", ".join("t." + c for c in _TOKEN_COLS)
+    + ", ".join("t." + c for c in TOKEN_COLS)
     + " FROM users u LEFT OUTER JOIN tokens t ON t.user_id = u.id AND t.state = 'active'"
     " WHERE u.name = :name ORDER BY t.id"
 )
+_REREAD_SQL = "SELECT " + ", ".join(TOKEN_COLS) + " FROM tokens WHERE id = :id"
 
 
 @dataclass(frozen=True, slots=True)
 class _User:
+    """The user a login names, as loaded."""
+
     id: int
     name: str
     password_hash: str
     twofa: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Tok:
-    id: int
-    serial: str
-    mode: str
-    algorithm: str
-    digits: int
-    period: int
-    seed: bytes
-    counter: int
-    last_step: int
-    drift: int
-    sync_drift: int
-    fail_count: int
-    locked_until: float | None
-    state: str
-    expires_at: float | None
 
 
 class Logins:
@@ -89,43 +61,39 @@ class Logins:
     # Argon2 work (or it would buy the attacker the server's CPU), at the price that a user without
     # 2FA who is in back-off answers faster than an unknown name (checked, like any two-factor login).
 
-    def _load(self, name: str, conn=None) -> tuple[_User | None, list[_Tok], bool]:
+    def _load(self, conn, name: str) -> tuple[_User | None, list, bool]:
         """The user (None: no such user), their active tokens and whether they have unused backup
-        codes: one query (in ``conn``'s transaction if given, else in a read transaction of its own)."""
-        if conn is None:
-            with db.read(self._engine) as conn:
-                rows = conn.execute(_LOAD_SQL, {"name": name}).all()
-        else:
-            rows = conn.execute(_LOAD_SQL, {"name": name}).all()
+        codes: one query, in the caller's transaction."""
+        rows = conn.execute(_LOAD_SQL, {"name": name}).all()
         if not rows:
             return None, [], False
         r0 = rows[0]
         user = _User(r0[0], r0[1], r0[2], bool(r0[3]))
-        tokens = [_Tok(*r[5:11], bytes(r[11]), *r[12:20]) for r in rows if r[5] is not None]
-        return user, tokens, r0[4] > 0
+        return user, [_tok(r[5:]) for r in rows if r[5] is not None], r0[4] > 0
 
-    def _check_tokens(self, att: _Attempt, tokens, code: str, now: float, reserved=None) -> Result:
-        """Check ``code`` against the user's active tokens of its length and commit the match (CAS).
+    def _tokens_in(self, conn, att: _Attempt, tokens, code: str, now: float, reserved=None) -> Result:
+        """Check ``code`` against the user's active tokens of its length and commit the match (CAS),
+        inside the attempt's deciding write transaction, which holds its throttle rows already.
 
-        Only tokens reserved by :meth:`_reserve` are checked (``reserved``: their ids, if the caller
-        reserved them already); a wrong code leaves the reservations counted as failures, a replayed
-        one (:meth:`_replayed`) gives them back."""
-        user = att.user
+        Only tokens reserved by :meth:`_reserve_in` are checked, as the reservation returned them
+        (``reserved``: if the caller reserved them already, else reserved here); a wrong code leaves
+        the reservations counted as failures, a replayed one (:meth:`_replayed`) gives them back."""
         cand = [t for t in tokens if t.digits == len(code)]
         if not cand:
-            return self._refuse(att, now, "validate", "no-token")
+            return self._refuse_in(conn, att, now, "validate", "no-token")
         # past its ExpiryDate (inclusive, as at import): never checked, whatever the code
         live = [t for t in cand if t.expires_at is None or now <= t.expires_at]
         if not live:
-            return self._refuse(att, now, "validate", "expired", cand[0].serial)
-        cand, live_ids = live, {t.id for t in live}
+            return self._refuse_in(conn, att, now, "validate", "expired", cand[0].serial)
+        live_ids = {t.id for t in live}
         if reserved is None:
-            open_ = self._open_tokens(cand, now)
-            reserved = self._reserve(open_, now) if open_ else []
+            open_ = self._open_tokens(live, now)
+            reserved = self._reserve_in(conn, open_, now) if open_ else []
         if not reserved:
-            return self._refuse(att, now, "validate", "locked", cand[0].serial)
+            return self._refuse_in(conn, att, now, "validate", "locked", cand[0].serial)
+        ids = [t.id for t in reserved]
+        mine = [t for t in reserved if t.id in live_ids and t.digits == len(code)]
         for _ in range(_CAS_TRIES):
-            mine = [t for t in tokens if t.id in reserved and t.id in live_ids and t.digits == len(code)]
             hit = None
             for t in mine:
                 new = self._match(t, code, now)
@@ -136,37 +104,23 @@ class Logins:
                 serial = mine[0].serial if len(mine) == 1 else None
                 replay = next((t for t in mine if self._replayed(t, code, now)), None)
                 if replay is not None:
-                    return self._replay(att, reserved, replay.serial, now)
-                return self._refuse(att, now, "validate", "wrong-code", serial)
-            if self._before_commit is not None:
-                self._before_commit()
+                    return self._replay_in(conn, att, ids, replay.serial, now)
+                return self._refuse_in(conn, att, now, "validate", "wrong-code", serial)
             tok, new = hit
-
-            def run(conn, tok=tok, new=new):
-                self._lock_keys(conn, att)
-                if not self._cas(conn, tok, new, now):
-                    return False
-                self._give_back(conn, att, [i for i in reserved if i != tok.id])
+            if self._cas(conn, tok, new, now):
+                self._give_back(conn, att, [i for i in ids if i != tok.id])
                 self._audit_accepted(conn, att, now, tok.serial)
-                return True
+                return Result(True, att.user.name, "ok", tok.serial)
+            # The row moved since it was read (not under its reservation's lock): read it again in
+            # this transaction, with the reservations the attempt already holds (never a second one).
+            mine = [_tok(r) for t in mine for r in conn.execute(_REREAD_SQL, {"id": t.id}).all()]
+        raise DatabaseError(f"too much contention on the tokens of user {att.user.name!r}")
 
-            if db.write(self._engine, run):
-                return Result(True, user.name, "ok", tok.serial)
-            # Lost the race: someone else moved the counter (or the state). Look again, with the
-            # reservations this attempt already holds (never a second one).
-            tokens = self._load(user.name)[1]
-        raise DatabaseError(f"too much contention on the tokens of user {user.name!r}")
-
-    def _replay(self, att: _Attempt, reserved, serial: str, now: float) -> Result:
+    def _replay_in(self, conn, att: _Attempt, reserved, serial: str, now: float) -> Result:
         """A code the token already used, sent again (a double click, a retrying client): refused and
         audited as ``replay``, and not a failure: every reservation of the attempt is given back."""
-
-        def run(conn):
-            self._give_back(conn, att, reserved)
-            _audit(conn, now, **self._row(att, "validate", "replay", serial))
-
-        db.write(self._engine, run)
-        log.info("validate refused for user %s: replay", att.user.name)
+        self._give_back(conn, att, reserved)
+        _audit(conn, now, **self._row(att, "validate", "replay", serial))
         return Result(False, att.user.name, "replay", serial)
 
     def _code_kind(self, code: str, tokens, has_backup: bool) -> tuple[str, str]:
@@ -178,8 +132,8 @@ class Logins:
         lengths = {t.digits for t in tokens} or set(RECORDS.digits)
         return "otp", rules.check_code_format(code, lengths)
 
-    def _start(self, name: str, source: str | None, now: float, prepare, checked_in_backoff, via: str | None = None):
-        """Begin an attempt in one write transaction: load the user and their active tokens, let
+    def _begin_in(self, conn, name: str, source, now: float, prepare, checked_in_backoff, via=None):
+        """Begin an attempt inside a write transaction: load the user and their active tokens, let
         ``prepare(user, tokens, has_backup)`` make the plan and name the tokens to reserve, and
         reserve the attempt on the throttle (source key, then user key) and on those tokens.
 
@@ -187,35 +141,32 @@ class Logins:
         ``checked_in_backoff(plan)`` (a two-factor login, see :mod:`.throttle`). A throttled attempt
         is audited (aggregated) in the same transaction and gets ``plan`` None.
 
-        Returns ``(attempt, tokens, plan, reserved_token_ids)``."""
+        Returns ``(attempt, tokens, plan, reserved_tokens)`` (the tokens as reserved)."""
         p = self.policy
-
-        def run(conn):
-            user, tokens, has_backup = self._load(name, conn)
-            plan, to_reserve = prepare(user, tokens, has_backup)
-            att = self._attempt(name, user, source, via)
-            if p.user_rate_limit > 0:
-                if att.source is not None:
-                    if not throttle.reserve(conn, att.source, now, p):
-                        throttle.aggregate(conn, att.source, now, self._row(att, "validate", THROTTLED))
-                        return att, tokens, None, []
-                    att.keys.append(att.source)
-                if throttle.reserve(conn, att.ukey, now, p):
-                    att.keys.append(att.ukey)
-                elif checked_in_backoff(plan):
-                    att.backoff = True
-                else:
-                    for key in att.keys:
-                        throttle.release(conn, key)  # refused unchecked: not a failure of the source
-                    throttle.aggregate(conn, att.ukey, now, self._row(att, "validate", THROTTLED))
+        user, tokens, has_backup = self._load(conn, name)
+        plan, to_reserve = prepare(user, tokens, has_backup)
+        att = self._attempt(name, user, source, via)
+        if p.user_rate_limit > 0:
+            if att.source is not None:
+                if not throttle.reserve(conn, att.source, now, p):
+                    throttle.aggregate(conn, att.source, now, self._row(att, "validate", THROTTLED))
                     return att, tokens, None, []
-            self._maybe_prune(conn, now)
-            return att, tokens, plan, self._reserve_in(conn, to_reserve, now) if to_reserve else []
+                att.keys.append(att.source)
+            if throttle.reserve(conn, att.ukey, now, p):
+                att.keys.append(att.ukey)
+            elif checked_in_backoff(plan):
+                att.backoff = True
+            else:
+                for key in att.keys:
+                    throttle.release(conn, key)  # refused unchecked: not a failure of the source
+                throttle.aggregate(conn, att.ukey, now, self._row(att, "validate", THROTTLED))
+                return att, tokens, None, []
+        self._maybe_prune(conn, now)
+        return att, tokens, plan, self._reserve_in(conn, to_reserve, now) if to_reserve else []
 
-        att, tokens, plan, reserved = db.write(self._engine, run)
-        if plan is None:
-            log.info("validate refused for %s: throttled", name if att.user else "an unknown user")
-        return att, tokens, plan, reserved
+    @staticmethod
+    def _throttled(att: _Attempt) -> Result:
+        return Result(False, att.user.name if att.user else "", THROTTLED)
 
     def _bad_text(self, now: float, *values) -> None:
         """Invalid UTF-8 in a login: audited (naming no one), then :class:`BadInput`; nothing else is
@@ -223,9 +174,7 @@ class Logins:
         try:
             _utf8(*values)
         except BadInput:
-            db.write(
-                self._engine, lambda conn: _audit(conn, now, "unknown", "validate", "fail", detail="invalid UTF-8")
-            )
+            self._db.write(lambda conn: _audit(conn, now, "unknown", "validate", "fail", detail="invalid UTF-8"))
             raise
 
     def check_code(self, name: str, code: str, *, source: str | None = None, via: str | None = None) -> Result:
@@ -235,7 +184,9 @@ class Logins:
         keyfob PAM module): wrong codes count against the user's tokens, so this must not be
         reachable by anyone who has not passed that check (see :mod:`.throttle`). Every refusal is a
         Result (see "What a relying party learns" above); only text that is not UTF-8 raises
-        :class:`BadInput`. ``source``: where the attempt came from, if the front knows (an address)."""
+        :class:`BadInput`. ``source``: where the attempt came from, if the front knows (an address).
+
+        One write transaction, whatever the outcome (see the module's docstring)."""
         now = self._clock()
         self._bad_text(now, name, code)
 
@@ -250,15 +201,20 @@ class Logins:
                 return (kind, c), ()
             return (kind, c), self._open_tokens([t for t in tokens if t.digits == len(c)], now)
 
-        att, tokens, plan, reserved = self._start(name, source, now, prepare, lambda plan: False, via)
-        if plan is None:
-            return Result(False, att.user.name if att.user else "", THROTTLED)
-        if len(plan) == 1:
-            return self._refuse(att, now, "validate", plan[0])
-        kind, c = plan
-        if kind == "backup":
-            return self._try_backup(att, c, now)
-        return self._check_tokens(att, tokens, c, now, reserved)
+        def run(conn):
+            att, tokens, plan, reserved = self._begin_in(conn, name, source, now, prepare, lambda plan: False, via)
+            if plan is None:
+                return self._throttled(att)
+            if len(plan) == 1:
+                return self._refuse_in(conn, att, now, "validate", plan[0])
+            kind, c = plan
+            if kind == "backup":
+                return self._backup_in(conn, att, c, now)
+            return self._tokens_in(conn, att, tokens, c, now, reserved)
+
+        if self._before_write is not None:
+            self._before_write()
+        return self._logged("validate", self._db.write(run))
 
     def verify(
         self,
@@ -308,10 +264,12 @@ class Logins:
         checked = (lambda plan: False) if reauth else two_factor  # noqa: E731
         spent = 0  # Argon2 verifications made; padded to the field's shape's number (see _shape_cost)
         try:
-            att, tokens, plan, _ = self._start(name, source, now, prepare, checked, via)
+            att, tokens, plan, _ = self._db.write(
+                lambda conn: self._begin_in(conn, name, source, now, prepare, checked, via)
+            )
             if plan is None:
                 spent = None  # refused unchecked: no Argon2 work, whoever it is
-                return Result(False, att.user.name if att.user else "", THROTTLED)
+                return self._logged("validate", self._throttled(att))
             user = att.user
             spent = 1
             if plan[0] == "unknown-user":
@@ -326,13 +284,26 @@ class Logins:
             for pw, kind, c in plan[1]:
                 spent += 1
                 if self._pw.verify(user.password_hash, pw):
-                    if kind == "backup":
-                        return self._try_backup(att, c, now)
-                    return self._check_tokens(att, tokens, c, now)
+                    return self._second_factor(att, tokens, kind, c, now)
             return self._refuse(att, now, "validate", "wrong-password")
         finally:
             for _ in range(0 if spent is None else self._shape_cost(password, code) - spent):
                 self._pw.verify_dummy(password)
+
+    def _second_factor(self, att: _Attempt, tokens, kind: str, code: str, now: float) -> Result:
+        """``verify``'s second write transaction, once the password was right: the attempt's throttle
+        rows first (the order every transaction takes them in), then the code (a token's, reserved
+        and matched here, or a backup code), its compare-and-set, give-back and audit row."""
+
+        def run(conn):
+            self._lock_keys(conn, att)
+            if kind == "backup":
+                return self._backup_in(conn, att, code, now)
+            return self._tokens_in(conn, att, tokens, code, now)
+
+        if self._before_write is not None:
+            self._before_write()
+        return self._logged("validate", self._db.write(run))
 
     @staticmethod
     def _shape_cost(password: str, code: str | None) -> int:
@@ -363,5 +334,5 @@ class Logins:
             self._give_back(conn, att, ())
             self._audit_accepted(conn, att, now, detail="password only (2fa off)")
 
-        db.write(self._engine, run)
+        self._db.write(run)
         return Result(True, user.name, "password")

@@ -122,11 +122,12 @@ class _Backup:
         return rules.split_backup_field(field)
 
     def find(self, rows, want: bytes):
-        """The id of the unused code whose hash is ``want`` (every row compared), else None."""
+        """The id of the unused code whose hash is ``want`` (``rows``: ``(id, code_hash)`` pairs, every
+        one compared), else None."""
         hit = None
-        for r in rows:
-            if hmac.compare_digest(r.code_hash, want) and hit is None:
-                hit = r.id
+        for rid, code_hash in rows:
+            if hmac.compare_digest(bytes(code_hash), want) and hit is None:
+                hit = rid
         return hit
 
 

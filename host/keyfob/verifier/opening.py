@@ -8,19 +8,21 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select, update
-
-from . import db, rules
-from .core import _S, _audit
+from . import db, rules, sql
+from .core import _audit
 from .crypto import SeedBox, resolve_key
 from .errors import AlreadyExists, BadInput, DatabaseError, KeyFileError
+from .lazy import names
 from .rules import Policy
+
+insert, select, update, _S = names(globals(), "sqlalchemy:insert select update", "models:setting_table as _S")
 
 if TYPE_CHECKING:
     from .service import Verifier
 
 _KEY_CHECK = "key_check"
 _POLICY = "policy"
+_SETTINGS_SQL = "SELECT name, value FROM settings WHERE name IN ('key_check', 'policy')"
 
 
 def _policy_blob(policy: Policy) -> bytes:
@@ -62,8 +64,9 @@ class Opening:
         The shared fields of ``policy`` (:data:`keyfob.verifier.rules.SHARED`) are stored in the
         database, so every node that opens it applies them."""
         policy = policy or Policy()
-        engine = db.make_engine(database, must_exist=False)
+        store = sql.open_store(database, must_exist=False)
         try:
+            engine = store.engine()
             with db.opening(database):
                 if db.has_tables(engine):
                     raise AlreadyExists(f"database {db.display(database)} is already initialised")
@@ -78,9 +81,9 @@ class Opening:
 
                 db.write(engine, run)
         except Exception:
-            engine.dispose()
+            store.close()
             raise
-        return cls(engine, box, policy, clock)
+        return cls(store, box, policy, clock)
 
     @classmethod
     def open(
@@ -102,19 +105,11 @@ class Opening:
         ``backup_codes``) are used. ``password_profile`` alone overrides just that field.
         ``lock_wait``: seconds a write waits for another process's lock before :class:`DatabaseBusy`
         (default ``$KEYFOB_DB_WAIT`` or 5)."""
-        engine = db.make_engine(database, must_exist=True, wait=lock_wait)
+        store = sql.open_store(database, must_exist=True, wait=lock_wait)
         try:
-            with db.opening(database):
-                rev = db.current_revision(engine)
-                if rev is None:
-                    raise DatabaseError(f"{db.display(database)} is not a keyfob database (run `keyfob server init`)")
-                if rev != db.head_revision():
-                    db.upgrade(engine)
+            with sql.opening(database):
+                rows = cls._open_rows(store, database)
                 box = SeedBox(key if key is not None else resolve_key(key_file))
-                with db.read(engine) as conn:
-                    rows = dict(
-                        conn.execute(select(_S.c.name, _S.c.value).where(_S.c.name.in_((_KEY_CHECK, _POLICY)))).all()
-                    )
             check = rows.get(_KEY_CHECK)
             if check is None or not box.verify_key_check(bytes(check)):
                 raise KeyFileError("the key does not belong to this database (wrong key file?)")
@@ -128,9 +123,25 @@ class Opening:
             if password_profile is not None:
                 stored = replace(stored, password_profile=password_profile)
         except Exception:
-            engine.dispose()
+            store.close()
             raise
-        return cls(engine, box, stored, clock)
+        return cls(store, box, stored, clock)
+
+    @staticmethod
+    def _open_rows(store, database) -> dict:
+        """The schema checked (upgraded through Alembic if older), then the key check and the policy
+        from ``settings``. A current SQLite file is read through the stdlib driver alone."""
+        if isinstance(store, sql.SqliteStore):
+            with store.read() as conn:
+                rev = sql.sqlite_revision(conn)
+        else:
+            rev = db.current_revision(store.engine())
+        if rev is None:
+            raise DatabaseError(f"{db.display(database)} is not a keyfob database (run `keyfob server init`)")
+        if rev != db.head_revision():
+            db.upgrade(store.engine())
+        with store.read() as conn:
+            return {name: value for name, value in conn.execute(_SETTINGS_SQL).all()}
 
     def set_policy(self, changes: dict, *, actor: str = "admin") -> Policy:
         """Change shared policy settings (names in :data:`keyfob.verifier.rules.SHARED`) for every node

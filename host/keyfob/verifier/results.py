@@ -26,8 +26,14 @@ class Result:
         return self.accepted
 
 
+# Every dataclass here has a docstring: without one, @dataclass makes one from inspect.signature at
+# import, a cost each `keyfob validate` would pay.
+
+
 @dataclass(frozen=True)
 class UserInfo:
+    """A user as listed: name, 2FA on or off, how many active tokens and unused backup codes."""
+
     name: str
     twofa: bool
     tokens: int
@@ -36,6 +42,8 @@ class UserInfo:
 
 @dataclass(frozen=True)
 class TokenInfo:
+    """A token as listed (never its seed)."""
+
     serial: str
     mode: str
     algorithm: str
@@ -54,6 +62,8 @@ class TokenInfo:
 
 @dataclass(frozen=True)
 class AuditInfo:
+    """One audit row (``count``: the attempts an aggregated row stands for)."""
+
     ts: float
     actor: str
     action: str

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from . import db, modes, rules
 from .attempts import _Attempt
-from .core import _CAS_TRIES, _U, _audit, _serial, _utf8
+from .core import _CAS_TRIES, _audit, _serial, _utf8
 from .errors import BadInput, DatabaseError, TokenStateError
+from .lazy import names
 from .results import THROTTLED, Result
+
+select, _U = names(globals(), "sqlalchemy:select", "models:user_table as _U")
 
 
 class Resync:

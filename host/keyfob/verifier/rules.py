@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import re
-import secrets
 from dataclasses import dataclass, replace
 
 from keyfob.otp import HotpKey, totp_step
@@ -367,6 +366,8 @@ _BACKUP_RE = re.compile(r"[%s]{4}-?[%s]{4}-?[%s]{4}\Z" % ((BACKUP_ALPHABET,) * 3
 
 def new_backup_code() -> str:
     """A random single-use code like ``k3m9-x2qf-7hzt`` (12 symbols of 31: 59 bits)."""
+    import secrets
+
     raw = "".join(secrets.choice(BACKUP_ALPHABET) for _ in range(_BACKUP_LEN))
     return f"{raw[0:4]}-{raw[4:8]}-{raw[8:12]}"
 

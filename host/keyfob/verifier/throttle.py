@@ -38,33 +38,32 @@ Design (issue 11, hole 2: a stranger who knows a user name must not keep that us
 from __future__ import annotations
 
 import functools
-import ipaddress
 
-from sqlalchemy import bindparam, insert, select, text
-
+from . import sql
 from .errors import BadInput
-from .models import audit_table, throttle_table
 from .rules import Policy
 
 #: one aggregated audit row covers at most this many seconds of a key's throttled attempts
 AGGREGATE_SECONDS = 60.0
 SOURCE_MAX = 64
-_A = audit_table
-_T = throttle_table
-# FOR NO KEY UPDATE (what an UPDATE takes) on PostgreSQL; SQLite renders no lock clause (its write
-# transactions run one at a time anyway)
-_LOCK = select(_T.c.key).where(_T.c.key == bindparam("key")).with_for_update(key_share=True)
-
-_ENSURE = text(
+# plain SQL through :mod:`.sql` (any connection: the login path's or an admin's SQLAlchemy one); the
+# lock takes FOR NO KEY UPDATE (what an UPDATE takes) on PostgreSQL, nothing on SQLite (its write
+# transactions run one at a time anyway): :func:`sql.lock_sql`
+_LOCK = "SELECT key FROM throttle WHERE key = :key"
+_ENSURE = (
     "INSERT INTO throttle (key, fails, last_fail, next_ok) VALUES (:key, 0, :now, 0) ON CONFLICT (key) DO NOTHING"
 )
-_RELEASE = text("UPDATE throttle SET fails = fails - 1 WHERE key = :key AND fails > 0")
-_AGG_BUMP = text(
+_RELEASE = "UPDATE throttle SET fails = fails - 1 WHERE key = :key AND fails > 0"
+_AGG_BUMP = (
     "UPDATE audit SET count = count + 1, ts = :now"
     " WHERE id = (SELECT agg_id FROM throttle WHERE key = :key AND agg_until > :now) AND detail = :detail"
 )
-_AGG_SET = text("UPDATE throttle SET agg_id = :id, agg_until = :until WHERE key = :key")
-_PRUNE = text("DELETE FROM throttle WHERE last_fail <= :cut AND next_ok <= :now")
+_AGG_NEW = (
+    "INSERT INTO audit (ts, actor, action, user_name, serial, result, detail, count, source, via)"
+    " VALUES (:now, :actor, :action, :user_name, :serial, :result, :detail, 1, :source, :via) RETURNING id"
+)
+_AGG_SET = "UPDATE throttle SET agg_id = :id, agg_until = :until WHERE key = :key"
+_PRUNE = "DELETE FROM throttle WHERE last_fail <= :cut AND next_ok <= :now"
 
 
 def user_key(tag: str) -> str:
@@ -80,6 +79,8 @@ def source_key(source: str) -> str:
     if not source.isprintable() or " " in source:
         raise BadInput("a source must not contain spaces or control characters")
     try:
+        import ipaddress  # only for a source (and not worth its import for every login)
+
         source = str(ipaddress.ip_address(source))  # one spelling per address
     except ValueError:
         pass
@@ -104,7 +105,7 @@ def _reserve_sql(limit: int, cap: float):
     # No back-off earned: next_ok never moves later (min(next_ok, now)), so an attempt whose clock
     # read a moment earlier than another's, in another thread or on another node, is not refused.
     delay = _delay_sql(limit, cap, _NEW)
-    return text(
+    return (
         f"UPDATE throttle SET fails = {_NEW}, last_fail = :now,"
         f" next_ok = CASE WHEN {delay} = 0 THEN (CASE WHEN next_ok < :now THEN next_ok ELSE :now END)"
         f" ELSE :now + {delay} END"
@@ -115,7 +116,7 @@ def _reserve_sql(limit: int, cap: float):
 @functools.lru_cache(maxsize=32)
 def _note_sql(limit: int, cap: float):
     later = f":now + {_delay_sql(limit, cap, _NEW)}"
-    return text(
+    return (
         f"UPDATE throttle SET fails = {_NEW}, last_fail = :now,"
         f" next_ok = CASE WHEN next_ok > {later} THEN next_ok ELSE {later} END WHERE key = :key"
     )
@@ -127,17 +128,22 @@ def _args(key: str, now: float, policy: Policy) -> dict:
 
 def reserve(conn, key: str, now: float, policy: Policy) -> bool:
     """Count one failure on ``key`` in advance, if the key is not in back-off. True: reserved (the
-    attempt may be checked; give it back on success); False: in back-off, nothing counted."""
+    attempt may be checked; give it back on success); False: in back-off, nothing counted.
+
+    The key's row is made (``_ENSURE``) only when the UPDATE found nothing to count on (no row, or
+    one in back-off), and the UPDATE then runs again (it sees a row another transaction has just
+    made, under READ COMMITTED too): a key seen before and not in back-off costs one statement."""
+    conn = sql.of(conn)
+    stmt, args = _reserve_sql(policy.user_rate_limit, float(policy.backoff_max)), _args(key, now, policy)
+    if conn.execute(stmt, args).rowcount == 1:
+        return True
     conn.execute(_ENSURE, {"key": key, "now": now})
-    return (
-        conn.execute(_reserve_sql(policy.user_rate_limit, float(policy.backoff_max)), _args(key, now, policy)).rowcount
-        == 1
-    )
+    return conn.execute(stmt, args).rowcount == 1
 
 
 def note_failure(conn, key: str, now: float, policy: Policy) -> None:
     """Count a failure that was checked without a reservation (a two-factor login in back-off)."""
-    conn.execute(_note_sql(policy.user_rate_limit, float(policy.backoff_max)), _args(key, now, policy))
+    sql.of(conn).execute(_note_sql(policy.user_rate_limit, float(policy.backoff_max)), _args(key, now, policy))
 
 
 def lock(conn, keys) -> None:
@@ -145,27 +151,32 @@ def lock(conn, keys) -> None:
     transaction that will give them back after changing a token. Reservations lock throttle rows,
     then tokens; without this, a success (token, then throttle rows) and a reservation of the same
     user wait on each other in a circle, and PostgreSQL aborts one as a deadlock after a second."""
+    conn = sql.of(conn)
+    if conn.dialect == "sqlite":
+        return  # one writer at a time: the transaction holds every row already
+    stmt = sql.lock_sql(conn, _LOCK)
     for key in keys:
-        conn.execute(_LOCK, {"key": key})
+        conn.execute(stmt, {"key": key})
 
 
 def release(conn, key: str) -> None:
     """Inside the transaction that records a success (or a replay): return the attempt's
     reservation. The back-off it set stays: it ends on its own."""
-    conn.execute(_RELEASE, {"key": key})
+    sql.of(conn).execute(_RELEASE, {"key": key})
 
 
 def aggregate(conn, key: str, now: float, row: dict) -> None:
     """Audit one attempt made while ``key`` is in back-off: add it to the key's current aggregate row
     if that has the same reason (``detail``), or start one (``row``: the audit columns of the new
     row). A flood is one reason over and over: a few rows, whatever its size."""
+    conn = sql.of(conn)
     if conn.execute(_AGG_BUMP, {"key": key, "now": now, "detail": row["detail"]}).rowcount == 1:
         return
-    new_id = conn.execute(insert(_A).values(ts=now, count=1, **row)).inserted_primary_key[0]
+    new_id = conn.execute(_AGG_NEW, {"now": now, **row}).scalar()
     conn.execute(_AGG_SET, {"id": new_id, "until": now + AGGREGATE_SECONDS, "key": key})
 
 
-_ONCE = text(
+_ONCE = (
     "INSERT INTO throttle (key, fails, last_fail, next_ok) VALUES (:key, 0, :now, :until) ON CONFLICT (key) DO NOTHING"
 )
 
@@ -173,9 +184,9 @@ _ONCE = text(
 def use_once(conn, tag: str, now: float, until: float) -> bool:
     """Mark a single-use thing used (``tag``: e.g. a web sign-in's first step); True the first time.
     Its row (key ``o:TAG``) outlives ``until`` (pruning waits for its next_ok and a window)."""
-    return conn.execute(_ONCE, {"key": "o:" + tag, "now": now, "until": until}).rowcount == 1
+    return sql.of(conn).execute(_ONCE, {"key": "o:" + tag, "now": now, "until": until}).rowcount == 1
 
 
 def prune(conn, now: float, policy: Policy) -> int:
     """Delete keys whose failures are forgotten and whose back-off is over."""
-    return conn.execute(_PRUNE, {"cut": now - policy.user_rate_window, "now": now}).rowcount
+    return sql.of(conn).execute(_PRUNE, {"cut": now - policy.user_rate_window, "now": now}).rowcount

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, select, update
-
 from . import db, throttle
-from .core import _B, _T, _TH, _U, _audit, _check_name, _end_web_sessions
+from .core import _audit, _check_name, _end_web_sessions
 from .errors import AlreadyExists, UnknownUser
+from .lazy import names
 from .results import UserInfo
+
+delete, func, insert, select, update, _B, _T, _TH, _U = names(
+    globals(),
+    "sqlalchemy:delete func insert select update",
+    "models:backup_code_table as _B token_table as _T throttle_table as _TH user_table as _U",
+)
 
 
 class Users:

@@ -1,0 +1,248 @@
+"""The login path's connection protocol, without SQLAlchemy on a SQLite file.
+
+A login is a few plain SQL statements (portable text with ``:name`` parameters); building them
+through SQLAlchemy's execution path costs several times what SQLite spends running them, and
+importing SQLAlchemy costs more than a ``keyfob validate`` may take. So the login path (logins,
+attempts, throttle, the audit row, opening a current database) speaks this small protocol:
+
+* ``conn.execute(sql, params)`` -> a result with ``rowcount``, ``all()``, ``first()``,
+  ``scalar()`` (``UPDATE ... RETURNING`` gives its rows); ``conn.dialect`` names the database;
+* ``store.write(fn)``: ``fn(conn)`` in one write transaction, with the bounded wait and
+  :class:`DatabaseBusy` of :func:`.db.retrying`; ``store.read()``: a read transaction.
+
+:class:`SqliteStore` runs it on the standard library's ``sqlite3`` (a connection per thread, the
+pragmas of :mod:`.db`, ``BEGIN IMMEDIATE`` for writes); :class:`EngineStore` on a SQLAlchemy engine
+(PostgreSQL through psycopg, or any other URL). :func:`of` lets the shared primitives take a bare
+SQLAlchemy connection too (the admin operations, which stay on SQLAlchemy Core). The dialect
+differences are here: :func:`lock_sql`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sqlite3
+import threading
+
+from . import db
+from .errors import DatabaseError
+from .writelock import WriterTurn
+
+
+class _Rows:
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows, rowcount):
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def all(self):
+        return self._rows
+
+    def first(self):
+        return self._rows[0] if self._rows else None
+
+    def scalar(self):
+        return self._rows[0][0] if self._rows else None
+
+
+class SqliteConn:
+    """The protocol on one ``sqlite3`` connection (inside a transaction of :class:`SqliteStore`)."""
+
+    __slots__ = ("_raw",)
+    dialect = "sqlite"
+
+    def __init__(self, raw: sqlite3.Connection):
+        self._raw = raw
+
+    def execute(self, sql: str, params=None) -> _Rows:
+        cur = self._raw.execute(sql, params or ())
+        rows = cur.fetchall()  # before rowcount: an UPDATE ... RETURNING counts as its rows are read
+        return _Rows(rows, cur.rowcount)
+
+
+@functools.lru_cache(maxsize=512)
+def _text(sql: str):
+    from sqlalchemy import text
+
+    return text(sql)
+
+
+class EngineConn:
+    """The protocol on a SQLAlchemy connection."""
+
+    __slots__ = ("_c", "dialect")
+
+    def __init__(self, conn):
+        self._c = conn
+        self.dialect = conn.dialect.name
+
+    def execute(self, sql: str, params=None):
+        return self._c.execute(_text(sql), params or {})
+
+
+def of(conn):
+    """``conn`` speaking the protocol: itself, or a SQLAlchemy connection wrapped."""
+    if type(conn) is SqliteConn or type(conn) is EngineConn:
+        return conn
+    return EngineConn(conn)
+
+
+def lock_sql(conn, sql: str) -> str:
+    """``sql`` (a SELECT of rows to change later in the transaction) with the row lock an UPDATE
+    takes on PostgreSQL (``FOR NO KEY UPDATE``); SQLite needs none (its writes run one at a time)."""
+    return sql + " FOR NO KEY UPDATE" if conn.dialect == "postgresql" else sql
+
+
+# --- stores -----------------------------------------------------------------------------------------
+
+#: SQLite files this process has open through a store (path -> stores): their header is not read
+#: again (see :func:`.db._check_file`: closing that read would drop the process's locks)
+_IN_USE: dict[str, int] = {}
+_IN_USE_LOCK = threading.Lock()
+
+
+class SqliteStore:
+    """A SQLite file through ``sqlite3``: one connection per thread (the HTTP front calls the
+    Verifier from a thread pool), opened with :func:`.db.sqlite_pragmas`; :meth:`close` closes all.
+    The SQLAlchemy engine (for admin operations and migrations) is made only when asked for."""
+
+    def __init__(self, path: str, url: str, wait: float):
+        self.path, self.url, self.wait = path, url, wait
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._engine = None
+        self._turn = WriterTurn(path, wait)
+        self._closed = False
+        with _IN_USE_LOCK:
+            _IN_USE[path] = _IN_USE.get(path, 0) + 1
+
+    def _conn(self) -> sqlite3.Connection:
+        raw = getattr(self._local, "raw", None)
+        if raw is None:
+            raw = sqlite3.connect(self.path, timeout=self.wait, isolation_level=None, check_same_thread=False)
+            try:
+                db.sqlite_pragmas(raw, self.wait)
+            except BaseException:
+                raw.close()
+                raise
+            self._local.raw = raw
+            with self._lock:
+                self._all.append(raw)
+        return raw
+
+    def write(self, fn):
+        """``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction, re-run while the database stays locked
+        (at most the lock wait, then :class:`DatabaseBusy`)."""
+
+        def once():
+            raw = self._conn()
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(SqliteConn(raw))
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
+            raw.execute("COMMIT")
+            return out
+
+        return db.retrying(self.wait, once, self._turn)
+
+    @contextlib.contextmanager
+    def read(self):
+        raw = self._conn()
+        raw.execute("BEGIN")
+        try:
+            yield SqliteConn(raw)
+        finally:
+            raw.execute("COMMIT")
+
+    def engine(self):
+        with self._lock:
+            if self._engine is None:
+                self._engine = db.make_engine(self.url, must_exist=True, wait=self.wait, header=False)
+                self._engine.keyfob_turn = self._turn  # one queue for both drivers of this process
+            return self._engine
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+            engine, self._engine = self._engine, None
+            closed, self._closed = self._closed, True
+        if not closed:
+            with _IN_USE_LOCK:
+                _IN_USE[self.path] -= 1
+                if not _IN_USE[self.path]:
+                    del _IN_USE[self.path]
+        for raw in conns:
+            raw.close()
+        self._local = threading.local()
+        if engine is not None:
+            engine.dispose()
+        self._turn.close()
+
+
+class EngineStore:
+    """The protocol on a SQLAlchemy engine (PostgreSQL, or any database that is not a SQLite file)."""
+
+    def __init__(self, engine):
+        self._e = engine
+        self.url = engine.url.render_as_string(hide_password=False)
+
+    def write(self, fn):
+        return db.write(self._e, lambda conn: fn(EngineConn(conn)))
+
+    @contextlib.contextmanager
+    def read(self):
+        with db.read(self._e) as conn:
+            yield EngineConn(conn)
+
+    def engine(self):
+        return self._e
+
+    def close(self) -> None:
+        self._e.dispose()
+
+
+def open_store(database, *, must_exist: bool, wait: float | None = None):
+    """The store for ``database``: :class:`SqliteStore` for a SQLite file (checked as
+    :func:`.db.make_engine` checks it), else an :class:`EngineStore`."""
+    wait = db.lock_wait(wait)
+    path = db.plain_sqlite_file(database)
+    if path is None:
+        return EngineStore(db.make_engine(database, must_exist=must_exist, wait=wait))
+    with _IN_USE_LOCK:
+        header = path not in _IN_USE
+    db.check_sqlite_file(path, must_exist=must_exist, header=header)
+    return SqliteStore(path, db.to_url(database), wait)
+
+
+@contextlib.contextmanager
+def opening(database):
+    """:func:`.db.opening` for the stdlib driver too: its errors while opening ``database`` become
+    the same one :class:`DatabaseError` line."""
+    try:
+        with db.opening(database):
+            yield
+    except sqlite3.OperationalError as exc:
+        raise DatabaseError(
+            f"cannot open database {db.display(database)}: {db.driver_message(exc, database)}"
+        ) from None
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(
+            f"{db.display(database)} is not a keyfob database ({db.driver_message(exc, database)})"
+        ) from None
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot use database {db.display(database)}: {db.driver_message(exc, database)}") from None
+
+
+def sqlite_revision(conn) -> str | None:
+    """A SQLite database's schema revision (Alembic's version table), as
+    :func:`.db.current_revision` reads it; None if it has none."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").first() is None:
+        return None
+    rows = [r[0] for r in conn.execute("SELECT version_num FROM alembic_version").all()]
+    if len(rows) > 1:
+        raise DatabaseError(f"the database has several schema revisions ({', '.join(sorted(rows))})")
+    return rows[0] if rows else None
