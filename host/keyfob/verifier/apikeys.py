@@ -30,6 +30,7 @@ PREFIX = "kf_"
 #: longer than any key this module makes; longer input is refused before hashing
 KEY_MAX = 64
 _K = api_key_table
+_BY_HASH = "SELECT name, scope, code_only, created, revoked_at, key_hash FROM api_keys WHERE key_hash = :digest"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")
 
 
@@ -67,8 +68,12 @@ class ApiKeys:
     """The API keys of one verifier database."""
 
     def __init__(self, verifier: Verifier):
-        self._engine = verifier._engine
+        self._verifier = verifier
         self._clock = verifier._clock
+
+    @property
+    def _engine(self):  # the admin operations' (SQLAlchemy, made on first use)
+        return self._verifier._engine
 
     def add(self, name: str, scope: str, *, code_only: bool = False, actor: str = "admin") -> tuple[ApiKeyInfo, str]:
         """Make a key; returns its info and the key itself (the only time it is seen)."""
@@ -123,8 +128,8 @@ class ApiKeys:
         if not isinstance(key, str) or not key.startswith(PREFIX) or len(key) > KEY_MAX or not key.isascii():
             return None
         digest = _digest(key)
-        with db.read(self._engine) as conn:
-            row = conn.execute(select(_K).where(_K.c.key_hash == digest)).first()
-        if row is None or not hmac.compare_digest(bytes(row.key_hash), digest) or row.revoked_at is not None:
+        with self._verifier._db.read() as conn:  # every request: on the login path's connections
+            row = conn.execute(_BY_HASH, {"digest": digest}).first()
+        if row is None or not hmac.compare_digest(bytes(row[5]), digest) or row[4] is not None:
             return None
-        return _info(row)
+        return ApiKeyInfo(row[0], row[1], bool(row[2]), row[3], row[4])
