@@ -18,6 +18,8 @@ one line saying why, only where PostgreSQL's server binaries are missing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
@@ -34,15 +36,36 @@ def firmware_files(tmp_path_factory) -> list[tuple[Path, str]]:
     return build.build("sim", tmp_path_factory.mktemp("build"))
 
 
+@contextlib.contextmanager
+def _shared(tmp_path_factory, name: str):
+    """A folder shared by the session's processes (the xdist workers of one run; one process
+    without xdist), held under a lock: the first process to come makes what it holds, the others
+    find it made. Only read afterwards (tests take copies), so the tests stay independent."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N/popen-gwK: pytest-N is this run's, common to its workers
+    folder = root / f"shared-{name}"
+    folder.mkdir(exist_ok=True)
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield folder
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def golden_flash(tmp_path_factory, firmware_files) -> Path:
-    """A virtual flash with the firmware deployed by mpremote, the way it lands on a board."""
-    wd = tmp_path_factory.mktemp("golden")
-    with VirtualToken(wd) as tok:
-        tok.power_on()
-        tok.deploy(firmware_files)
-        tok.wait_idle()
-        tok.power_off()
+    """A virtual flash with the firmware deployed by mpremote, the way it lands on a board.
+    Made once per run (shared by the xdist workers: a deploy per worker was CPU spent thrice)."""
+    with _shared(tmp_path_factory, "golden") as wd:
+        if not (wd / "done").exists():
+            with VirtualToken(wd) as tok:
+                tok.power_on()
+                tok.deploy(firmware_files)
+                tok.wait_idle()
+                tok.power_off()
+            (wd / "done").touch()
     return wd / "flash.img"
 
 
@@ -81,15 +104,17 @@ def pico_firmware_files(tmp_path_factory) -> list[tuple[Path, str]]:
 @pytest.fixture(scope="session")
 def pico_golden_flash(tmp_path_factory, pico_firmware_files) -> Path:
     """An emulated Pico's flash: the MicroPython UF2, then the firmware deployed by mpremote
-    (boards/rp2040 as a user deploys it)."""
+    (boards/rp2040 as a user deploys it). Made once per run, as golden_flash."""
     from keyfob.sim.pico import PicoToken
 
-    wd = tmp_path_factory.mktemp("golden-pico")
-    with PicoToken(wd) as tok:
-        tok.power_on()
-        tok.deploy(pico_firmware_files)
-        tok.wait_idle()
-        tok.power_off()
+    with _shared(tmp_path_factory, "golden-pico") as wd:
+        if not (wd / "done").exists():
+            with PicoToken(wd) as tok:
+                tok.power_on()
+                tok.deploy(pico_firmware_files)
+                tok.wait_idle()
+                tok.power_off()
+            (wd / "done").touch()
     return wd / "flash.bin"
 
 

@@ -67,7 +67,7 @@ class Board:
         return self._hw.idle(ms)
 
     def ticks_ms(self):
-        return time.ticks_ms()
+        return bus.ticks_ms()  # the chip's clock: host time the sim ran (bus.py)
 
     def sleep_ms(self, ms):
         self._hw.sleep_ms(ms)
