@@ -112,17 +112,46 @@ def test_a_worker_that_dies_is_replaced(database, tmp_path):
                 assert c.get("/openapi.json").status_code == 200
 
 
+def _serve(db, key_file, port: int, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KEYFOB_ARGON2_PROFILE": "fast"}
+    cmd = [sys.executable, "-c", "from keyfob.cli import main; main()", "serve", "--db", db]
+    cmd += ["--key-file", str(key_file), "--port", str(port), "--workers", "2", *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _one_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 3, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
 def test_a_port_in_use_is_one_error_and_exit_3(database, tmp_path):
     db, key_file = database
     port = free_port()
     with socket.socket() as taken:  # another program's socket, without SO_REUSEPORT
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        env = {**os.environ, "KEYFOB_ARGON2_PROFILE": "fast"}
-        cmd = [sys.executable, "-c", "from keyfob.cli import main; main()", "serve", "--db", db]
-        cmd += ["--key-file", str(key_file), "--port", str(port), "--workers", "2"]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 3, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: the server's workers could not start (see the lines above)"], proc.stderr
-    assert "cannot listen on 127.0.0.1" in proc.stderr and "in use" in proc.stderr
+        error = _one_error(_serve(db, key_file, port))
+    assert error == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_a_second_server_cannot_join_the_first_ones_port(database, tmp_path):
+    # SO_REUSEPORT would let it: it would then take a share of the logins, silently
+    db, key_file = database
+    with keyfob_serve(db, key_file, tmp_path / "serve.log", "--workers", "2") as base:
+        port = _port(base)
+        error = _one_error(_serve(db, key_file, port))
+        assert error == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        assert len(_listeners(port)) == 2  # the first server's two workers, and nobody else
+
+
+def test_a_worker_that_cannot_start_stops_the_server_instead_of_restarting(database, tmp_path):
+    db, key_file = database
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    started = time.monotonic()
+    proc = _serve(db, key_file, free_port(), "--ssl-certfile", str(junk), "--ssl-keyfile", str(junk))
+    assert _one_error(proc) == "error: the server's workers could not start (see the lines above)"
+    assert proc.stderr.count("the worker cannot start") <= 2  # each worker once: no restarts
+    assert time.monotonic() - started < 100

@@ -65,8 +65,11 @@ def serve(
     if workers == 1:
         uvicorn.run(**options)
         return
-    from keyfob.server.workers import STARTUP_FAILURE, Workers
+    from keyfob.server.workers import STARTUP_FAILURE, Workers, port_is_free
 
+    taken = port_is_free(host, port)  # by anything: another program, or another keyfob serve
+    if taken is not None:
+        raise Unavailable(f"cannot listen on {host}:{port}: {taken}")
     scheme = "https" if ssl_certfile else "http"
     listening = lambda: click.echo(f"keyfob serve: {workers} workers on {scheme}://{host}:{port}", err=True)  # noqa: E731
     if Workers(workers, options).run(on_listening=listening) == STARTUP_FAILURE:

@@ -11,9 +11,14 @@ worker the kernel picks the worker by a hash of each connection's addresses.
 Linux lets only processes of the same user join a ``SO_REUSEPORT`` group, so another account
 cannot bind the port beside us and take a share of the logins.
 
+A socket with ``SO_REUSEPORT`` also joins a group that another ``keyfob serve`` of the same user
+made on that port, which would then take a share of the logins silently (against its own database
+and key, maybe). So the parent first binds the port once *without* it: that fails while anything
+listens there, ours or not, and the port is one clear error.
+
 The parent starts the workers, restarts one that dies while serving, stops them all on SIGINT or
-SIGTERM, and gives up (exit 3) if a worker fails before it serves: a bad app, TLS file or address
-fails the same way on every restart.
+SIGTERM (and they stop with it if it is killed), and gives up (exit 3) if a worker dies before it
+listens: a bad app, TLS file or address fails the same way on every restart.
 """
 
 from __future__ import annotations
@@ -30,15 +35,45 @@ STOP_S = 10.0
 _POLL_S = 0.5
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT`` (not listening yet: uvicorn listens)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.set_inheritable(True)
+def _socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     return sock
+
+
+def port_is_free(host: str, port: int) -> str | None:
+    """None if nothing is bound to ``host:port``; else why not (the OS's words)."""
+    try:
+        _socket(host, port, reuse_port=False).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A TCP socket of this worker on ``host:port``, in the port's ``SO_REUSEPORT`` group, listening."""
+    sock = _socket(host, port, reuse_port=True)
+    sock.listen(backlog)
+    return sock
+
+
+def _end_with_parent() -> None:
+    """Linux: the kernel sends this process SIGTERM when its parent dies (even by SIGKILL), so no
+    worker is left serving with nobody to stop it."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def _worker(options: dict, listening) -> None:
@@ -48,16 +83,20 @@ def _worker(options: dict, listening) -> None:
 
     import uvicorn
 
+    _end_with_parent()
+    log = logging.getLogger("uvicorn.error")
     config = uvicorn.Config(**options)
     try:
-        config.load()  # imports and makes the app: exits 1 with uvicorn's own message if it cannot
-    except SystemExit:
+        config.load()  # imports and makes the app (and reads the TLS files)
+    except SystemExit:  # uvicorn said why
+        raise SystemExit(STARTUP_FAILURE) from None
+    except Exception as exc:  # e.g. a TLS file that is not a certificate, a database gone since
+        log.error("the worker cannot start: %s", exc)
         raise SystemExit(STARTUP_FAILURE) from None
     try:
-        sock = listening_socket(config.host, config.port)
-        sock.listen(config.backlog)
+        sock = listening_socket(config.host, config.port, config.backlog)
     except OSError as exc:
-        logging.getLogger("uvicorn.error").error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror)
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror)
         raise SystemExit(STARTUP_FAILURE) from None
     listening.set()
     uvicorn.Server(config).run(sockets=[sock])
@@ -84,6 +123,12 @@ class Workers:
         ``on_listening()`` is called once every worker's socket listens."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stop.set())
+        try:
+            return self._serve(on_listening)
+        finally:
+            self._stop_all()
+
+    def _serve(self, on_listening) -> int:
         # (process, its "listening" event): the parent keeps the event as long as the process, or
         # the child could not open it
         self._procs = [self._start_one() for _ in range(self._count)]
@@ -92,18 +137,14 @@ class Workers:
                 pass
         if on_listening is not None and all(proc.is_alive() for proc, _ in self._procs):
             on_listening()
-        status = 0
         while not self._stop.wait(_POLL_S):
-            for i, (proc, _) in enumerate(self._procs):
+            for i, (proc, listening) in enumerate(self._procs):
                 if proc.is_alive():
                     continue
-                if proc.exitcode == STARTUP_FAILURE:
-                    status = STARTUP_FAILURE
-                    self._stop.set()
-                    break
+                if proc.exitcode == STARTUP_FAILURE or not listening.is_set():
+                    return STARTUP_FAILURE  # it would fail the same way again
                 self._procs[i] = self._start_one()  # died while serving: replace it
-        self._stop_all()
-        return status
+        return 0
 
     def _stop_all(self) -> None:
         for proc, _ in self._procs:
