@@ -153,6 +153,10 @@ class HotpKey:
             out.append(_truncate(outer.digest(), digits))
         return out
 
+    def warm(self) -> WarmKey:
+        """This key with a memory of the code windows it computes (see :class:`WarmKey`)."""
+        return WarmKey(self)
+
     def find(self, code: str, start: int, count: int) -> int | None:
         """The first counter in ``start .. start + count - 1`` whose code equals ``code``, else None.
 
@@ -165,3 +169,24 @@ class HotpKey:
             if hmac.compare_digest(cand.encode("ascii"), want) and found is None:
                 found = start + i
         return found
+
+
+class WarmKey(HotpKey):
+    """A :class:`HotpKey` that keeps the windows :meth:`codes` computed, for one check: a verifier
+    computes a login's window from where it expects the token to be before it takes the database's
+    write lock, and inside the lock the same window costs nothing (another window, e.g. the token
+    had moved, is computed as usual). :meth:`find` still compares every candidate. Short-lived: it
+    holds codes, so it is dropped with the check."""
+
+    __slots__ = ("_windows",)
+
+    def __init__(self, key: HotpKey):  # shares the key's precomputed states (copied before each use)
+        self._inner, self._outer = key._inner, key._outer
+        self.digits, self.algorithm = key.digits, key.algorithm
+        self._windows: dict[tuple[int, int], list[str]] = {}
+
+    def codes(self, start: int, count: int) -> list[str]:
+        hit = self._windows.get((start, count))
+        if hit is None:
+            hit = self._windows[(start, count)] = super().codes(start, count)
+        return hit

@@ -84,9 +84,14 @@ class _Attempt:
 class Attempts:
     """Reservations, match and compare-and-set, refusals: shared by logins, link and resync."""
 
-    def _match(self, tok, code: str, now: float) -> Move | None:
-        """Where ``code`` moves ``tok`` if it matches within the login window (its mode's rule)."""
-        return modes.of(tok).match(self._key(tok), tok, code, now, self.policy)
+    def _match(self, tok, code: str, now: float, warm=None) -> Move | None:
+        """Where ``code`` moves ``tok`` if it matches within the login window (its mode's rule).
+        ``warm``: keys with windows computed before the transaction (:meth:`Logins._warm`)."""
+        return modes.of(tok).match(self._warm_key(tok, warm), tok, code, now, self.policy)
+
+    def _warm_key(self, tok, warm):
+        hit = warm.get(tok.id) if warm else None
+        return hit[1] if hit is not None and hit[0] == tok.seed else self._key(tok)
 
     def _cas(self, conn, tok, new, now: float, extra: dict | None = None) -> bool:
         """Compare-and-set the token's counter (HOTP) or last step and drift (TOTP), also clearing its
@@ -196,8 +201,13 @@ class Attempts:
         throttle.lock(conn, (att.keys + [att.ukey]) if att.backoff else att.keys)
 
     def _attempt(self, name: str, user, source: str | None, via: str | None = None) -> _Attempt:
+        return _Attempt(name, user, *self._attempt_keys(name, source), via=via)
+
+    def _attempt_keys(self, name: str, source: str | None) -> tuple[str | None, str]:
+        """An attempt's throttle keys (source, user name): computed before its transaction, which
+        then holds the write lock for less time."""
         skey = None if source is None else throttle.source_key(source)
-        return _Attempt(name, user, skey, throttle.user_key(self._box.name_tag(name)), via=via)
+        return skey, throttle.user_key(self._box.name_tag(name))
 
     def _row(self, att: _Attempt, action: str, reason: str | None, serial=None, actor=None) -> dict:
         """The audit columns of an attempt's refusal. An unknown user's name is not recorded (it may be

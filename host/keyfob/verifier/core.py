@@ -124,6 +124,7 @@ class VerifierCore:
         self._pw = Passwords(policy.password_profile)
         self._keys: dict[int, tuple[bytes, HotpKey]] = {}
         self._keys_lock = threading.Lock()
+        self._hints: dict = {}  # user name -> where its token last went here (Logins._warm)
         self._pruned = float("-inf")  # when this process last applied the audit retention
         #: test seam: called when a login is about to open the write transaction that decides it
         #: (check_code: its one transaction; verify: the one after the password), see the race test
@@ -139,6 +140,7 @@ class VerifierCore:
 
     def close(self) -> None:
         self._keys.clear()
+        self._hints.clear()
         self._db.close()
 
     def __enter__(self) -> Self:

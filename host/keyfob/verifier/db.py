@@ -244,12 +244,16 @@ def check_sqlite_file(path: str, *, must_exist: bool, header: bool = True) -> No
 def sqlite_pragmas(dbapi_conn, wait: float) -> None:
     """Every SQLite connection's set-up (SQLAlchemy's and the login path's ``sqlite3`` ones):
     autocommit at the driver (we emit BEGIN ourselves), WAL, synchronous=NORMAL, foreign keys, the
-    busy timeout of the lock wait."""
+    WAL's checkpoint interval, the busy timeout of the lock wait."""
     dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy's pysqlite recipe)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable except on power loss mid-checkpoint
     cur.execute("PRAGMA foreign_keys=ON")
+    # a checkpoint (with its fsyncs) every ~40 MB of log rather than every 4 MB: a login writes a
+    # few pages, the same ones over and over, so fewer checkpoints copy far fewer pages
+    # (bench_verifier's end-to-end row: ~1,400/s -> ~1,900/s on this machine's disk)
+    cur.execute("PRAGMA wal_autocheckpoint=10000")
     cur.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
     cur.close()
 
@@ -346,7 +350,7 @@ def write(engine: Engine, fn):
     return retrying(getattr(engine, "keyfob_wait", DEFAULT_WAIT_S), once, getattr(engine, "keyfob_turn", None))
 
 
-def _jitter() -> float:
+def jitter() -> float:
     """A number in [0, 1) to spread retries (the random module is not worth importing for it)."""
     return int.from_bytes(os.urandom(2), "big") / 65536
 
@@ -371,7 +375,7 @@ def retrying(wait: float, once, turn=None):
                 raise DatabaseBusy(
                     f"the database is locked by another process (waited {wait:g} s); try again"
                 ) from None
-        time.sleep(delay * (0.5 + _jitter()))
+        time.sleep(delay * (0.5 + jitter()))
         delay = min(delay * 2, 0.25)
 
 

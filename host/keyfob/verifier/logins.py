@@ -10,7 +10,7 @@ under its row lock, so what is matched is never a stale read (PostgreSQL, READ C
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from keyfob.params import RECORDS
 
@@ -43,10 +43,34 @@ class _User:
 class Logins:
     """``verify`` and ``check_code``: load the user, reserve, check, commit or refuse."""
 
-    def _replayed(self, tok, code: str, now: float) -> bool:
+    def _replayed(self, tok, code: str, now: float, warm=None) -> bool:
         """True if ``code`` is one the token already used (just before its next counter, or at or
         before its last step, within the window): a replay, not a guess."""
-        return modes.of(tok).replayed(self._key(tok), tok, code, now, self.policy)
+        return modes.of(tok).replayed(self._warm_key(tok, warm), tok, code, now, self.policy)
+
+    #: user names whose last accepted token this process remembers (for :meth:`_warm`)
+    _HINTS_MAX = 10_000
+
+    def _warm(self, name: str, code: str, now: float):
+        """Before the deciding transaction: the code's window computed where this process last saw
+        the user's token go (its last accepted login here), so that the transaction, which holds
+        the database's write lock, finds it done. Only a guess: what is matched is the row read
+        under the lock, and any other window is computed there (:class:`keyfob.otp.WarmKey`)."""
+        hint = self._hints.get(name)
+        if hint is None or hint.digits != len(code):
+            return None
+        key = self._key(hint).warm()
+        modes.of(hint).match(key, hint, code, now, self.policy)
+        return {hint.id: (hint.seed, key)}
+
+    def _remember(self, name: str, tok, move) -> None:
+        """Where an accepted login moved the token (``_warm``'s guess for the next one)."""
+        if len(self._hints) >= self._HINTS_MAX:
+            self._hints.clear()
+        changes = {move.column: move.value}
+        if move.drift is not None:
+            changes["drift"] = move.drift
+        self._hints[name] = replace(tok, **changes)
 
     # -- validation -------------------------------------------------------------------------------------
     #
@@ -71,7 +95,7 @@ class Logins:
         user = _User(r0[0], r0[1], r0[2], bool(r0[3]))
         return user, [_tok(r[5:]) for r in rows if r[5] is not None], r0[4] > 0
 
-    def _tokens_in(self, conn, att: _Attempt, tokens, code: str, now: float, reserved=None) -> Result:
+    def _tokens_in(self, conn, att: _Attempt, tokens, code: str, now: float, reserved=None, warm=None) -> Result:
         """Check ``code`` against the user's active tokens of its length and commit the match (CAS),
         inside the attempt's deciding write transaction, which holds its throttle rows already.
 
@@ -96,13 +120,13 @@ class Logins:
         for _ in range(_CAS_TRIES):
             hit = None
             for t in mine:
-                new = self._match(t, code, now)
+                new = self._match(t, code, now, warm)
                 if new is not None:
                     hit = (t, new)
                     break
             if hit is None:
                 serial = mine[0].serial if len(mine) == 1 else None
-                replay = next((t for t in mine if self._replayed(t, code, now)), None)
+                replay = next((t for t in mine if self._replayed(t, code, now, warm)), None)
                 if replay is not None:
                     return self._replay_in(conn, att, ids, replay.serial, now)
                 return self._refuse_in(conn, att, now, "validate", "wrong-code", serial)
@@ -110,6 +134,7 @@ class Logins:
             if self._cas(conn, tok, new, now):
                 self._give_back(conn, att, [i for i in ids if i != tok.id])
                 self._audit_accepted(conn, att, now, tok.serial)
+                self._remember(att.user.name, tok, new)
                 return Result(True, att.user.name, "ok", tok.serial)
             # The row moved since it was read (not under its reservation's lock): read it again in
             # this transaction, with the reservations the attempt already holds (never a second one).
@@ -132,10 +157,11 @@ class Logins:
         lengths = {t.digits for t in tokens} or set(RECORDS.digits)
         return "otp", rules.check_code_format(code, lengths)
 
-    def _begin_in(self, conn, name: str, source, now: float, prepare, checked_in_backoff, via=None):
+    def _begin_in(self, conn, name: str, keys, now: float, prepare, checked_in_backoff, via=None):
         """Begin an attempt inside a write transaction: load the user and their active tokens, let
         ``prepare(user, tokens, has_backup)`` make the plan and name the tokens to reserve, and
-        reserve the attempt on the throttle (source key, then user key) and on those tokens.
+        reserve the attempt on the throttle (source key, then user key: ``keys``, from
+        :meth:`_attempt_keys`) and on those tokens.
 
         A source in back-off refuses the attempt unchecked; a user in back-off too, unless
         ``checked_in_backoff(plan)`` (a two-factor login, see :mod:`.throttle`). A throttled attempt
@@ -145,7 +171,7 @@ class Logins:
         p = self.policy
         user, tokens, has_backup = self._load(conn, name)
         plan, to_reserve = prepare(user, tokens, has_backup)
-        att = self._attempt(name, user, source, via)
+        att = _Attempt(name, user, *keys, via=via)
         if p.user_rate_limit > 0:
             if att.source is not None:
                 if not throttle.reserve(conn, att.source, now, p):
@@ -201,8 +227,11 @@ class Logins:
                 return (kind, c), ()
             return (kind, c), self._open_tokens([t for t in tokens if t.digits == len(c)], now)
 
+        keys = self._attempt_keys(name, source)
+        warm = self._warm(name, code, now)
+
         def run(conn):
-            att, tokens, plan, reserved = self._begin_in(conn, name, source, now, prepare, lambda plan: False, via)
+            att, tokens, plan, reserved = self._begin_in(conn, name, keys, now, prepare, lambda plan: False, via)
             if plan is None:
                 return self._throttled(att)
             if len(plan) == 1:
@@ -210,7 +239,7 @@ class Logins:
             kind, c = plan
             if kind == "backup":
                 return self._backup_in(conn, att, c, now)
-            return self._tokens_in(conn, att, tokens, c, now, reserved)
+            return self._tokens_in(conn, att, tokens, c, now, reserved, warm)
 
         if self._before_write is not None:
             self._before_write()
@@ -264,8 +293,9 @@ class Logins:
         checked = (lambda plan: False) if reauth else two_factor  # noqa: E731
         spent = 0  # Argon2 verifications made; padded to the field's shape's number (see _shape_cost)
         try:
+            keys = self._attempt_keys(name, source)
             att, tokens, plan, _ = self._db.write(
-                lambda conn: self._begin_in(conn, name, source, now, prepare, checked, via)
+                lambda conn: self._begin_in(conn, name, keys, now, prepare, checked, via)
             )
             if plan is None:
                 spent = None  # refused unchecked: no Argon2 work, whoever it is
@@ -295,11 +325,13 @@ class Logins:
         rows first (the order every transaction takes them in), then the code (a token's, reserved
         and matched here, or a backup code), its compare-and-set, give-back and audit row."""
 
+        warm = self._warm(att.user.name, code, now) if kind == "otp" else None
+
         def run(conn):
             self._lock_keys(conn, att)
             if kind == "backup":
                 return self._backup_in(conn, att, code, now)
-            return self._tokens_in(conn, att, tokens, code, now)
+            return self._tokens_in(conn, att, tokens, code, now, warm=warm)
 
         if self._before_write is not None:
             self._before_write()

@@ -4,10 +4,12 @@ A library that never prints. Every method that changes something writes an audit
 transaction. Before a code (or a password) is checked, the attempt is *reserved*: counted in advance
 as a failure on the token (and on the throttle's user and source keys, :mod:`.throttle`) by one
 atomic UPDATE that only succeeds under the limit, so parallel guesses never get more checks than the
-lockout allows (see ``Verifier._reserve``). Codes are checked outside any transaction and a success is written with a
-compare-and-set (``UPDATE tokens ... WHERE id = ? AND counter = ?``) that also gives the
-reservations back, so of any number of parallel submissions of one code, across threads, processes
-or nodes, exactly one is accepted, and only failures stay counted.
+lockout allows (see ``Verifier._reserve``). A login's code is checked in the write transaction
+that reserved it (one for ``check_code``; ``verify``'s second, after the password), against the
+row the reservation returned, and a success is written with a compare-and-set (``UPDATE tokens
+... WHERE id = ? AND counter = ?``) that also gives the reservations back, so of any number of
+parallel submissions of one code, across threads, processes or nodes, exactly one is accepted,
+and only failures stay counted.
 
 Time comes from an injectable ``clock`` (a callable returning Unix seconds) so the TOTP rules are
 tested without sleeping.

@@ -138,7 +138,7 @@ class SqliteStore:
 
         def once():
             raw = self._conn()
-            raw.execute("BEGIN IMMEDIATE")
+            raw.execute("BEGIN IMMEDIATE")  # waits on SQLite's busy timeout (the lock wait)
             try:
                 out = fn(SqliteConn(raw))
             except BaseException:
@@ -151,6 +151,7 @@ class SqliteStore:
 
     @contextlib.contextmanager
     def read(self):
+        """A read transaction (opening a database)."""
         raw = self._conn()
         raw.execute("BEGIN")
         try:
