@@ -224,10 +224,6 @@ def make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float | None =
     wait = lock_wait(wait)
     engine = _make_engine(db, must_exist=must_exist, wait=wait, header=header)
     engine.keyfob_wait = wait  # read by write()
-    path = sqlite_path(to_url(db))
-    if path is not None:
-        from .writelock import WriterTurn
-        engine.keyfob_turn = WriterTurn(path, wait)
     return engine
 
 
@@ -347,7 +343,7 @@ def write(engine: Engine, fn):
             with conn.begin():
                 return fn(conn)
 
-    return retrying(getattr(engine, "keyfob_wait", DEFAULT_WAIT_S), once, getattr(engine, "keyfob_turn", None))
+    return retrying(getattr(engine, "keyfob_wait", DEFAULT_WAIT_S), once)
 
 
 def jitter() -> float:
@@ -355,19 +351,15 @@ def jitter() -> float:
     return int.from_bytes(os.urandom(2), "big") / 65536
 
 
-def retrying(wait: float, once, turn=None):
+def retrying(wait: float, once):
     """``once()`` (one write transaction), run again with jittered back-off while the database gives
     up on it (:func:`is_retry_error`) for at most ``wait`` seconds, then :class:`DatabaseBusy`. The
-    one retry loop of both drivers (:func:`write`, :class:`.sql.SqliteStore`). ``turn``: a SQLite
-    file's :class:`.writelock.WriterTurn`, taken around each try."""
+    one retry loop of both drivers (:func:`write`, :class:`.sql.SqliteStore`)."""
     start = time.monotonic()
     delay = 0.002
     while True:
         try:
-            if turn is None:
-                return once()
-            with turn.turn():
-                return once()
+            return once()
         except Exception as exc:  # PostgreSQL's class 40 errors are OperationalErrors too
             if not is_retry_error(exc):
                 raise

@@ -26,7 +26,6 @@ import threading
 
 from . import db
 from .errors import DatabaseError
-from .writelock import WriterTurn
 
 
 class _Rows:
@@ -102,73 +101,102 @@ _IN_USE: dict[str, int] = {}
 _IN_USE_LOCK = threading.Lock()
 
 
+#: idle connections a store keeps for the next transaction (more are closed when given back)
+IDLE_MAX = 8
+
+
 class SqliteStore:
-    """A SQLite file through ``sqlite3``: one connection per thread (the HTTP front calls the
-    Verifier from a thread pool), opened with :func:`.db.sqlite_pragmas`; :meth:`close` closes all.
+    """A SQLite file through ``sqlite3``: a transaction takes an idle connection (the one used
+    last: its page cache is the warmest) or opens one with :func:`.db.sqlite_pragmas`, and gives
+    it back after; at most :data:`IDLE_MAX` wait idle. Not one per thread: the HTTP front's thread
+    pools retire their threads, and each would leave its connection open until :meth:`close`.
     The SQLAlchemy engine (for admin operations and migrations) is made only when asked for."""
 
     def __init__(self, path: str, url: str, wait: float):
         self.path, self.url, self.wait = path, url, wait
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._engine = None
-        self._turn = WriterTurn(path, wait)
         self._closed = False
         with _IN_USE_LOCK:
             _IN_USE[path] = _IN_USE.get(path, 0) + 1
 
-    def _conn(self) -> sqlite3.Connection:
-        raw = getattr(self._local, "raw", None)
-        if raw is None:
-            raw = sqlite3.connect(self.path, timeout=self.wait, isolation_level=None, check_same_thread=False)
-            try:
-                db.sqlite_pragmas(raw, self.wait)
-            except BaseException:
-                raw.close()
-                raise
-            self._local.raw = raw
-            with self._lock:
-                self._all.append(raw)
+    def _take(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        raw = sqlite3.connect(self.path, timeout=self.wait, isolation_level=None, check_same_thread=False)
+        try:
+            db.sqlite_pragmas(raw, self.wait)
+        except BaseException:
+            raw.close()
+            raise
         return raw
+
+    def _give(self, raw: sqlite3.Connection) -> None:
+        """Back to the idle list; closed instead if the store is closed, the list full, or a
+        transaction is still open on it (a ROLLBACK that failed: never reuse that one)."""
+        with self._lock:
+            if not self._closed and len(self._idle) < IDLE_MAX and not raw.in_transaction:
+                self._idle.append(raw)
+                return
+        raw.close()
+
+    @staticmethod
+    def _end(raw: sqlite3.Connection) -> None:
+        """After a failure inside a transaction (in ``fn`` or in its COMMIT): roll back whatever is
+        still open, so the connection never keeps the file's write lock."""
+        if raw.in_transaction:
+            try:
+                raw.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the connection is closed by _give (still in a transaction)
 
     def write(self, fn):
         """``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction, re-run while the database stays locked
         (at most the lock wait, then :class:`DatabaseBusy`)."""
 
         def once():
-            raw = self._conn()
-            raw.execute("BEGIN IMMEDIATE")  # waits on SQLite's busy timeout (the lock wait)
+            raw = self._take()
             try:
-                out = fn(SqliteConn(raw))
-            except BaseException:
-                raw.execute("ROLLBACK")
-                raise
-            raw.execute("COMMIT")
-            return out
+                raw.execute("BEGIN IMMEDIATE")  # waits on SQLite's busy timeout (the lock wait)
+                try:
+                    out = fn(SqliteConn(raw))
+                    raw.execute("COMMIT")
+                except BaseException:
+                    self._end(raw)
+                    raise
+                return out
+            finally:
+                self._give(raw)
 
-        return db.retrying(self.wait, once, self._turn)
+        return db.retrying(self.wait, once)
 
     @contextlib.contextmanager
     def read(self):
-        """A read transaction (opening a database)."""
-        raw = self._conn()
-        raw.execute("BEGIN")
+        """A read transaction (opening a database; an API key's check)."""
+        raw = self._take()
         try:
-            yield SqliteConn(raw)
+            raw.execute("BEGIN")
+            try:
+                yield SqliteConn(raw)
+                raw.execute("COMMIT")
+            except BaseException:
+                self._end(raw)
+                raise
         finally:
-            raw.execute("COMMIT")
+            self._give(raw)
 
     def engine(self):
         with self._lock:
             if self._engine is None:
                 self._engine = db.make_engine(self.url, must_exist=True, wait=self.wait, header=False)
-                self._engine.keyfob_turn = self._turn  # one queue for both drivers of this process
             return self._engine
 
     def close(self) -> None:
+        """Close the idle connections now; one in use is closed when its transaction gives it back."""
         with self._lock:
-            conns, self._all = self._all, []
+            conns, self._idle = self._idle, []
             engine, self._engine = self._engine, None
             closed, self._closed = self._closed, True
         if not closed:
@@ -178,10 +206,8 @@ class SqliteStore:
                     del _IN_USE[self.path]
         for raw in conns:
             raw.close()
-        self._local = threading.local()
         if engine is not None:
             engine.dispose()
-        self._turn.close()
 
 
 class EngineStore:
