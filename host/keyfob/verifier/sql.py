@@ -10,7 +10,7 @@ attempts, throttle, the audit row, opening a current database) speaks this small
 * ``store.write(fn)``: ``fn(conn)`` in one write transaction, with the bounded wait and
   :class:`DatabaseBusy` of :func:`.db.retrying`; ``store.read()``: a read transaction.
 
-:class:`SqliteStore` runs it on the standard library's ``sqlite3`` (a connection per thread, the
+:class:`SqliteStore` runs it on the standard library's ``sqlite3`` (a connection per transaction, the
 pragmas of :mod:`.db`, ``BEGIN IMMEDIATE`` for writes); :class:`EngineStore` on a SQLAlchemy engine
 (PostgreSQL through psycopg, or any other URL). :func:`of` lets the shared primitives take a bare
 SQLAlchemy connection too (the admin operations, which stay on SQLAlchemy Core). The dialect
