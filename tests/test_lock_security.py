@@ -53,9 +53,10 @@ def send(ser: serial.Serial, data: bytes, chunk: int = 256) -> None:
     ser.flush()
 
 
-def info_through_noise(ser: serial.Serial, wait: float = 30.0) -> dict:
+def info_through_noise(ser: serial.Serial, wait: float) -> dict:
     """INFO once the token has worked through what it was sent: error replies to the garbage
-    still on their way are skipped (TokenClient would take a late frame error as its own)."""
+    still on their way are skipped (TokenClient would take a late frame error as its own). ``wait``:
+    a bound, the tier's patience times what the unix tier needs (the emulated Pico works slower)."""
     ser.write(frames.encode_frame(frames.INFO))
     dec = frames.Decoder()
     deadline = time.monotonic() + wait
@@ -149,7 +150,7 @@ def test_locked_token_gives_a_usb_attacker_nothing(make_token):
         for wire in random_frames(rng):
             send(ser, wire)
         send(ser, rng.randbytes(4 * 1024).replace(b"\xfb", b"\xfbKF"))
-        info = info_through_noise(ser)
+        info = info_through_noise(ser, 30.0 * tok.patience)
         assert info["locked"] and info["provisioned"] and info["counter"] == rec.counter + presses
         assert press_code(tok) == want.at(presses)
         presses += 1
@@ -162,7 +163,7 @@ def test_locked_token_gives_a_usb_attacker_nothing(make_token):
         send(ser, b"\r\x03\x03\r\x01")
         time.sleep(0.5)
         send(ser, b"print(1)\x04")
-        info = info_through_noise(ser)
+        info = info_through_noise(ser, 30.0 * tok.patience)
         assert info["locked"] and info["provisioned"]
     assert press_code(tok) == want.at(presses)
     restarts = tok._bridge.restarts if tok.board == "unix" else tok.resets
