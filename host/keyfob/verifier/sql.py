@@ -23,6 +23,7 @@ import contextlib
 import functools
 import sqlite3
 import threading
+import time
 
 from . import db
 from .errors import DatabaseError
@@ -101,6 +102,41 @@ _IN_USE: dict[str, int] = {}
 _IN_USE_LOCK = threading.Lock()
 
 
+#: the longest pause between two tries for the write lock. SQLite's own busy handler sleeps 1, 2,
+#: 5, 10, ... 100 ms between its tries, so a writer that lost the race once slept long after the
+#: lock was free: at 1,000 logins/s on 2 server workers, 1 in 10 waited 9 ms and 1 in 100 over
+#: 80 ms for a lock that is held 0.2 ms (docs/bench.md).
+POLL_MAX_S = 0.0005
+
+
+def _begin_immediate(raw: sqlite3.Connection, turn: threading.Lock, wait: float) -> None:
+    """``BEGIN IMMEDIATE`` within ``wait`` seconds, holding ``turn`` once it returns. The store's
+    threads take turns on ``turn`` (a lock that wakes its next waiter, so they never race in
+    SQLite); the one whose turn it is asks SQLite again every few hundred microseconds while
+    another process holds the file's write lock, with SQLite's busy timeout set aside."""
+    deadline = time.monotonic() + wait
+    if not turn.acquire(timeout=wait):
+        raise sqlite3.OperationalError("database is locked")  # the same as SQLite's: retrying ends it
+    try:
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            pause = 0.00005
+            while True:
+                try:
+                    raw.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not db.is_locked_error(exc) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(pause * (0.5 + db.jitter()))
+                pause = min(pause * 1.5, POLL_MAX_S)
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+    except BaseException:
+        turn.release()
+        raise
+
+
 #: idle connections a store keeps for the next transaction (more are closed when given back)
 IDLE_MAX = 8
 
@@ -116,6 +152,7 @@ class SqliteStore:
         self.path, self.url, self.wait = path, url, wait
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._turn = threading.Lock()  # the store's writers, one at a time (_begin_immediate)
         self._engine = None
         self._closed = False
         with _IN_USE_LOCK:
@@ -159,13 +196,15 @@ class SqliteStore:
         def once():
             raw = self._take()
             try:
-                raw.execute("BEGIN IMMEDIATE")  # waits on SQLite's busy timeout (the lock wait)
+                _begin_immediate(raw, self._turn, self.wait)
                 try:
                     out = fn(SqliteConn(raw))
                     raw.execute("COMMIT")
                 except BaseException:
                     self._end(raw)
                     raise
+                finally:
+                    self._turn.release()
                 return out
             finally:
                 self._give(raw)
