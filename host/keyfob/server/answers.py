@@ -7,13 +7,38 @@ one line for a person."""
 from __future__ import annotations
 
 import json
+import logging
 
 from fastapi.responses import JSONResponse, Response
 
 from keyfob import __version__
 from keyfob.errors import BadInput
+from keyfob.verifier import (
+    AlreadyExists,
+    DatabaseBusy,
+    SeedFileError,
+    TokenStateError,
+    UnknownToken,
+    UnknownUser,
+    VerifierError,
+)
+from keyfob.verifier import BadInput as RefusedInput
+from keyfob.verifier.apikeys import UnknownApiKey
 
 VERSION = f"keyfob {__version__}"
+log = logging.getLogger("keyfob.server")
+
+#: the HTTP status of each refusal the library raises (anything else: 500)
+_STATUS = (
+    (RefusedInput, 400),  # the verifier's own BadInput, not keyfob.errors' (a base of UnknownToken too)
+    (SeedFileError, 400),
+    (UnknownUser, 404),
+    (UnknownToken, 404),
+    (UnknownApiKey, 404),
+    (AlreadyExists, 409),
+    (TokenStateError, 409),
+    (DatabaseBusy, 503),
+)
 
 
 class ApiError(BadInput):
@@ -65,3 +90,12 @@ def error(status: int, message: str, headers: dict | None = None) -> JSONRespons
         status_code=status,
         headers=headers,
     )
+
+
+def refusal(exc: VerifierError, method: str, path: str) -> JSONResponse:
+    """The answer to a refusal the library raised: its status (:data:`_STATUS`) and its one line;
+    one the table does not know is a 500, and logged."""
+    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+    if status == 500:
+        log.error("%s %s: %s", method, path, exc)
+    return error(status, str(exc))

@@ -13,19 +13,9 @@ from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException
 
 from keyfob import __version__
-from keyfob.verifier import (
-    AlreadyExists,
-    BadInput,
-    DatabaseBusy,
-    SeedFileError,
-    TokenStateError,
-    UnknownToken,
-    UnknownUser,
-    Verifier,
-    VerifierError,
-)
+from keyfob.verifier import Verifier, VerifierError
 from keyfob.verifier import db as vdb
-from keyfob.verifier.apikeys import ApiKeys, UnknownApiKey
+from keyfob.verifier.apikeys import ApiKeys
 from keyfob.verifier.db import ENV_DB, default_db
 from keyfob.verifier.passwords import profile_from_env
 
@@ -34,23 +24,6 @@ from .answers import ApiError
 from .limits import BodyLimit
 
 log = logging.getLogger("keyfob.server")
-
-#: the HTTP status of each refusal the library raises (anything else: 500)
-_STATUS = (
-    (BadInput, 400),
-    (SeedFileError, 400),
-    (UnknownUser, 404),
-    (UnknownToken, 404),
-    (UnknownApiKey, 404),
-    (AlreadyExists, 409),
-    (TokenStateError, 409),
-    (DatabaseBusy, 503),
-)
-
-
-def _status(exc: VerifierError) -> int:
-    return next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
-
 
 def logins_in_flight(db: str) -> int:
     """How many logins a worker checks at once; the others wait their turn, in order. SQLite runs one
@@ -97,10 +70,7 @@ def create_app(verifier: Verifier, *, in_flight: int = 8) -> FastAPI:
 
     @app.exception_handler(VerifierError)
     async def _verifier_error(request: Request, exc: VerifierError):
-        status = _status(exc)
-        if status == 500:
-            log.error("%s %s: %s", request.method, request.url.path, exc)
-        return answers.error(status, str(exc))
+        return answers.refusal(exc, request.method, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError):
@@ -117,6 +87,7 @@ def create_app(verifier: Verifier, *, in_flight: int = 8) -> FastAPI:
         log.exception("%s %s failed", request.method, request.url.path)
         return answers.error(500, "internal error (see the server's log)")
 
+    app.add_middleware(validate.LoginPath)  # inside BodyLimit: a login's body is limited too
     app.add_middleware(BodyLimit)
     return app
 

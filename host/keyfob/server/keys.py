@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 
 from keyfob.verifier.apikeys import ApiKeyInfo
@@ -19,6 +20,15 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def bearer_credentials(headers) -> HTTPAuthorizationCredentials | None:
+    """What :data:`bearer` (``auto_error=False``) makes of a request's headers, for a caller outside
+    FastAPI's dependencies (:class:`.validate.LoginPath`): the same rule, FastAPI's own parser."""
+    scheme, credentials = get_authorization_scheme_param(headers.get("authorization"))
+    if not (scheme and credentials) or scheme.lower() != "bearer":
+        return None
+    return HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials)
 
 
 def authorize(keys, cred: HTTPAuthorizationCredentials | None, scope: str) -> ApiKeyInfo:

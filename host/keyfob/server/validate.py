@@ -16,14 +16,15 @@ import concurrent.futures
 import functools
 
 from fastapi import APIRouter, Request
+from starlette.datastructures import Headers
 
-from keyfob.verifier import BadInput, UnknownToken
+from keyfob.verifier import BadInput, UnknownToken, VerifierError
 from keyfob.verifier.service import check_name
 from keyfob.verifier.throttle import source_key
 
 from . import answers, limits
 from .answers import ApiError
-from .keys import Credentials, authorize, via
+from .keys import Credentials, authorize, bearer_credentials, via
 
 router = APIRouter()
 
@@ -84,9 +85,9 @@ def _check(app, cred, name: str | None, serial: str | None, secret: str, source:
     return verifier.verify(name, secret, source=source, via=via(key)).accepted
 
 
-@router.post("/validate/check", tags=["validate"], openapi_extra=_BODY, summary="Check one login")
-async def check(request: Request, cred: Credentials):
-    f = limits.fields(await request.body(), request.headers, required=("pass",), optional=("user", "serial", "client"))
+async def _decide(app, raw: bytes, headers, cred, peer: str | None):
+    """One ``/validate/check``: the fields, then the key and the login in a worker thread; the answer."""
+    f = limits.fields(raw, headers, required=("pass",), optional=("user", "serial", "client"))
     if ("user" in f) == ("serial" in f):
         raise ApiError(400, "give either user or serial")
     if "user" in f:
@@ -94,13 +95,55 @@ async def check(request: Request, cred: Credentials):
             check_name(f["user"])
         except BadInput as exc:
             raise ApiError(400, str(exc)) from None
-    source = f["client"] if "client" in f else (request.client.host if request.client else None)
+    source = f["client"] if "client" in f else peer
     if source is not None:
         try:
             source_key(source)  # the library's rule for a source, before anything is written
         except BadInput as exc:
             raise ApiError(400, str(exc)) from None
-    app = request.app
     check = functools.partial(_check, app, cred, f.get("user"), f.get("serial"), f["pass"], source)
     accepted = await asyncio.get_running_loop().run_in_executor(_checkers(app), check)
     return answers.login(accepted)
+
+
+@router.post("/validate/check", tags=["validate"], openapi_extra=_BODY, summary="Check one login")
+async def check(request: Request, cred: Credentials):
+    """The route of the OpenAPI description; a server's requests are answered by :class:`LoginPath`
+    (this is the same call, reached only where that middleware is left out)."""
+    return await _decide(request.app, await request.body(), request.headers, cred, _peer(request.scope))
+
+
+def _peer(scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+class LoginPath:
+    """ASGI middleware: ``POST /validate/check`` answered here, around FastAPI's router, its
+    dependency solving and its exception middleware, which together took a quarter of a worker's
+    CPU at 1,000 logins/s (docs/bench.md). What a login needs of them is here: the bearer key as
+    ``HTTPBearer`` reads it, the body, the answer of an :class:`ApiError` or a library refusal.
+    Anything else that goes wrong propagates to the app's 500 handler, as from the route."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/validate/check" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        raw = bytearray()
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return  # the client went away: no one to answer
+            raw += msg.get("body", b"")
+            if not msg.get("more_body", False):
+                break
+        headers = Headers(scope=scope)
+        try:
+            answer = await _decide(scope["app"], bytes(raw), headers, bearer_credentials(headers), _peer(scope))
+        except ApiError as exc:
+            answer = answers.error(exc.status, exc.message, exc.headers)
+        except VerifierError as exc:
+            answer = answers.refusal(exc, "POST", scope["path"])
+        await answer(scope, receive, send)
