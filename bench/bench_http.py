@@ -40,6 +40,7 @@ from bench import Row
 
 CLIENTS = 32
 PER_CLIENT = 40
+PACED_PER_CLIENT = 80
 WORKERS = 2
 IN_PROCESS_PER_WORKER = 600
 ARGON_CLIENTS = 8
@@ -159,9 +160,13 @@ class _Connection:
         return ok, took, "" if ok else f"{status} {answer[:120].decode(errors='replace')}"
 
 
-async def _load(base: str, api_key: str, users: list[str], per_user: int, *, pw: bool):
-    """Each user logs in ``per_user`` times in a row, all users at once; (accepted, wall, latencies, refusals)."""
-    codes = _codes(1, per_user)
+async def _load(base: str, api_key: str, users: list[str], per_user: int, *, pw: bool, first=1, rate=None):
+    """Each user logs in ``per_user`` times in a row (codes from counter ``first``), all users at
+    once; (accepted, wall, latencies, refusals). With no ``rate``, each sends its next login as
+    soon as its last is answered (a closed loop: the server's most). With a ``rate`` (logins/s in
+    all), each login is due on a fixed schedule and its latency counts from when it was due, so a
+    login sent late behind a slow answer counts its wait too (an open loop: no coordinated omission)."""
+    codes = _codes(first, per_user)
     latencies: list[float] = []
     refused: list[str] = []
 
@@ -169,9 +174,13 @@ async def _load(base: str, api_key: str, users: list[str], per_user: int, *, pw:
         conns = [await stack.enter_async_context(_Connection(base, api_key)) for _ in users]
 
         async def one_user(i: int, user: str) -> None:
-            for code in codes:
+            for k, code in enumerate(codes):
+                due = None
+                if rate is not None:
+                    due = t0 + (k * len(users) + i) / rate
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 ok, took, why = await conns[i].post(user, (PASSWORD if pw else "") + code, f"10.0.{i // 250}.{i % 250}")
-                latencies.append(took)
+                latencies.append(took if due is None else time.perf_counter() - due)
                 if not ok:
                     refused.append(why)
 
@@ -237,19 +246,48 @@ def _must_all_pass(what: str, accepted: int, total: int, refused: list[str]) -> 
 
 
 def _throughput_rows(label: str, base: str, api_key: str, users: list[str], baseline: float, *, pw: bool, target):
+    """The server's most (closed loop) and, where there is a target, the p99 at the target's rate
+    (open loop, :func:`_load`). The two latencies differ in kind: at its most the server is always
+    behind, and by Little's law a login waits there on average clients / rate (32 clients at
+    1,280/s: 25 ms) whatever the server does; the p99 the target means is that of logins arriving
+    at 1,000/s, which the second run measures."""
     accepted, wall, lat, refused = asyncio.run(_load(base, api_key, users, PER_CLIENT, pw=pw))
     _must_all_pass(label, accepted, len(users) * PER_CLIENT, refused)
     rps, p50, p99 = accepted / wall, _pct(lat, 0.50) * 1000, _pct(lat, 0.99) * 1000
     where = f"{label}, {WORKERS} workers, {len(users)} clients"
     against = f"in-process, {WORKERS} processes, same run ({baseline:,.0f}/s)"
+    most = f"at its most: mean wait {len(users) / rps * 1000:.0f} ms by Little's law"
+    rows = [
+        Row(
+            f"http: /validate/check, {where}",
+            rps,
+            "logins/s",
+            ">= 1000/s" if target else "-",
+            rps >= TARGET_RPS or not target,
+            rps / baseline,
+            against,
+        ),
+        Row(f"http: p50 latency, {where}, at its most", p50, "ms", "-", True, None, most),
+        Row(f"http: p99 latency, {where}, at its most", p99, "ms", "-", True, None, most),
+    ]
     if target:
-        rate = Row(f"http: /validate/check, {where}", rps, "logins/s", ">= 1000/s", rps >= TARGET_RPS, rps / baseline)
-        tail = Row(f"http: p99 latency, {where}", p99, "ms", "<= 25 ms", p99 <= TARGET_P99_MS)
-    else:
-        rate = Row(f"http: /validate/check, {where}", rps, "logins/s", "-", True, rps / baseline)
-        tail = Row(f"http: p99 latency, {where}", p99, "ms", "-", True)
-    rate.baseline = against
-    return [rate, Row(f"http: p50 latency, {where}", p50, "ms", "-", True), tail]
+        accepted, wall, lat, refused = asyncio.run(
+            _load(base, api_key, users, PACED_PER_CLIENT, pw=pw, first=1 + PER_CLIENT, rate=TARGET_RPS)
+        )
+        _must_all_pass(label + ", paced", accepted, len(users) * PACED_PER_CLIENT, refused)
+        p99 = _pct(lat, 0.99) * 1000
+        rows.append(
+            Row(
+                f"http: p99 latency, {where}, at 1,000 logins/s",
+                p99,
+                "ms",
+                "<= 25 ms",
+                p99 <= TARGET_P99_MS,
+                None,
+                f"open loop, from each login's due time; {accepted:,} logins at {accepted / wall:,.0f}/s",
+            )
+        )
+    return rows
 
 
 def _sqlite_rows(wd: Path) -> list[Row]:

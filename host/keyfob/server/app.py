@@ -27,13 +27,13 @@ log = logging.getLogger("keyfob.server")
 
 def logins_in_flight(db: str) -> int:
     """How many logins a worker checks at once; the others wait their turn, in order. SQLite runs one
-    write at a time for the whole file, and a writer that finds it busy polls with sleeps of up to
-    100 ms: anyio's default of 40 threads a worker mostly polls its lock (a burst of 400 at once
-    had one wait past the 5 s lock bound: a 503), so a few, enough to overlap a password hash with
-    another login's writes and for logins to race as they will in production. On PostgreSQL a login
-    mostly waits for the server, so more overlap, within SQLAlchemy's pool (5 + 10 overflow).
-    Either way this bounds a worker's Argon2 memory (64 MiB a hash)."""
-    return 4 if vdb.sqlite_path(vdb.to_url(db)) is not None else 8
+    write at a time for the whole file, and a store's writers take turns (:mod:`keyfob.verifier.sql`),
+    so on SQLite two: one can hash a password while the other writes. Each more thread only
+    contends for the GIL with the event loop: at 1,300-1,600 logins/s, four cost 1.1 ms of CPU a
+    login against two's 0.85 (docs/bench.md). On PostgreSQL a login mostly waits for the server,
+    so more overlap, within SQLAlchemy's pool (5 + 10 overflow). Either way this bounds a worker's
+    Argon2 memory (64 MiB a hash)."""
+    return 2 if vdb.sqlite_path(vdb.to_url(db)) is not None else 8
 
 
 def create_app(verifier: Verifier, *, in_flight: int = 8) -> FastAPI:
