@@ -73,6 +73,7 @@ class _Attempt:
     ukey: str  # the user name's throttle key
     keys: list[str] = field(default_factory=list)  # throttle keys reserved (given back on success)
     backoff: bool = False  # the user is in back-off: a two-factor login checked anyway
+    throttled_by: str | None = None  # refused unchecked by the back-off of the "source" or the "user"
     via: str | None = None  # the front and API key the attempt came through (audited)
 
     @property

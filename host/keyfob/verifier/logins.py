@@ -176,6 +176,7 @@ class Logins:
             if att.source is not None:
                 if not throttle.reserve(conn, att.source, now, p):
                     throttle.aggregate(conn, att.source, now, self._row(att, "validate", THROTTLED))
+                    att.throttled_by = "source"
                     return att, tokens, None, []
                 att.keys.append(att.source)
             if throttle.reserve(conn, att.ukey, now, p):
@@ -186,6 +187,7 @@ class Logins:
                 for key in att.keys:
                     throttle.release(conn, key)  # refused unchecked: not a failure of the source
                 throttle.aggregate(conn, att.ukey, now, self._row(att, "validate", THROTTLED))
+                att.throttled_by = "user"
                 return att, tokens, None, []
         self._maybe_prune(conn, now)
         return att, tokens, plan, self._reserve_in(conn, to_reserve, now) if to_reserve else []
@@ -298,7 +300,11 @@ class Logins:
                 lambda conn: self._begin_in(conn, name, keys, now, prepare, checked, via)
             )
             if plan is None:
-                spent = None  # refused unchecked: no Argon2 work, whoever it is
+                # Refused unchecked. By the source's back-off: no Argon2 work, whoever the name is
+                # (the source is the attacker's own). By the name's: padded as a checked attempt
+                # is, or its time would tell a user without 2FA (refused here) from a two-factor
+                # user or no one (both checked in back-off).
+                spent = None if att.throttled_by == "source" else 0
                 return self._logged("validate", self._throttled(att))
             user = att.user
             spent = 1

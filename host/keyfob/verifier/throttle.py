@@ -27,7 +27,9 @@ Design (issue 11, hole 2: a stranger who knows a user name must not keep that us
   security center's forms: a stranger cannot reach those, so they are refused unchecked in
   back-off, and a taken-over session cannot test passwords at any rate.)
   So the real user's delay under a flood of wrong passwords is zero when they bring both factors;
-  users without 2FA have only the per-source back-off to tell them from the stranger.
+  users without 2FA have only the per-source back-off to tell them from the stranger. An attempt
+  refused unchecked by a *user's* back-off still spends the (dummy) Argon2 work of a checked one,
+  or its speed would say the name is a user without 2FA; one refused by a *source's* spends none.
 * **Audit.** Attempts made while a key is in back-off are aggregated: one audit row per key and
   reason per :data:`AGGREGATE_SECONDS`, whose ``count`` says how many attempts it stands for
   (``throttled`` for those refused unchecked; the real reason, e.g. ``wrong-password``, for the
