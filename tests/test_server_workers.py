@@ -100,16 +100,52 @@ def test_a_worker_that_dies_is_replaced(database, tmp_path):
         assert len(before) == 2
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            now = _listeners(port)
-            if len(now) == 2 and victim not in now:
-                break
-            time.sleep(0.2)
-        assert len(now) == 2 and victim not in now, now
+        _replaced(port, victim)
         for _ in range(8):  # new connections, whichever worker takes them
             with httpx.Client(base_url=base, timeout=30) as c:
                 assert c.get("/openapi.json").status_code == 200
+
+
+def _replaced(port: int, victim: int) -> dict[int, int]:
+    """The port's listeners once two are up again and ``victim`` is not one of them."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = _listeners(port)
+        if len(now) == 2 and victim not in now:
+            return now
+        time.sleep(0.2)
+    raise AssertionError(f"worker {victim} was not replaced: {now}")
+
+
+def test_a_worker_that_keeps_dying_young_is_restarted_after_a_growing_pause(database, tmp_path):
+    """A crash loop (here: the same worker slot killed as soon as it is back) must not spin: each
+    replacement of a worker that died within 30 s of its start waits twice as long as the last."""
+    db, key_file = database
+    log = tmp_path / "serve.log"
+    with keyfob_serve(db, key_file, log, "--workers", "2") as base:
+        port = _port(base)
+        before = _listeners(port)
+        victim = min(before)
+        for _ in range(3):
+            os.kill(victim, signal.SIGKILL)
+            after = _replaced(port, victim)
+            (victim,) = set(after) - set(before)  # its replacement: the slot that keeps dying
+            before = after
+        with httpx.Client(base_url=base, timeout=30) as c:
+            assert c.get("/openapi.json").status_code == 200
+    pauses = [line.rsplit(" in ", 1)[1] for line in log.read_text().splitlines() if "restarting it in" in line]
+    assert pauses == ["1 s", "2 s", "4 s"], log.read_text()
+
+
+def test_restart_pause_doubles_while_workers_die_young_and_resets_after_one_served():
+    from keyfob.server.workers import QUICK_DEATH_S, RESTART_MAX_S, restart_pause
+
+    pause, seen = 0.0, []
+    for _ in range(7):
+        pause = restart_pause(pause, served_s=2.0)
+        seen.append(pause)
+    assert seen == [1, 2, 4, 8, 16, RESTART_MAX_S, RESTART_MAX_S]
+    assert restart_pause(RESTART_MAX_S, served_s=QUICK_DEATH_S) == 0
 
 
 def _serve(db, key_file, port: int, *extra: str) -> subprocess.CompletedProcess:

@@ -71,8 +71,9 @@ def serve(
     if taken is not None:
         raise Unavailable(f"cannot listen on {host}:{port}: {taken}")
     scheme = "https" if ssl_certfile else "http"
-    listening = lambda: click.echo(f"keyfob serve: {workers} workers on {scheme}://{host}:{port}", err=True)  # noqa: E731
-    if Workers(workers, options).run(on_listening=listening) == STARTUP_FAILURE:
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    listening = lambda: say(f"keyfob serve: {workers} workers on {scheme}://{host}:{port}")  # noqa: E731
+    if Workers(workers, options, say=say).run(on_listening=listening) == STARTUP_FAILURE:
         raise Unavailable("the server's workers could not start (see the lines above)")
 
 

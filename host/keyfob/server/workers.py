@@ -18,7 +18,10 @@ listens there, ours or not, and the port is one clear error.
 
 The parent starts the workers, restarts one that dies while serving, stops them all on SIGINT or
 SIGTERM (and they stop with it if it is killed), and gives up (exit 3) if a worker dies before it
-listens: a bad app, TLS file or address fails the same way on every restart.
+listens: a bad app, TLS file or address fails the same way on every restart. A worker that dies
+soon after its start again and again (a request that crashes it, memory) is restarted after a
+pause that doubles each time (:func:`restart_pause`), so a crash loop does not spin the cores
+while the other workers serve.
 """
 
 from __future__ import annotations
@@ -33,6 +36,17 @@ import time
 STARTUP_FAILURE = 3
 STOP_S = 10.0
 _POLL_S = 0.5
+#: a worker that served at least this long before it died is restarted at once
+QUICK_DEATH_S = 30.0
+RESTART_MAX_S = 30.0
+
+
+def restart_pause(last_pause: float, served_s: float) -> float:
+    """The pause before a dead worker's replacement starts: none after a worker that had served
+    :data:`QUICK_DEATH_S`, else 1 s, then twice the last pause, up to :data:`RESTART_MAX_S`."""
+    if served_s >= QUICK_DEATH_S:
+        return 0.0
+    return min(RESTART_MAX_S, max(1.0, 2 * last_pause))
 
 
 def _socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -105,9 +119,10 @@ def _worker(options: dict, listening) -> None:
 class Workers:
     """The parent of ``count`` workers, each running uvicorn with ``options`` (uvicorn.Config's)."""
 
-    def __init__(self, count: int, options: dict):
+    def __init__(self, count: int, options: dict, say=None):
         self._count = count
         self._options = options
+        self._say = say or (lambda line: None)  # one line for the admin (the CLI: stderr)
         self._ctx = multiprocessing.get_context("spawn")
         self._procs: list = []
         self._stop = threading.Event()
@@ -137,13 +152,27 @@ class Workers:
                 pass
         if on_listening is not None and all(proc.is_alive() for proc, _ in self._procs):
             on_listening()
+        started = [time.monotonic()] * self._count
+        pauses = [0.0] * self._count
+        due: list[float | None] = [None] * self._count  # when a dead worker's replacement starts
         while not self._stop.wait(_POLL_S):
+            now = time.monotonic()
             for i, (proc, listening) in enumerate(self._procs):
+                if due[i] is not None:
+                    if now >= due[i]:
+                        self._procs[i], started[i], due[i] = self._start_one(), now, None
+                    continue
                 if proc.is_alive():
                     continue
                 if proc.exitcode == STARTUP_FAILURE or not listening.is_set():
                     return STARTUP_FAILURE  # it would fail the same way again
-                self._procs[i] = self._start_one()  # died while serving: replace it
+                # died while serving: replace it, after a pause if it keeps dying young
+                pauses[i] = restart_pause(pauses[i], now - started[i])
+                due[i] = now + pauses[i]
+                self._say(
+                    f"keyfob serve: worker {proc.pid} died (exit {proc.exitcode}) after {now - started[i]:.0f} s;"
+                    f" restarting it in {pauses[i]:g} s"
+                )
         return 0
 
     def _stop_all(self) -> None:
