@@ -54,19 +54,24 @@ def _shared(tmp_path_factory, name: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-@pytest.fixture(scope="session")
-def golden_flash(tmp_path_factory, firmware_files) -> Path:
-    """A virtual flash with the firmware deployed by mpremote, the way it lands on a board.
-    Made once per run (shared by the xdist workers: a deploy per worker was CPU spent thrice)."""
-    with _shared(tmp_path_factory, "golden") as wd:
+def _golden(tmp_path_factory, name: str, token_class, files, image: str) -> Path:
+    """A token's flash with ``files`` deployed by mpremote, the way it lands on a board, made once
+    per run (a deploy per xdist worker was CPU spent thrice); the path of its ``image``."""
+    with _shared(tmp_path_factory, name) as wd:
         if not (wd / "done").exists():
-            with VirtualToken(wd) as tok:
+            with token_class(wd) as tok:
                 tok.power_on()
-                tok.deploy(firmware_files)
+                tok.deploy(files)
                 tok.wait_idle()
                 tok.power_off()
             (wd / "done").touch()
-    return wd / "flash.img"
+    return wd / image
+
+
+@pytest.fixture(scope="session")
+def golden_flash(tmp_path_factory, firmware_files) -> Path:
+    """The unix tier's virtual flash with the firmware deployed."""
+    return _golden(tmp_path_factory, "golden", VirtualToken, firmware_files, "flash.img")
 
 
 TIERS = ("unix", "pico")
@@ -103,19 +108,11 @@ def pico_firmware_files(tmp_path_factory) -> list[tuple[Path, str]]:
 
 @pytest.fixture(scope="session")
 def pico_golden_flash(tmp_path_factory, pico_firmware_files) -> Path:
-    """An emulated Pico's flash: the MicroPython UF2, then the firmware deployed by mpremote
-    (boards/rp2040 as a user deploys it). Made once per run, as golden_flash."""
+    """An emulated Pico's flash: the MicroPython UF2, then the firmware (boards/rp2040 as a user
+    deploys it)."""
     from keyfob.sim.pico import PicoToken
 
-    with _shared(tmp_path_factory, "golden-pico") as wd:
-        if not (wd / "done").exists():
-            with PicoToken(wd) as tok:
-                tok.power_on()
-                tok.deploy(pico_firmware_files)
-                tok.wait_idle()
-                tok.power_off()
-            (wd / "done").touch()
-    return wd / "flash.bin"
+    return _golden(tmp_path_factory, "golden-pico", PicoToken, pico_firmware_files, "flash.bin")
 
 
 @pytest.fixture
