@@ -5,10 +5,7 @@ from __future__ import annotations
 from . import db, sql, throttle
 from .core import _audit, _serial
 from .errors import BadInput
-from .lazy import names
 from .results import AuditInfo
-
-select, _A = names(globals(), "sqlalchemy:select", "models:audit_table as _A")
 
 #: prune the audit log (``audit_days``) and stale throttle rows at most this often per process
 _PRUNE_EVERY = 3600.0
@@ -25,6 +22,10 @@ class Audit:
         """Why the last login attempt naming ``name`` ended as it did (its audit row), for an admin:
         the reason a relying party is never told. Also finds an unknown name's attempts (recorded by
         the name's keyed hash, never the name). None if there is none."""
+        from sqlalchemy import select
+
+        from .models import audit_table as _A
+
         actor = "unknown:" + self._box.name_tag(name)
         q = (
             select(_A)
@@ -50,6 +51,10 @@ class Audit:
         limit: int | None = 100,
     ) -> list[AuditInfo]:
         """Audit rows, newest first (``limit``: 1 to :attr:`AUDIT_LIMIT`, or None for all)."""
+        from sqlalchemy import select
+
+        from .models import audit_table as _A
+
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= self.AUDIT_LIMIT
         ):

@@ -6,16 +6,17 @@ from . import db, modes, sql
 from .attempts import _Attempt
 from .core import _audit
 from .errors import BadInput
-from .lazy import names
 from .results import Result
-
-delete, insert, _B = names(globals(), "sqlalchemy:delete insert", "models:backup_code_table as _B")
 
 
 class BackupCodes:
     """``new_backup_codes`` and the single use of one in a login."""
 
     def _new_backup_codes(self, conn, user_id, name, now, actor, count=None) -> list[str]:
+        from sqlalchemy import delete, insert
+
+        from .models import backup_code_table as _B
+
         codes = [modes.BACKUP.new() for _ in range(count or self.policy.backup_codes)]
         conn.execute(delete(_B).where(_B.c.user_id == user_id, _B.c.used_at.is_(None)))
         for c in codes:

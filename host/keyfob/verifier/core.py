@@ -1,6 +1,11 @@
-"""The verifier's shared state and the few helpers every concern uses: the tables by their short
-names, the name and serial rules, the audit row, and :class:`VerifierCore` (engine, seed box,
-policy, clock, key cache, lookups)."""
+"""The verifier's shared state and the few helpers every concern uses: the name and serial rules,
+the audit row, and :class:`VerifierCore` (engine, seed box, policy, clock, key cache, lookups).
+
+SQLAlchemy and the tables of :mod:`.models` (by their short names: ``_T`` tokens, ``_U`` users,
+``_B`` backup codes, ``_A`` audit, ``_S`` settings, ``_TH`` throttle) are imported inside the admin
+functions that use them, here and in every concern, never at module level: opening a SQLite file
+and checking a login run on the stdlib's ``sqlite3`` (:mod:`.sql`) and import neither (``import
+sqlalchemy`` alone takes longer than a ``keyfob validate`` may; tests/test_cli_start.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ from keyfob.serials import SerialError, accept_serial
 from . import db, sql
 from .crypto import SeedBox
 from .errors import BadInput, UnknownToken, UnknownUser
-from .lazy import names
 from .passwords import Passwords
 from .rules import Policy
 
@@ -34,14 +38,6 @@ class _Log:
 
 
 log = _Log()
-
-# the tables by their short names (SQLAlchemy Core, for the admin operations: imported on first use)
-select, update, _T, _U, _B, _A, _S, _TH = names(
-    globals(),
-    "sqlalchemy:select update",
-    "models:token_table as _T user_table as _U backup_code_table as _B audit_table as _A"
-    " setting_table as _S throttle_table as _TH",
-)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
 _CAS_TRIES = 8
@@ -93,6 +89,10 @@ def _end_web_sessions(conn, which) -> int:
     """End every web session of the users ``which`` selects (a clause on the users table): their
     session generation moves on, so every cookie made before is refused. The one place that does it
     (a sign-out, the help-desk flag taken, a new password, a token marked lost). Returns the rows."""
+    from sqlalchemy import update
+
+    from .models import user_table as _U
+
     return conn.execute(update(_U).where(which).values(web_generation=_U.c.web_generation + 1)).rowcount
 
 
@@ -152,12 +152,20 @@ class VerifierCore:
     # -- lookups ---------------------------------------------------------------------------------------
 
     def _user(self, conn, name: str):
+        from sqlalchemy import select
+
+        from .models import user_table as _U
+
         row = conn.execute(select(_U).where(_U.c.name == name)).first()
         if row is None:
             raise UnknownUser(name)
         return row
 
     def _token(self, conn, serial: str):
+        from sqlalchemy import select
+
+        from .models import token_table as _T
+
         row = conn.execute(select(_T).where(_T.c.serial == serial)).first()
         if row is None:
             raise UnknownToken(serial)

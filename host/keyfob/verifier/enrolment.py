@@ -7,10 +7,7 @@ from . import db, modes, rules, throttle
 from .attempts import _Attempt
 from .core import _CAS_TRIES, _audit, _end_web_sessions, _serial, log
 from .errors import BadInput, DatabaseError, TokenStateError, UnknownToken
-from .lazy import names
 from .results import Result
-
-select, update, _T, _U = names(globals(), "sqlalchemy:select update", "models:token_table as _T user_table as _U")
 
 
 class Enrolment:
@@ -56,6 +53,10 @@ class Enrolment:
         db.write(self._engine, run)
 
     def _link(self, name: str, serial: str, code: str, description: str | None, actor: str) -> Result:
+        from sqlalchemy import update
+
+        from .models import user_table as _U
+
         serial = _serial(serial)
         if description is not None and len(description) > 200:
             raise BadInput("a description has at most 200 characters")
@@ -93,6 +94,11 @@ class Enrolment:
         raise DatabaseError("too much contention on token " + serial)
 
     def _set_state(self, serial: str, action: str, allowed: tuple[str, ...], values: dict, actor: str, extra=None):
+        from sqlalchemy import select, update
+
+        from .models import token_table as _T
+        from .models import user_table as _U
+
         serial = _serial(serial)
         now = self._clock()
 
@@ -162,6 +168,7 @@ class Enrolment:
     def mark_lost(self, serial: str, *, actor: str = "admin") -> list[str]:
         """Refuse the token's codes at once, end its owner's web sessions (one may be the finder's)
         and give the owner fresh backup codes (returned once)."""
+        from .models import user_table as _U
 
         def extra(conn, tok, name, now):
             _end_web_sessions(conn, _U.c.id == tok.user_id)

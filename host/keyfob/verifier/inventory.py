@@ -11,10 +11,7 @@ from keyfob.serials import is_valid_serial
 from . import db, modes, rules
 from .core import _audit, _serial, log
 from .errors import AlreadyExists, BadInput, SeedFileError, TokenStateError, UnknownToken
-from .lazy import names
 from .results import TokenInfo
-
-insert, select, _T, _U = names(globals(), "sqlalchemy:insert select", "models:token_table as _T user_table as _U")
 
 
 class Imported(str):
@@ -79,6 +76,10 @@ class Inventory:
         A token outside its file's dates now (``valid_from``/``valid_until``: before its StartDate or
         after its ExpiryDate) is imported ``disabled``, and its :class:`Imported` says why; an admin
         who knows better enables it. A TOTP token starts with the file's drift (RFC 6030 TimeDrift)."""
+        from sqlalchemy import insert, select
+
+        from .models import token_table as _T
+
         recs = list(records)
         serials = []
         for n, r in enumerate(recs, start=1):
@@ -195,6 +196,11 @@ class Inventory:
         ``token-twin``; ``detail`` says how, never a seed) is committed, and only then is the result
         returned. Returns ``render(records)`` or the records.
         """
+        from sqlalchemy import select
+
+        from .models import token_table as _T
+        from .models import user_table as _U
+
         if action not in self._EXPORT_ACTIONS:
             raise BadInput(f"action must be one of {self._EXPORT_ACTIONS}")
         wanted = None if serials is None else [_serial(s) for s in serials]
@@ -247,6 +253,11 @@ class Inventory:
         return result
 
     def list_tokens(self, *, user: str | None = None, state: str | None = None) -> list[TokenInfo]:
+        from sqlalchemy import select
+
+        from .models import token_table as _T
+        from .models import user_table as _U
+
         now = self._clock()
         q = select(_T, _U.c.name.label("user_name")).select_from(_T.outerjoin(_U, _T.c.user_id == _U.c.id))
         if user is not None:
@@ -260,6 +271,10 @@ class Inventory:
         return [self._info(r, r.user_name, now) for r in rows]
 
     def token(self, serial: str) -> TokenInfo:
+        from sqlalchemy import select
+
+        from .models import user_table as _U
+
         serial = _serial(serial)
         with db.read(self._engine) as conn:
             tok = self._token(conn, serial)

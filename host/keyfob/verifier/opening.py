@@ -12,10 +12,7 @@ from . import db, rules, sql
 from .core import _audit
 from .crypto import SeedBox, resolve_key
 from .errors import AlreadyExists, BadInput, DatabaseError, KeyFileError
-from .lazy import names
 from .rules import Policy
-
-insert, select, update, _S = names(globals(), "sqlalchemy:insert select update", "models:setting_table as _S")
 
 if TYPE_CHECKING:
     from .service import Verifier
@@ -63,6 +60,10 @@ class Opening:
 
         The shared fields of ``policy`` (:data:`keyfob.verifier.rules.SHARED`) are stored in the
         database, so every node that opens it applies them."""
+        from sqlalchemy import insert
+
+        from .models import setting_table as _S
+
         policy = policy or Policy()
         store = sql.open_store(database, must_exist=False)
         try:
@@ -147,6 +148,10 @@ class Opening:
         """Change shared policy settings (names in :data:`keyfob.verifier.rules.SHARED`) for every node
         using this database, audited with the old and new values. Other nodes apply them when they
         next open the database. Returns the new policy."""
+        from sqlalchemy import insert, select, update
+
+        from .models import setting_table as _S
+
         if not changes:
             raise BadInput("no setting to change")
         now = self._clock()

@@ -6,10 +6,7 @@ from . import db, modes, rules
 from .attempts import _Attempt
 from .core import _CAS_TRIES, _audit, _serial, _utf8
 from .errors import BadInput, DatabaseError, TokenStateError
-from .lazy import names
 from .results import THROTTLED, Result
-
-select, _U = names(globals(), "sqlalchemy:select", "models:user_table as _U")
 
 
 class Resync:
@@ -37,6 +34,10 @@ class Resync:
         As admin (no ``user``) it also unlocks the token. As self-service (``user`` and ``password``)
         the password must be right, the token must be the user's and not locked, and failures count.
         """
+        from sqlalchemy import select
+
+        from .models import user_table as _U
+
         serial = _serial(serial)
         if wide and user is not None:
             raise BadInput("the wide resync search is for an admin (self-service searches near the token)")

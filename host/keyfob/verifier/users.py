@@ -5,20 +5,17 @@ from __future__ import annotations
 from . import db, throttle
 from .core import _audit, _check_name, _end_web_sessions
 from .errors import AlreadyExists, UnknownUser
-from .lazy import names
 from .results import UserInfo
-
-delete, func, insert, select, update, _B, _T, _TH, _U = names(
-    globals(),
-    "sqlalchemy:delete func insert select update",
-    "models:backup_code_table as _B token_table as _T throttle_table as _TH user_table as _U",
-)
 
 
 class Users:
     """The user administration."""
 
     def add_user(self, name: str, password: str, *, twofa: bool = True, actor: str = "admin") -> UserInfo:
+        from sqlalchemy import insert, select
+
+        from .models import user_table as _U
+
         _check_name(name)
         hashed = self._pw.hash(password)
         now = self._clock()
@@ -44,6 +41,11 @@ class Users:
 
     def set_password(self, name: str, password: str, *, actor: str = "admin") -> None:
         """Set ``name``'s password; this also ends the user's throttle back-off and web sessions."""
+        from sqlalchemy import delete, update
+
+        from .models import throttle_table as _TH
+        from .models import user_table as _U
+
         hashed = self._pw.hash(password)
         now = self._clock()
 
@@ -58,6 +60,10 @@ class Users:
         db.write(self._engine, run)
 
     def set_twofa(self, name: str, enabled: bool, *, actor: str = "admin") -> None:
+        from sqlalchemy import update
+
+        from .models import user_table as _U
+
         now = self._clock()
 
         def run(conn):
@@ -70,6 +76,10 @@ class Users:
     def check_new_user(self, name: str) -> None:
         """Raise :class:`BadInput` or :class:`AlreadyExists` if ``name`` cannot be added (so a caller
         can refuse before asking for a password)."""
+        from sqlalchemy import select
+
+        from .models import user_table as _U
+
         _check_name(name)
         with db.read(self._engine) as conn:
             if conn.execute(select(_U.c.id).where(_U.c.name == name)).first() is not None:
@@ -82,6 +92,12 @@ class Users:
         raise UnknownUser(name)
 
     def list_users(self, name: str | None = None) -> list[UserInfo]:
+        from sqlalchemy import func, select
+
+        from .models import backup_code_table as _B
+        from .models import token_table as _T
+        from .models import user_table as _U
+
         ntok = (
             select(func.count())
             .select_from(_T)
