@@ -157,7 +157,7 @@ class Logins:
         lengths = {t.digits for t in tokens} or set(RECORDS.digits)
         return "otp", rules.check_code_format(code, lengths)
 
-    def _begin_in(self, conn, name: str, keys, now: float, prepare, checked_in_backoff, via=None):
+    def _begin_in(self, conn, name: str, keys, now: float, prepare, checked_in_backoff, via=None, padded=False):
         """Begin an attempt inside a write transaction: load the user and their active tokens, let
         ``prepare(user, tokens, has_backup)`` make the plan and name the tokens to reserve, and
         reserve the attempt on the throttle (source key, then user key: ``keys``, from
@@ -165,7 +165,9 @@ class Logins:
 
         A source in back-off refuses the attempt unchecked; a user in back-off too, unless
         ``checked_in_backoff(plan)`` (a two-factor login, see :mod:`.throttle`). A throttled attempt
-        is audited (aggregated) in the same transaction and gets ``plan`` None.
+        is audited (aggregated) in the same transaction and gets ``plan`` None. Refused by the
+        user's back-off, it is not a failure of its source, unless it is ``padded`` (it will cost
+        the Argon2 work of a checked attempt, so it counts on its source as one does).
 
         Returns ``(attempt, tokens, plan, reserved_tokens)`` (the tokens as reserved)."""
         p = self.policy
@@ -184,8 +186,9 @@ class Logins:
             elif checked_in_backoff(plan):
                 att.backoff = True
             else:
-                for key in att.keys:
-                    throttle.release(conn, key)  # refused unchecked: not a failure of the source
+                if not padded:
+                    for key in att.keys:
+                        throttle.release(conn, key)  # refused unchecked: not a failure of the source
                 throttle.aggregate(conn, att.ukey, now, self._row(att, "validate", THROTTLED))
                 att.throttled_by = "user"
                 return att, tokens, None, []
@@ -297,13 +300,13 @@ class Logins:
         try:
             keys = self._attempt_keys(name, source)
             att, tokens, plan, _ = self._db.write(
-                lambda conn: self._begin_in(conn, name, keys, now, prepare, checked, via)
+                lambda conn: self._begin_in(conn, name, keys, now, prepare, checked, via, padded=True)
             )
             if plan is None:
                 # Refused unchecked. By the source's back-off: no Argon2 work, whoever the name is
                 # (the source is the attacker's own). By the name's: padded as a checked attempt
-                # is, or its time would tell a user without 2FA (refused here) from a two-factor
-                # user or no one (both checked in back-off).
+                # is, and counted on its source as one is, or its time would tell a user without
+                # 2FA (refused here) from a two-factor user or no one (both checked in back-off).
                 spent = None if att.throttled_by == "source" else 0
                 return self._logged("validate", self._throttled(att))
             user = att.user

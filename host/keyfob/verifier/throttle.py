@@ -29,7 +29,9 @@ Design (issue 11, hole 2: a stranger who knows a user name must not keep that us
   So the real user's delay under a flood of wrong passwords is zero when they bring both factors;
   users without 2FA have only the per-source back-off to tell them from the stranger. An attempt
   refused unchecked by a *user's* back-off still spends the (dummy) Argon2 work of a checked one,
-  or its speed would say the name is a user without 2FA; one refused by a *source's* spends none.
+  and counts on its source as a checked failure does, or its speed would say the name is a user
+  without 2FA (and one address could make the server hash at will); one refused by a *source's*
+  back-off spends none.
 * **Audit.** Attempts made while a key is in back-off are aggregated: one audit row per key and
   reason per :data:`AGGREGATE_SECONDS`, whose ``count`` says how many attempts it stands for
   (``throttled`` for those refused unchecked; the real reason, e.g. ``wrong-password``, for the
