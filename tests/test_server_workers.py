@@ -137,6 +137,26 @@ def test_a_worker_that_keeps_dying_young_is_restarted_after_a_growing_pause(data
     assert pauses == ["1 s", "2 s", "4 s"], log.read_text()
 
 
+def test_a_replacement_that_cannot_start_is_retried_while_the_others_serve(database, tmp_path):
+    """A replacement that fails to start (here: the database file moved away meanwhile) must not
+    stop the server and its healthy worker: it is retried with the growing pause until it can."""
+    db, key_file = database
+    log = tmp_path / "serve.log"
+    with keyfob_serve(db, key_file, log, "--workers", "2") as base:
+        port = _port(base)
+        victim = min(_listeners(port))
+        os.rename(db, db + ".away")
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while log.read_text().count("restarting it in") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "exit 3" in log.read_text(), log.read_text()  # the replacement's own failure to start
+        with httpx.Client(base_url=base, timeout=30) as c:
+            assert c.get("/openapi.json").status_code == 200  # the other worker still serves
+        os.rename(db + ".away", db)
+        _replaced(port, victim)
+
+
 def test_restart_pause_doubles_while_workers_die_young_and_resets_after_one_served():
     from keyfob.server.workers import QUICK_DEATH_S, RESTART_MAX_S, restart_pause
 

@@ -16,12 +16,12 @@ made on that port, which would then take a share of the logins silently (against
 and key, maybe). So the parent first binds the port once *without* it: that fails while anything
 listens there, ours or not, and the port is one clear error.
 
-The parent starts the workers, restarts one that dies while serving, stops them all on SIGINT or
-SIGTERM (and they stop with it if it is killed), and gives up (exit 3) if a worker dies before it
-listens: a bad app, TLS file or address fails the same way on every restart. A worker that dies
-soon after its start again and again (a request that crashes it, memory) is restarted after a
-pause that doubles each time (:func:`restart_pause`), so a crash loop does not spin the cores
-while the other workers serve.
+The parent starts the workers, restarts one that dies, stops them all on SIGINT or SIGTERM (and
+they stop with it if it is killed), and gives up (exit 3) if one of the first workers dies before
+it listens: a bad app, TLS file or address would fail the same way on every restart. A worker
+that dies soon after its start again and again (a request that crashes it, memory) is restarted
+after a pause that doubles each time (:func:`restart_pause`), so a crash loop does not spin the
+cores while the other workers serve.
 """
 
 from __future__ import annotations
@@ -150,23 +150,26 @@ class Workers:
         for proc, listening in self._procs:
             while not self._stop.is_set() and proc.is_alive() and not listening.wait(0.1):
                 pass
-        if on_listening is not None and all(proc.is_alive() for proc, _ in self._procs):
+        if any(not listening.is_set() for _, listening in self._procs) and not self._stop.is_set():
+            return STARTUP_FAILURE  # a first worker died before it listened: the next would too
+        if on_listening is not None:
             on_listening()
         started = [time.monotonic()] * self._count
         pauses = [0.0] * self._count
         due: list[float | None] = [None] * self._count  # when a dead worker's replacement starts
         while not self._stop.wait(_POLL_S):
             now = time.monotonic()
-            for i, (proc, listening) in enumerate(self._procs):
+            for i, (proc, _) in enumerate(self._procs):
                 if due[i] is not None:
                     if now >= due[i]:
                         self._procs[i], started[i], due[i] = self._start_one(), now, None
                     continue
                 if proc.is_alive():
                     continue
-                if proc.exitcode == STARTUP_FAILURE or not listening.is_set():
-                    return STARTUP_FAILURE  # it would fail the same way again
-                # died while serving: replace it, after a pause if it keeps dying young
+                # died: replace it, after a pause if it keeps dying young. A replacement that
+                # failed to start (or was killed before it listened: memory, say) too: the other
+                # workers are serving, and a cause that passes (a TLS file being renewed) lets it
+                # come back
                 pauses[i] = restart_pause(pauses[i], now - started[i])
                 due[i] = now + pauses[i]
                 self._say(
