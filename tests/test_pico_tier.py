@@ -21,14 +21,24 @@ pytestmark = [
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
 
-def mpremote(port: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([MPREMOTE, "connect", port, *args], capture_output=True, text=True, timeout=timeout)
+def mpremote(tok, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Stock mpremote on ``tok``'s port. On a pty it waits without end for a chip that never answers
+    (seen once in a full run); the failure then says what the chip was doing."""
+    try:
+        return subprocess.run([MPREMOTE, "connect", tok.port, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        log = tok.workdir / "chip.log"
+        raise AssertionError(
+            f"mpremote {args[0]} got no answer in {timeout:g} s; it had printed {exc.stdout!r} / {exc.stderr!r};"
+            f" chip running: {tok.is_running}, exit code {tok.exit_code}, resets {tok.resets},"
+            f" emulated ms {tok._emu_ms}; chip.log: {log.read_text()[-2000:] if log.exists() else '(none)'!r}"
+        ) from None
 
 
 def test_stock_mpremote_meets_the_real_rp2_port(tmp_path):
     with pico.PicoToken(tmp_path / "p") as tok:
         tok.power_on()
-        out = mpremote(tok.port, "exec", "import sys, gc; print(sys.implementation._machine); print(gc.mem_free())")
+        out = mpremote(tok, "exec", "import sys, gc; print(sys.implementation._machine); print(gc.mem_free())")
         assert out.returncode == 0, out.stderr
         machine, free = out.stdout.split("\n")[:2]
         assert machine == "Raspberry Pi Pico with RP2040"
@@ -50,7 +60,7 @@ def test_parts_answer_on_the_bus_and_scan_finds_them(tmp_path):
     with pico.PicoToken(tmp_path / "a") as tok:
         tok.set_clock(when)
         tok.power_on()
-        out = mpremote(tok.port, "exec", code)
+        out = mpremote(tok, "exec", code)
         scan, regs, nack = out.stdout.split("\n")[:3]
         assert scan == "[60, 104]"  # 0x3C OLED, 0x68 DS3231, found by the port's bit-banged scan
         # BCD seconds..year (seconds may have moved on while mpremote connected)
@@ -59,20 +69,20 @@ def test_parts_answer_on_the_bus_and_scan_finds_them(tmp_path):
         assert nack == "nack 5"  # EIO, as a chip says: no device at 0x50
     with pico.PicoToken(tmp_path / "b", oled_addr=0x3D) as tok:
         tok.power_on()
-        assert mpremote(tok.port, "exec", code).stdout.split("\n")[0] == "[61, 104]"
+        assert mpremote(tok, "exec", code).stdout.split("\n")[0] == "[61, 104]"
 
 
 def test_files_survive_power_cuts_in_the_flash_file(tmp_path):
     with pico.PicoToken(tmp_path / "p") as tok:
         tok.power_on()
         port = tok.port
-        out = mpremote(port, "exec", "with open('note.txt', 'w') as f: f.write('kept across power')")
+        out = mpremote(tok, "exec", "with open('note.txt', 'w') as f: f.write('kept across power')")
         assert out.returncode == 0, out.stderr
         tok.cut_power()
         assert b"kept across power" in tok.fs_image()  # LittleFS wrote it into flash 0xA0000+
         tok.power_on()
         assert tok.port == port  # one pseudo-terminal for the token's whole life
-        out = mpremote(port, "exec", "print(open('note.txt').read())")
+        out = mpremote(tok, "exec", "print(open('note.txt').read())")
         assert out.stdout.strip() == "kept across power"
 
 
@@ -80,12 +90,13 @@ def test_watchdog_reset_starts_a_new_chip_on_the_same_port(tmp_path):
     with pico.PicoToken(tmp_path / "p") as tok:
         tok.power_on()
         port = tok.port
-        mpremote(port, "exec", "--no-follow", "import machine; machine.reset()", timeout=20)
+        mpremote(tok, "exec", "--no-follow", "import machine; machine.reset()", timeout=20)
         deadline = time.monotonic() + 20
         while tok.resets == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert tok.resets == 1
-        out = mpremote(port, "exec", "import machine; print(machine.reset_cause() == machine.WDT_RESET)")
+        assert tok.port == port  # the new chip on the same pseudo-terminal
+        out = mpremote(tok, "exec", "import machine; print(machine.reset_cause() == machine.WDT_RESET)")
         assert out.returncode == 0, out.stderr
 
 
@@ -107,7 +118,7 @@ def test_bootsel_drive_takes_the_uf2_and_the_chip_boots_it(tmp_path):
         deadline = time.monotonic() + 20
         while not tok.is_running and time.monotonic() < deadline:
             time.sleep(0.1)
-        out = mpremote(tok.port, "exec", "import sys; print(sys.implementation._machine)")
+        out = mpremote(tok, "exec", "import sys; print(sys.implementation._machine)")
         assert out.stdout.strip() == "Raspberry Pi Pico with RP2040"
 
 
