@@ -81,9 +81,10 @@ class Logins:
     # (:meth:`explain`, ``keyfob validate --explain``), and a front must not pass it on. Every
     # ``verify`` that is checked costs the same number of Argon2 verifications for every user and
     # every cause (:meth:`_shape_cost`: the field's shape alone), padded with verifications against
-    # a fixed dummy hash. A throttled one costs none, for anyone: a flood must be refused before any
-    # Argon2 work (or it would buy the attacker the server's CPU), at the price that a user without
-    # 2FA who is in back-off answers faster than an unknown name (checked, like any two-factor login).
+    # a fixed dummy hash. One refused by its source's back-off costs none, for anyone: a flood must be
+    # refused before any Argon2 work (or it would buy the attacker the server's CPU). One refused by
+    # the user name's back-off (a user without 2FA) is padded as a checked one is, and counts on its
+    # source as a failure, so its time does not tell that user from an unknown name (see .throttle).
 
     def _load(self, conn, name: str) -> tuple[_User | None, list, bool]:
         """The user (None: no such user), their active tokens and whether they have unused backup
