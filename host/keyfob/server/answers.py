@@ -92,9 +92,12 @@ def error(status: int, message: str, headers: dict | None = None) -> JSONRespons
     )
 
 
-def refusal(exc: VerifierError, method: str, path: str) -> JSONResponse:
-    """The answer to a refusal the library raised: its status (:data:`_STATUS`) and its one line;
-    one the table does not know is a 500, and logged."""
+def refusal(exc: ApiError | VerifierError, method: str, path: str) -> JSONResponse:
+    """The answer to a refused request: an :class:`ApiError` with its own status and headers, or a
+    refusal the library raised with its status (:data:`_STATUS`) and its one line; one the table
+    does not know is a 500, and logged. The one place for both (the app's handlers, LoginPath)."""
+    if isinstance(exc, ApiError):
+        return error(exc.status, exc.message, exc.headers)
     status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
     if status == 500:
         log.error("%s %s: %s", method, path, exc)

@@ -66,7 +66,7 @@ def create_app(verifier: Verifier, *, in_flight: int = 8) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return answers.error(exc.status, exc.message, exc.headers)
+        return answers.refusal(exc, request.method, request.url.path)
 
     @app.exception_handler(VerifierError)
     async def _verifier_error(request: Request, exc: VerifierError):

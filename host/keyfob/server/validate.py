@@ -142,8 +142,6 @@ class LoginPath:
         headers = Headers(scope=scope)
         try:
             answer = await _decide(scope["app"], bytes(raw), headers, bearer_credentials(headers), _peer(scope))
-        except ApiError as exc:
-            answer = answers.error(exc.status, exc.message, exc.headers)
-        except VerifierError as exc:
+        except (ApiError, VerifierError) as exc:
             answer = answers.refusal(exc, "POST", scope["path"])
         await answer(scope, receive, send)
