@@ -233,7 +233,9 @@ def _compare(want: dict[str, str], got: dict[str, str | None], port: str) -> Non
 def verify(port: str, files: Sequence[tuple[Path, str]], reset: bool = True, timeout: float = 10.0) -> None:
     """Check every ``(local, device_name)`` file on the board by SHA-256; DeployError if any differs
     or is missing. This interrupts the firmware; ``reset`` soft-resets the board afterwards so it
-    runs again (it is left at the REPL otherwise)."""
+    runs again (it is left at the REPL otherwise), and when every file is intact, returns once the
+    firmware answers INFO: until then a Ctrl-C from the host is data (main.py turns it off before
+    it knows whether the token is locked), so a tool that connected at once would find no REPL."""
     with Repl(port, timeout) as repl:
         repl.enter()
         want = local_hashes(files)
@@ -242,6 +244,8 @@ def verify(port: str, files: Sequence[tuple[Path, str]], reset: bool = True, tim
         finally:
             if reset:
                 repl.soft_reset()
+    if reset:
+        wait_info(port)
 
 
 def _twins(names: Sequence[str]) -> list[str]:
