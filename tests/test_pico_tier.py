@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +71,34 @@ def test_parts_answer_on_the_bus_and_scan_finds_them(tmp_path):
     with pico.PicoToken(tmp_path / "b", oled_addr=0x3D) as tok:
         tok.power_on()
         assert mpremote(tok, "exec", code).stdout.split("\n")[0] == "[61, 104]"
+
+
+def test_a_closed_token_never_touches_the_descriptors_it_had(tmp_path):
+    """A closed token's port thread ends before its descriptors close: a closed number is the next
+    file any thread opens, and a late read there took the first 4 KB of another token's flash
+    image as it was checked for boot2 (that token then showed BOOTSEL, and mpremote on its port
+    waited without end: the suite's rare "no answer after power_on")."""
+    tok = pico.PicoToken(tmp_path / "one")
+    tok.close()
+    assert not tok._pty_thread.is_alive()
+
+    # as the suite makes them: tokens made and closed on several threads at once
+    broken: list[str] = []
+
+    def make(folder: Path) -> None:
+        for i in range(40):
+            tok = pico.PicoToken(folder / str(i))
+            image = tok.flash_path.read_bytes()
+            if len(image) != pico.FLASH_SIZE or not pico.bootable(image[:256]):
+                broken.append(f"{folder.name}/{i}: {len(image)} bytes")
+            tok.close()
+
+    threads = [threading.Thread(target=make, args=(tmp_path / f"t{j}",)) for j in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert broken == []
 
 
 def test_files_survive_power_cuts_in_the_flash_file(tmp_path):

@@ -269,7 +269,14 @@ class PicoToken:
         self.press_at_ms = 0
         self.oled_at_ms = 0
         self._closed = False
+        # The port's descriptors are closed only under _fd_lock, after the thread that reads them
+        # has ended: a descriptor number, once closed, is the next file any thread opens, and a
+        # late read or write would take that file's bytes or write into it (seen: another
+        # token's flash image read without its first 4 KB, so it booted to BOOTSEL).
+        self._fd_lock = threading.Lock()
+        self._fds_open = True
         self._master, self._slave = os.openpty()
+        self._wake_r, self._wake_w = os.pipe()
         tty.setraw(self._slave)
         os.set_blocking(self._master, False)
         self.port: str = os.ttyname(self._slave)
@@ -394,11 +401,15 @@ class PicoToken:
 
             ports.unregister_sim(self._registry)
             self._registry = None
-        for fd in (self._master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        os.write(self._wake_w, b"x")
+        self._pty_thread.join(5)
+        with self._fd_lock:
+            self._fds_open = False
+            for fd in (self._master, self._slave, self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def __enter__(self) -> PicoToken:
         return self
@@ -540,17 +551,22 @@ class PicoToken:
     # -- USB: the pseudo-terminal -------------------------------------------------------------
 
     def _to_host(self, data: bytes) -> None:
-        try:
-            os.write(self._master, data)
-        except OSError:
-            # Nobody reads the port (its buffer is full) or nobody has it open: the bytes are
-            # dropped, as a board's USB stack drops them, and the chip never stalls on a host.
-            pass
+        with self._fd_lock:
+            if not self._fds_open:
+                return  # the chip's last bytes after close(): the cable is gone
+            try:
+                os.write(self._master, data)
+            except OSError:
+                # Nobody reads the port (its buffer is full) or nobody has it open: the bytes are
+                # dropped, as a board's USB stack drops them, and the chip never stalls on a host.
+                pass
 
     def _pty_loop(self) -> None:
         while not self._closed:
             try:
-                ready, _, _ = select.select([self._master], [], [], 0.2)
+                ready, _, _ = select.select([self._master, self._wake_r], [], [], 0.2)
+                if self._wake_r in ready or self._closed:
+                    return
                 if not ready:
                     continue
                 data = os.read(self._master, 4096)
