@@ -4,6 +4,7 @@ What the firmware does on it is tested by the tier-parametrized tests."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -99,6 +100,22 @@ def test_a_closed_token_never_touches_the_descriptors_it_had(tmp_path):
     for t in threads:
         t.join()
     assert broken == []
+
+
+def test_close_waits_for_a_uf2_the_drive_is_programming(tmp_path):
+    """close() right after a UF2 lands on the BOOTSEL drive returns once the drive's thread is
+    done with it: nothing writes the token's flash after close() is back."""
+    tok = pico.PicoToken(tmp_path / "bare", bare=True)
+    tok.power_on()
+    assert tok.in_bootsel
+    shutil.copyfile(pico.find_inputs().uf2, tok.drive / "firmware.uf2")
+    time.sleep(0.05)
+    tok.close()
+    assert not tok._bootsel_thread.is_alive()
+    image = tok.flash_path.read_bytes()
+    time.sleep(0.3)
+    assert tok.flash_path.read_bytes() == image
+    assert not tok.is_running  # and no chip was started by it
 
 
 def test_files_survive_power_cuts_in_the_flash_file(tmp_path):

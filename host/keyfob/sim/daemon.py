@@ -211,16 +211,18 @@ class Daemon:
             conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def close(self) -> None:
-        try:
-            self.tok.power_off()
-        finally:
-            self.tok.close()
-            for p in (state_path(self.workdir), Path(self.control)):
-                try:
-                    p.unlink()
-                except OSError:
-                    pass
-            os.rmdir(self._tmp)
+        # after the request in flight, if any: one that powers on must not start a chip once closed
+        with self._lock:
+            try:
+                self.tok.power_off()
+            finally:
+                self.tok.close()
+                for p in (state_path(self.workdir), Path(self.control)):
+                    try:
+                        p.unlink()
+                    except OSError:
+                        pass
+                os.rmdir(self._tmp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from keyfob.payload import checkout as payload_checkout
 from keyfob.payload import root as payload_root
 from keyfob.sim.control import SimError, SimTimeout
+from keyfob.sim.pty import close_after
 
 if TYPE_CHECKING:
     from keyfob.sim.screen import Screen
@@ -326,6 +327,8 @@ class PicoToken:
         if nomain:
             raise SimError("the Pico tier boots as a chip does: there is no skipping main.py")
         with self._lock:
+            if self._closed:
+                raise SimError("this virtual token is closed")
             if self.is_running:
                 raise SimError("already on")
             self._wanted_on = True
@@ -392,24 +395,23 @@ class PicoToken:
         self.cut_power()
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:  # once, whoever else calls it (``with`` and a fixture's teardown both do)
+            if self._closed:
+                return
+            self._closed = True
         self.cut_power()
+        bootsel = self._bootsel_thread
+        if bootsel is not None:
+            bootsel.join(5)  # it may be writing flash.bin from a UF2 it took: let it finish first
         if self._registry is not None:
             from keyfob.device import ports
 
             ports.unregister_sim(self._registry)
             self._registry = None
-        os.write(self._wake_w, b"x")
-        self._pty_thread.join(5)
         with self._fd_lock:
-            self._fds_open = False
-            for fd in (self._master, self._slave, self._wake_r, self._wake_w):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            self._fds_open = False  # the chip's last bytes are dropped from here on
+        os.write(self._wake_w, b"x")
+        close_after(self._pty_thread, (self._master, self._slave, self._wake_r, self._wake_w))
 
     def __enter__(self) -> PicoToken:
         return self
@@ -454,7 +456,7 @@ class PicoToken:
                 os.replace(tmp, self.flash_path)
                 self._leave_bootsel()
                 with self._lock:
-                    if self._wanted_on and not self._closed and bootable(flash[:256]):
+                    if self._wanted_on and not self._closed and not self.is_running and bootable(flash[:256]):
                         self._start_chip()
                 return
             time.sleep(0.1)

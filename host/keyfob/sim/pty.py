@@ -56,6 +56,22 @@ def _set_nonblocking(fd: int) -> None:
 _TAKE_S = 2.0
 
 
+def close_after(thread: threading.Thread, fds, timeout: float = 5.0) -> bool:
+    """Close ``fds`` once ``thread``, which reads or writes them, has ended (at most ``timeout``).
+    A closed number is the next file any thread of the process opens, so a late read or write by
+    a thread still running would take that file's bytes or write into it: if the thread is still
+    there, the descriptors are left open (a leak, not a corruption) and False is returned."""
+    thread.join(timeout)
+    if thread.is_alive():
+        return False
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return True
+
+
 def _intr_state(cfd: int) -> str:
     """The child's Ctrl-C state from its pty settings: 'off', 'pending' or 'on'."""
     try:
@@ -110,6 +126,7 @@ class PtyBridge:
         self._gate_until: float | None = None  # waiting for >>> before Ctrl-A
         self._killing = False
         self._closed = False
+        self._close_begun = False
         self.restarts = 0  # soft resets
         self.resets = 0  # resets by the sim itself (SIGUSR1: a deep-sleep wake-up)
         self._cslave_path: str | None = None
@@ -213,17 +230,19 @@ class PtyBridge:
             time.sleep(0.01)
 
     def close(self) -> None:
+        """Stop the child and the copy thread, then close the descriptors. Once: a second call
+        (``with`` and a fixture's teardown both close) returns, or it would close and write to
+        numbers that other files have by now."""
+        with self._lock:
+            if self._close_begun:
+                return
+            self._close_begun = True
         self.kill()
         with self._lock:
             self._closed = True
         self._wake()
-        self._thread.join(5)
-        self._close_child_fd()
-        for fd in (self._master, self._slave, self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        if close_after(self._thread, (self._master, self._slave, self._wake_r, self._wake_w)):
+            self._close_child_fd()
 
     def _close_child_fd(self) -> None:
         if self._cfd is not None:

@@ -199,6 +199,7 @@ class VirtualToken:
             self.extra_env["KEYFOB_SIM_OLED_ADDR"] = hex(oled_addr)
         self.hwdir = Path(hwdir).resolve() if hwdir else hw_dir().resolve()
         self._exe = micropython_exe()
+        self._closed = False
         self._tmp = tempfile.mkdtemp(prefix="kfsim-")
         self._ctrl = ControlServer(os.path.join(self._tmp, "ctrl.sock"))
         self._held = False
@@ -273,6 +274,8 @@ class VirtualToken:
         :meth:`release`); ``hold_ms``: held from power-up for that long, then let go by itself.
         ``cut_after_writes``: the flash dies after that many block writes; ``cut_after_ops``:
         after that many block writes and erases together."""
+        if self._closed:
+            raise SimError("this virtual token is closed")
         if self.is_running:
             raise SimError("already on")
         self._held = hold
@@ -303,6 +306,9 @@ class VirtualToken:
         self.cut_power()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._registry is not None:
             from keyfob.device import ports
 
