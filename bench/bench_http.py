@@ -16,6 +16,10 @@ Rows (targets from issue 12, 2 cores):
   in-process rate (the issue sets its target on SQLite only).
 - Production Argon2 (RFC 9106's profile, argon2-cffi's default) password+code logins: reported on
   their own row (no target: the hash is meant to be slow).
+- In-process, one thread, password+code logins paced at 1,000/s: their p99 on a server's store
+  (WAL checkpoints on a thread of their own, :mod:`keyfob.verifier.checkpoints`) beside the same on
+  a one-shot store, where SQLite checkpoints inside a login's commit (reported; ratio = server /
+  one-shot).
 - Under attack: one client floods wrong passwords for a user (production hash) as fast as it can
   (:data:`FLOOD_IN_FLIGHT` requests in flight, one source address) while that user logs in
   :data:`VICTIM_LOGINS` times from another address: the flood's rate, and the user's p99 against
@@ -41,6 +45,7 @@ from bench import Row
 CLIENTS = 32
 PER_CLIENT = 40
 PACED_PER_CLIENT = 80
+PACED_IN_PROCESS = 6400
 WORKERS = 2
 IN_PROCESS_PER_WORKER = 600
 ARGON_CLIENTS = 8
@@ -120,6 +125,41 @@ def in_process_rate(db: str, key_file: Path, method: str, users: list[str], per_
     if sum(r[0] for r in res) != len(users) * per_user:
         raise RuntimeError(f"bench: in-process {method}: only {sum(r[0] for r in res)} logins accepted")
     return len(users) * per_user / (max(r[2] for r in res) - min(r[1] for r in res))
+
+
+def paced_p99_ms(db: str, key_file: Path, users: list[str], first: int, *, serving: bool) -> float:
+    """p99 (ms, from each login's due time) of :data:`PACED_IN_PROCESS` password+code logins paced
+    at 1,000/s by one thread in this process, on a server's store (``serving``: checkpoints on a
+    thread of its own) or a one-shot one (SQLite's, inside the commit that crosses the interval)."""
+    from keyfob.verifier import Verifier
+
+    per_user = PACED_IN_PROCESS // len(users)
+    codes = _codes(first, per_user)
+    late = []
+    with Verifier.open(db, key_file=key_file, password_profile="fast", serving=serving) as v:
+        t0 = time.perf_counter()
+        for k in range(per_user * len(users)):
+            due = t0 + k / TARGET_RPS
+            time.sleep(max(0.0, due - time.perf_counter()))
+            if not v.verify(users[k % len(users)], PASSWORD + codes[k // len(users)]).accepted:
+                raise RuntimeError("bench: paced in-process login refused")
+            late.append(time.perf_counter() - due)
+    return _pct(late, 0.99) * 1000
+
+
+def _checkpoint_row(db: str, key_file: Path, users: list[str]) -> Row:
+    per_user = PACED_IN_PROCESS // len(users)
+    one_shot = paced_p99_ms(db, key_file, users, 1, serving=False)
+    server = paced_p99_ms(db, key_file, users, 1 + per_user, serving=True)
+    return Row(
+        "in-process: p99 of password+code logins at 1,000/s, a server's store",
+        server,
+        "ms",
+        "- (reported)",
+        True,
+        server / one_shot,
+        f"the same on a one-shot store (SQLite's own checkpoints), same run ({one_shot:.1f} ms)",
+    )
 
 
 # --- HTTP load --------------------------------------------------------------------------------------
@@ -301,10 +341,10 @@ def _sqlite_rows(wd: Path) -> list[Row]:
     code_base = in_process_rate(db, key_file, "check_code", ip[0], IN_PROCESS_PER_WORKER, pw=False)
     pw_base = in_process_rate(db, key_file, "verify", ip[1], IN_PROCESS_PER_WORKER, pw=True)
     argon_base = in_process_rate(db, key_file, "verify", argon_ip, ARGON_IN_PROCESS_PER_WORKER, pw=True)
+    rows = [_checkpoint_row(db, key_file, _enrol(db, key_file, "cp", CLIENTS))]
 
     from bench.servers import keyfob_serve
 
-    rows = []
     # the production profile: an unknown user's dummy check costs what a real one does
     with keyfob_serve(db, key_file, wd / "serve.log", "--workers", str(WORKERS), profile=None) as base:
         rows += _throughput_rows("SQLite, code-only", base, keys["code"], code_users, code_base, pw=False, target=True)

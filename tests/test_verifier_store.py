@@ -59,3 +59,55 @@ def test_threads_that_come_and_go_leave_no_connections_open(store, tmp_path):
     assert _open_files(path) <= sql.IDLE_MAX
     store.close()
     assert _open_files(path) == 0
+
+
+def test_a_servers_store_checkpoints_on_a_thread_of_its_own(tmp_path, monkeypatch):
+    """A server's store turns its connections' own checkpoints off (none inside a login's commit)
+    and a thread of its own copies the log into the database file instead, restarting the log once
+    it is long. 4,000 commits of 3 KB are under SQLite's own checkpoint interval here (10,000
+    pages): only that thread can have put them into the file while the store is open."""
+    import time
+
+    from keyfob.verifier import checkpoints
+
+    monkeypatch.setattr(checkpoints, "EVERY_COMMITS", 50)
+    monkeypatch.setattr(checkpoints, "RESTART_PAGES", 500)
+    path = str(tmp_path / "s.db")
+    st = sql.open_store(path, must_exist=False, wait=0.5, serving=True)
+    try:
+        st.write(lambda c: c.execute("CREATE TABLE audit (id INTEGER PRIMARY KEY, detail BLOB)"))
+        for i in range(4000):
+            st.write(lambda c: c.execute("INSERT INTO audit (detail) VALUES (randomblob(3000))"))
+            if i % 100 == 0:
+                time.sleep(0.001)  # logins come with gaps; a loop with none starves the thread of the GIL
+        with st.read() as c:
+            assert c.execute("PRAGMA wal_autocheckpoint").scalar() == 0
+        deadline = time.monotonic() + 10
+        while os.path.getsize(path) < 4000 * 3000 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the idle round (once a second) copies the rest
+        assert os.path.getsize(path) >= 4000 * 3000
+        assert st.checkpoints.restarts > 0
+    finally:
+        st.close()
+    assert not st.checkpoints._thread.is_alive()
+
+
+def test_a_one_shot_store_keeps_sqlites_own_checkpoints(store):
+    assert store.checkpoints is None
+    with store.read() as c:
+        assert c.execute("PRAGMA wal_autocheckpoint").scalar() == 10_000
+
+
+def test_the_http_servers_store_is_a_servers(tmp_path, monkeypatch):
+    from keyfob.server.app import from_env
+    from keyfob.verifier import Verifier
+
+    db, key = str(tmp_path / "v.db"), tmp_path / "v.key"
+    Verifier.init(db, key_file=key).close()
+    monkeypatch.setenv("KEYFOB_DB", db)
+    monkeypatch.setenv("KEYFOB_KEY_FILE", str(key))
+    verifier = from_env().state.verifier
+    try:
+        assert verifier._db.checkpoints is not None
+    finally:
+        verifier.close()

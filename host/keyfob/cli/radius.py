@@ -38,7 +38,7 @@ def radius(host, port, clients_file, workers, verbose, db, key_file, as_json) ->
     if verbose:  # ours only: what was dropped and why, and the verifier's refusals (no secrets)
         logging.getLogger("keyfob").setLevel(logging.INFO)
     clients = load_clients(clients_file)
-    with open_verifier(db, key_file) as v:
+    with open_verifier(db, key_file, serving=True) as v:
         try:
             server = RadiusServer(v, clients, host, port, workers=workers)
         except OSError as exc:

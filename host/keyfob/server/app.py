@@ -95,5 +95,5 @@ def create_app(verifier: Verifier, *, in_flight: int = 8) -> FastAPI:
 def from_env() -> FastAPI:
     """The app over ``$KEYFOB_DB`` (and the key of ``$KEYFOB_KEY_FILE`` / ``$KEYFOB_KEY``): uvicorn's factory."""
     db = os.environ.get(ENV_DB) or default_db()
-    verifier = Verifier.open(db, password_profile=profile_from_env())
+    verifier = Verifier.open(db, password_profile=profile_from_env(), serving=True)
     return create_app(verifier, in_flight=logins_in_flight(db))

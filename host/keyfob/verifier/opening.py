@@ -97,6 +97,7 @@ class Opening:
         password_profile: str | None = None,
         clock: Callable[[], float] = time.time,
         lock_wait: float | None = None,
+        serving: bool = False,
     ) -> Verifier:
         """Open an initialised database, upgrading an older schema, and check the key against it.
 
@@ -105,8 +106,10 @@ class Opening:
         node runs with limits of its own); its local fields (``password_profile``,
         ``backup_codes``) are used. ``password_profile`` alone overrides just that field.
         ``lock_wait``: seconds a write waits for another process's lock before :class:`DatabaseBusy`
-        (default ``$KEYFOB_DB_WAIT`` or 5)."""
-        store = sql.open_store(database, must_exist=True, wait=lock_wait)
+        (default ``$KEYFOB_DB_WAIT`` or 5). ``serving``: for a front that runs for hours (the HTTP
+        and RADIUS servers): on a SQLite file, WAL checkpoints run on a thread of their own
+        instead of inside a login's commit (:mod:`.checkpoints`)."""
+        store = sql.open_store(database, must_exist=True, wait=lock_wait, serving=serving)
         try:
             with sql.opening(database):
                 rows = cls._open_rows(store, database)

@@ -26,6 +26,7 @@ import threading
 import time
 
 from . import db
+from .checkpoints import Checkpointer
 from .errors import DatabaseError
 
 
@@ -148,13 +149,15 @@ class SqliteStore:
     pools retire their threads, and each would leave its connection open until :meth:`close`.
     The SQLAlchemy engine (for admin operations and migrations) is made only when asked for."""
 
-    def __init__(self, path: str, url: str, wait: float):
+    def __init__(self, path: str, url: str, wait: float, *, serving: bool = False):
         self.path, self.url, self.wait = path, url, wait
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._turn = threading.Lock()  # the store's writers, one at a time (_begin_immediate)
         self._engine = None
         self._closed = False
+        # a server's store: WAL checkpoints on a thread of their own, not in a login's commit
+        self.checkpoints = Checkpointer(path) if serving else None
         with _IN_USE_LOCK:
             _IN_USE[path] = _IN_USE.get(path, 0) + 1
 
@@ -165,6 +168,8 @@ class SqliteStore:
         raw = sqlite3.connect(self.path, timeout=self.wait, isolation_level=None, check_same_thread=False)
         try:
             db.sqlite_pragmas(raw, self.wait)
+            if self.checkpoints is not None:
+                raw.execute("PRAGMA wal_autocheckpoint=0")
         except BaseException:
             raw.close()
             raise
@@ -200,6 +205,8 @@ class SqliteStore:
                 try:
                     out = fn(SqliteConn(raw))
                     raw.execute("COMMIT")
+                    if self.checkpoints is not None:
+                        self.checkpoints.committed()
                 except BaseException:
                     self._end(raw)
                     raise
@@ -247,6 +254,8 @@ class SqliteStore:
             raw.close()
         if engine is not None:
             engine.dispose()
+        if self.checkpoints is not None and not closed:
+            self.checkpoints.close()
 
 
 class EngineStore:
@@ -271,9 +280,10 @@ class EngineStore:
         self._e.dispose()
 
 
-def open_store(database, *, must_exist: bool, wait: float | None = None):
+def open_store(database, *, must_exist: bool, wait: float | None = None, serving: bool = False):
     """The store for ``database``: :class:`SqliteStore` for a SQLite file (checked as
-    :func:`.db.make_engine` checks it), else an :class:`EngineStore`."""
+    :func:`.db.make_engine` checks it), else an :class:`EngineStore`. ``serving``: for a
+    long-running front, see :mod:`.checkpoints`."""
     wait = db.lock_wait(wait)
     path = db.plain_sqlite_file(database)
     if path is None:
@@ -281,7 +291,7 @@ def open_store(database, *, must_exist: bool, wait: float | None = None):
     with _IN_USE_LOCK:
         header = path not in _IN_USE
     db.check_sqlite_file(path, must_exist=must_exist, header=header)
-    return SqliteStore(path, db.to_url(database), wait)
+    return SqliteStore(path, db.to_url(database), wait, serving=serving)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,80 @@
+"""WAL checkpoints off the login path, for a server's store on a SQLite file.
+
+A checkpoint copies the write-ahead log's pages into the database file and syncs both. SQLite
+runs one inside the COMMIT that takes the log past ``wal_autocheckpoint`` pages: here that took
+25-40 ms on the disk, and the login whose commit it was waited for it, with every writer queued
+behind it (docs/bench.md: one in every ~1,200 logins at 1,000/s, enough to set the p99). A server
+runs for hours, so its store turns the connections' own checkpoints off and runs them from a
+thread of its own (:class:`Checkpointer`):
+
+- a PASSIVE checkpoint every :data:`EVERY_COMMITS` commits, and once a second while idle: it
+  copies what no reader still needs and never blocks a reader or a writer;
+- a RESTART once the log holds :data:`RESTART_PAGES` pages all the same (under steady load a
+  writer appends while PASSIVE copies, so the log never empties and would grow without end): it
+  holds new writers back while it waits for the readers of the old log, for at most
+  :data:`RESTART_WAIT_MS`, and the next writer starts the log from its beginning again.
+
+A one-shot process (``keyfob validate``) keeps SQLite's own checkpoints: it commits once or twice,
+and the last connection to close checkpoints the log anyway.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+#: commits of this store between two PASSIVE checkpoints (~4 pages a commit: ~2,000 pages)
+EVERY_COMMITS = 500
+#: the log's size, in pages, at which the checkpoint is a RESTART (SQLite's default bound is 1,000;
+#: the login path's connections had 10,000, see :func:`.db.sqlite_pragmas`)
+RESTART_PAGES = 10_000
+#: how long a RESTART may hold new writers back waiting for readers (it gives up, and tries again
+#: at the next round, rather than stall logins behind a long admin read)
+RESTART_WAIT_MS = 50
+IDLE_S = 1.0
+
+
+class Checkpointer:
+    """The thread that checkpoints the SQLite file at ``path`` for one store. The store calls
+    :meth:`committed` after each of its commits and :meth:`close` when it closes."""
+
+    def __init__(self, path: str):
+        self._path = path
+        self._due = threading.Event()
+        self._stopping = False
+        self._commits = 0
+        self.rounds = 0  # checkpoints run (for tests and the curious)
+        self.restarts = 0
+        self._thread = threading.Thread(target=self._run, name="keyfob-checkpoints", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        """One more commit (called under the store's writers' turn, so never two at once)."""
+        self._commits += 1
+        if self._commits % EVERY_COMMITS == 0:
+            self._due.set()
+
+    def _run(self) -> None:
+        raw = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            raw.execute("PRAGMA wal_autocheckpoint=0")
+            raw.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+            while not self._stopping:
+                self._due.wait(IDLE_S)
+                self._due.clear()
+                if self._stopping:
+                    return
+                try:
+                    _busy, log, _done = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.rounds += 1
+                    if log >= RESTART_PAGES and raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0] == 0:
+                        self.restarts += 1
+                except sqlite3.Error:
+                    pass  # busy, or an error the logins meet and report themselves: next round
+        finally:
+            raw.close()
+
+    def close(self) -> None:
+        self._stopping = True
+        self._due.set()
+        self._thread.join(5)
