@@ -10,9 +10,12 @@ thread of its own (:class:`Checkpointer`):
 - a PASSIVE checkpoint every :data:`EVERY_COMMITS` commits, and once a second while idle: it
   copies what no reader still needs and never blocks a reader or a writer;
 - a RESTART once the log holds :data:`RESTART_PAGES` pages all the same (under steady load a
-  writer appends while PASSIVE copies, so the log never empties and would grow without end): it
-  holds new writers back while it waits for the readers of the old log, for at most
-  :data:`RESTART_WAIT_MS`, and the next writer starts the log from its beginning again.
+  writer appends while PASSIVE copies, so the log never empties and would grow without end), and
+  only when that PASSIVE caught up to within :data:`RESTART_GAP_PAGES`: a reader on an old
+  snapshot (a long admin read) holds PASSIVE back, and a RESTART would then hold new writers back
+  for its whole wait, round after round. A RESTART holds writers back while it copies the last
+  pages, syncs, and waits for the readers of the old log (at most :data:`RESTART_WAIT_MS`); the
+  next writer starts the log from its beginning again.
 
 A one-shot process (``keyfob validate``) keeps SQLite's own checkpoints: it commits once or twice,
 and the last connection to close checkpoints the log anyway.
@@ -31,6 +34,8 @@ RESTART_PAGES = 10_000
 #: how long a RESTART may hold new writers back waiting for readers (it gives up, and tries again
 #: at the next round, rather than stall logins behind a long admin read)
 RESTART_WAIT_MS = 50
+#: a RESTART only after a PASSIVE that left at most this many pages uncopied
+RESTART_GAP_PAGES = 200
 IDLE_S = 1.0
 
 
@@ -39,7 +44,15 @@ class Checkpointer:
     :meth:`committed` after each of its commits and :meth:`close` when it closes."""
 
     def __init__(self, path: str):
-        self._path = path
+        # opened here, so that a failure fails the store's opening rather than the thread (which
+        # would leave the log growing with nobody to checkpoint it)
+        self._raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            self._raw.execute("PRAGMA wal_autocheckpoint=0")
+            self._raw.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+        except BaseException:
+            self._raw.close()
+            raise
         self._due = threading.Event()
         self._stopping = False
         self._commits = 0
@@ -55,24 +68,31 @@ class Checkpointer:
             self._due.set()
 
     def _run(self) -> None:
-        raw = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        raw, last_error = self._raw, None
         try:
-            raw.execute("PRAGMA wal_autocheckpoint=0")
-            raw.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
             while not self._stopping:
                 self._due.wait(IDLE_S)
                 self._due.clear()
                 if self._stopping:
                     return
                 try:
-                    _busy, log, _done = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.rounds += 1
-                    if log >= RESTART_PAGES and raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0] == 0:
-                        self.restarts += 1
-                except sqlite3.Error:
-                    pass  # busy, or an error the logins meet and report themselves: next round
+                    self._round(raw)
+                    last_error = None
+                except Exception as exc:  # noqa: BLE001 - the thread must outlive any one round
+                    if str(exc) != last_error:  # once, not every round
+                        from .core import log
+
+                        log.info("WAL checkpoint failed (tried again each round): %s", exc)
+                        last_error = str(exc)
         finally:
             raw.close()
+
+    def _round(self, raw: sqlite3.Connection) -> None:
+        _busy, log, done = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.rounds += 1
+        if log >= RESTART_PAGES and log - done <= RESTART_GAP_PAGES:
+            if raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0] == 0:
+                self.restarts += 1
 
     def close(self) -> None:
         self._stopping = True
