@@ -96,6 +96,26 @@ def test_a_servers_store_checkpoints_on_a_thread_of_its_own(tmp_path, monkeypatc
     assert not st.checkpoints._thread.is_alive()
 
 
+def test_a_servers_admin_engine_leaves_checkpoints_to_the_thread(tmp_path):
+    """The admin calls' SQLAlchemy connections in a server: with SQLite's own checkpoints on,
+    an admin write that crossed the interval would copy the whole log inside its COMMIT."""
+    from sqlalchemy import text
+
+    path = str(tmp_path / "s.db")
+    st = sql.open_store(path, must_exist=False, wait=0.5, serving=True)
+    try:
+        with st.engine().connect() as c:
+            assert c.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 0
+    finally:
+        st.close()
+    one_shot = sql.open_store(path, must_exist=True, wait=0.5)
+    try:
+        with one_shot.engine().connect() as c:
+            assert c.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 10_000
+    finally:
+        one_shot.close()
+
+
 def test_a_one_shot_store_keeps_sqlites_own_checkpoints(store):
     assert store.checkpoints is None
     with store.read() as c:

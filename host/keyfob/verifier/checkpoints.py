@@ -4,8 +4,8 @@ A checkpoint copies the write-ahead log's pages into the database file and syncs
 runs one inside the COMMIT that takes the log past ``wal_autocheckpoint`` pages: here that took
 25-40 ms on the disk, and the login whose commit it was waited for it, with every writer queued
 behind it (docs/bench.md: one in every ~1,200 logins at 1,000/s, enough to set the p99). A server
-runs for hours, so its store turns the connections' own checkpoints off and runs them from a
-thread of its own (:class:`Checkpointer`):
+runs for hours, so its store turns its connections' own checkpoints off (the login path's and
+the admin calls' SQLAlchemy ones alike) and runs them from a thread of its own (:class:`Checkpointer`):
 
 - a PASSIVE checkpoint every :data:`EVERY_COMMITS` commits, and once a second while idle: it
   copies what no reader still needs and never blocks a reader or a writer;

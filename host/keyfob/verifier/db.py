@@ -217,12 +217,19 @@ def lock_wait(value: float | None = None) -> float:
     return float(value)
 
 
-def make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float | None = None, header: bool = True) -> Engine:
+def make_engine(
+    db: str | os.PathLike,
+    *,
+    must_exist: bool,
+    wait: float | None = None,
+    header: bool = True,
+    own_checkpoints: bool = True,
+) -> Engine:
     """An engine for ``db`` whose writes wait at most ``wait`` seconds (:func:`lock_wait`) for a
     lock another process holds. ``header=False``: a SQLite file this process has open already
-    (see :func:`_check_file`)."""
+    (see :func:`_check_file`). ``own_checkpoints``: see :func:`sqlite_pragmas`."""
     wait = lock_wait(wait)
-    engine = _make_engine(db, must_exist=must_exist, wait=wait, header=header)
+    engine = _make_engine(db, must_exist=must_exist, wait=wait, header=header, own_checkpoints=own_checkpoints)
     engine.keyfob_wait = wait  # read by write()
     return engine
 
@@ -237,10 +244,12 @@ def check_sqlite_file(path: str, *, must_exist: bool, header: bool = True) -> No
     _check_file(path, header)
 
 
-def sqlite_pragmas(dbapi_conn, wait: float) -> None:
+def sqlite_pragmas(dbapi_conn, wait: float, *, own_checkpoints: bool = True) -> None:
     """Every SQLite connection's set-up (SQLAlchemy's and the login path's ``sqlite3`` ones):
     autocommit at the driver (we emit BEGIN ourselves), WAL, synchronous=NORMAL, foreign keys, the
-    WAL's checkpoint interval, the busy timeout of the lock wait."""
+    WAL's checkpoint interval, the busy timeout of the lock wait. ``own_checkpoints=False``: none
+    in this connection's commits, for a server's store, whose thread checkpoints
+    (:mod:`.checkpoints`)."""
     dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy's pysqlite recipe)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -249,12 +258,12 @@ def sqlite_pragmas(dbapi_conn, wait: float) -> None:
     # a checkpoint (with its fsyncs) every ~40 MB of log rather than every 4 MB: a login writes a
     # few pages, the same ones over and over, so fewer checkpoints copy far fewer pages
     # (bench_verifier's end-to-end row: ~1,400/s -> ~1,900/s on this machine's disk)
-    cur.execute("PRAGMA wal_autocheckpoint=10000")
+    cur.execute("PRAGMA wal_autocheckpoint=10000" if own_checkpoints else "PRAGMA wal_autocheckpoint=0")
     cur.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
     cur.close()
 
 
-def _make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float, header: bool) -> Engine:
+def _make_engine(db, *, must_exist: bool, wait: float, header: bool, own_checkpoints: bool) -> Engine:
     from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -287,7 +296,7 @@ def _make_engine(db: str | os.PathLike, *, must_exist: bool, wait: float, header
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
-        sqlite_pragmas(dbapi_conn, wait)
+        sqlite_pragmas(dbapi_conn, wait, own_checkpoints=own_checkpoints)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):

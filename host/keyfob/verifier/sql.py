@@ -167,9 +167,7 @@ class SqliteStore:
                 return self._idle.pop()
         raw = sqlite3.connect(self.path, timeout=self.wait, isolation_level=None, check_same_thread=False)
         try:
-            db.sqlite_pragmas(raw, self.wait)
-            if self.checkpoints is not None:
-                raw.execute("PRAGMA wal_autocheckpoint=0")
+            db.sqlite_pragmas(raw, self.wait, own_checkpoints=self.checkpoints is None)
         except BaseException:
             raw.close()
             raise
@@ -236,7 +234,9 @@ class SqliteStore:
     def engine(self):
         with self._lock:
             if self._engine is None:
-                self._engine = db.make_engine(self.url, must_exist=True, wait=self.wait, header=False)
+                self._engine = db.make_engine(
+                    self.url, must_exist=True, wait=self.wait, header=False, own_checkpoints=self.checkpoints is None
+                )
             return self._engine
 
     def close(self) -> None:
