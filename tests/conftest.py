@@ -90,14 +90,20 @@ def pico_missing() -> str | None:
     return None
 
 
+def skip_without_pico() -> None:
+    """The one skip of the Pico tier, with its one line (the first fixture of a test to need the
+    tier asks: a test may list a Pico fixture before ``tier``)."""
+    why = pico_missing()
+    if why:
+        pytest.skip(f"Pico tier skipped: {why}")
+
+
 @pytest.fixture
 def tier(request) -> str:
     """The tier a test runs on: 'unix' unless the module or test parametrizes it."""
     name = getattr(request, "param", "unix")
     if name == "pico":
-        why = pico_missing()
-        if why:
-            pytest.skip(f"Pico tier skipped: {why}")
+        skip_without_pico()
     return name
 
 
@@ -112,6 +118,7 @@ def pico_golden_flash(tmp_path_factory, pico_firmware_files) -> Path:
     deploys it)."""
     from keyfob.sim.pico import PicoToken
 
+    skip_without_pico()
     return _golden(tmp_path_factory, "golden-pico", PicoToken, pico_firmware_files, "flash.bin")
 
 
