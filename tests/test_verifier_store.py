@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 from keyfob.verifier import sql
@@ -68,6 +67,8 @@ def test_a_servers_store_checkpoints_on_a_thread_of_its_own(tmp_path, monkeypatc
     it is long. 2,500 commits of 3 KB write ~7,600 pages of log, under SQLite's own checkpoint
     interval here (10,000): only that thread can have put them into the file while the store is
     open (without it the file stays at 4 KB)."""
+    import time
+
     from keyfob.verifier import checkpoints
 
     monkeypatch.setattr(checkpoints, "EVERY_COMMITS", 50)
@@ -134,68 +135,3 @@ def test_the_http_servers_store_is_a_servers(tmp_path, monkeypatch):
         assert verifier._db.checkpoints is not None
     finally:
         verifier.close()
-
-
-@pytest.fixture
-def patient_store(tmp_path):
-    """A store whose writers wait 10 s, so that the queued writes of a test never give up."""
-    st = sql.open_store(str(tmp_path / "p.db"), must_exist=False, wait=10)
-    yield st
-    st.close()
-
-
-def test_concurrent_writes_share_a_transaction_and_a_failed_one_undoes_only_itself(patient_store, monkeypatch):
-    """The store's group commit: writes queued while another is under way run in the next
-    transaction together, each in its savepoint. A write that fails is undone and raises in its
-    caller; the others in its transaction are committed, and each caller returns once it is."""
-    batches: list[int] = []
-    run = patient_store._transaction
-
-    def counted(batch, deadline):
-        batches.append(len(batch))
-        return run(batch, deadline)
-
-    monkeypatch.setattr(patient_store, "_transaction", counted)
-    patient_store.write(lambda c: c.execute("CREATE TABLE t (v INTEGER)"))
-    inside, release = threading.Event(), threading.Event()
-
-    def first(c):
-        c.execute("INSERT INTO t VALUES (0)")
-        inside.set()
-        assert release.wait(10)
-
-    def insert(v):
-        def fn(c):
-            c.execute("INSERT INTO t VALUES (:v)", {"v": v})
-            if v == 3:
-                raise ValueError("write 3 fails after its insert")
-            return v
-
-        return fn
-
-    outcomes: dict[int, object] = {}
-
-    def call(v):
-        try:
-            outcomes[v] = patient_store.write(insert(v))
-        except ValueError as exc:
-            outcomes[v] = exc
-
-    leader = threading.Thread(target=patient_store.write, args=(first,))
-    leader.start()
-    assert inside.wait(10)
-    others = [threading.Thread(target=call, args=(v,)) for v in range(1, 6)]
-    for t in others:
-        t.start()
-    deadline = time.monotonic() + 10
-    while len(patient_store._writes._queue) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    release.set()
-    leader.join()
-    for t in others:
-        t.join()
-    assert batches[1:] == [1, 5]  # the first write alone, then the five queued behind it at once
-    assert isinstance(outcomes.pop(3), ValueError)
-    assert outcomes == {1: 1, 2: 2, 4: 4, 5: 5}
-    with patient_store.read() as c:
-        assert sorted(r[0] for r in c.execute("SELECT v FROM t").all()) == [0, 1, 2, 4, 5]

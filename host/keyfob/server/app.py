@@ -27,7 +27,7 @@ log = logging.getLogger("keyfob.server")
 
 def logins_in_flight(db: str) -> int:
     """How many logins a worker checks at once; the others wait their turn, in order. SQLite runs one
-    write at a time for the whole file, and a store's writers share its transactions (:mod:`keyfob.verifier.sql`),
+    write at a time for the whole file, and a store's writers take turns (:mod:`keyfob.verifier.sql`),
     so on SQLite two: one can hash a password while the other writes. Each more thread only
     contends for the GIL with the event loop: at 1,300-1,600 logins/s, four cost 1.1 ms of CPU a
     login against two's 0.85 (docs/bench.md). On PostgreSQL a login mostly waits for the server,

@@ -62,7 +62,7 @@ class Checkpointer:
         self._thread.start()
 
     def committed(self) -> None:
-        """One more commit (called by the store's leading writer, so never two at once)."""
+        """One more commit (called under the store's writers' turn, so never two at once)."""
         self._commits += 1
         if self._commits % EVERY_COMMITS == 0:
             self._due.set()

@@ -110,92 +110,32 @@ _IN_USE_LOCK = threading.Lock()
 POLL_MAX_S = 0.0005
 
 
-def _begin_immediate(raw: sqlite3.Connection, deadline: float) -> None:
-    """``BEGIN IMMEDIATE`` by ``deadline`` (monotonic). Only the store's leading writer asks
-    (:class:`_Writes`), so its threads never race in SQLite; it asks again every few hundred
-    microseconds while another process holds the file's write lock, with SQLite's busy timeout set
-    aside."""
-    raw.execute("PRAGMA busy_timeout=0")
+def _begin_immediate(raw: sqlite3.Connection, turn: threading.Lock, wait: float) -> None:
+    """``BEGIN IMMEDIATE`` within ``wait`` seconds, holding ``turn`` once it returns. The store's
+    threads take turns on ``turn`` (a lock that wakes its next waiter, so they never race in
+    SQLite); the one whose turn it is asks SQLite again every few hundred microseconds while
+    another process holds the file's write lock, with SQLite's busy timeout set aside."""
+    deadline = time.monotonic() + wait
+    if not turn.acquire(timeout=wait):
+        raise sqlite3.OperationalError("database is locked")  # the same as SQLite's: retrying ends it
     try:
-        pause = 0.00005
-        while True:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if not db.is_locked_error(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(pause * (0.5 + db.jitter()))
-            pause = min(pause * 1.5, POLL_MAX_S)
-    finally:
-        raw.execute(f"PRAGMA busy_timeout={max(0, int((deadline - time.monotonic()) * 1000))}")
-
-
-class _Write:
-    """One caller's ``fn`` waiting to be run in a write transaction, and how it ended."""
-
-    __slots__ = ("fn", "taken", "finished", "out", "exc")
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.taken = self.finished = False
-        self.out = self.exc = None
-
-
-#: the most writes one transaction runs for its callers
-BATCH_MAX = 16
-
-
-class _Writes:
-    """The store's writers, as one queue: the first caller to find no transaction under way leads,
-    and runs every write queued by then in one ``BEGIN IMMEDIATE`` transaction, each in a
-    savepoint of its own, then commits them together (a group commit). The others wait for their
-    own to be done. Each write still runs alone under the file's write lock and is committed
-    before its caller goes on, as in a transaction of its own; but a server's concurrent logins
-    share one lock acquisition and one commit (a password+code login writes twice: its throttle
-    reservation before the hash, its outcome after)."""
-
-    def __init__(self):
-        self._cv = threading.Condition(threading.Lock())
-        self._queue: list[_Write] = []
-        self._leading = False
-
-    def run(self, fn, wait: float, transaction):
-        """``fn``'s result once committed, or its exception; ``transaction(batch, deadline)`` runs a
-        batch (the store's). A write not taken by a leader within ``wait`` gives up as SQLite's
-        busy handler would ("database is locked", which :func:`.db.retrying` knows)."""
-        deadline = time.monotonic() + wait
-        me = _Write(fn)
-        with self._cv:
-            self._queue.append(me)
-            while self._leading and not me.finished:
-                left = deadline - time.monotonic()
-                if left <= 0 and not me.taken:
-                    self._queue.remove(me)
-                    raise sqlite3.OperationalError("database is locked")
-                self._cv.wait(left if left > 0 and not me.taken else None)
-            if not me.finished:
-                self._leading = True
-                self._queue.remove(me)  # the leader's own write is always in its batch
-                batch = [me, *self._queue[: BATCH_MAX - 1]]
-                del self._queue[: BATCH_MAX - 1]
-                for w in batch:
-                    w.taken = True
-        if not me.finished:
-            try:
-                transaction(batch, deadline)
-            except BaseException as exc:  # the transaction as a whole failed: every write in it did
-                for w in batch:
-                    w.out, w.exc = None, exc
-            finally:
-                with self._cv:
-                    for w in batch:
-                        w.finished = True
-                    self._leading = False
-                    self._cv.notify_all()
-        if me.exc is not None:
-            raise me.exc
-        return me.out
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            pause = 0.00005
+            while True:
+                try:
+                    raw.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not db.is_locked_error(exc) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(pause * (0.5 + db.jitter()))
+                pause = min(pause * 1.5, POLL_MAX_S)
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+    except BaseException:
+        turn.release()
+        raise
 
 
 #: idle connections a store keeps for the next transaction (more are closed when given back)
@@ -213,7 +153,7 @@ class SqliteStore:
         self.path, self.url, self.wait = path, url, wait
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._writes = _Writes()  # the store's writers, one transaction at a time
+        self._turn = threading.Lock()  # the store's writers, one at a time (_begin_immediate)
         self._engine = None
         self._closed = False
         # a server's store: WAL checkpoints on a thread of their own, not in a login's commit
@@ -253,37 +193,28 @@ class SqliteStore:
                 pass  # the connection is closed by _give (still in a transaction)
 
     def write(self, fn):
-        """``fn(conn)`` in a ``BEGIN IMMEDIATE`` transaction (shared with other threads' writes:
-        :class:`_Writes`), re-run while the database stays locked (at most the lock wait, then
-        :class:`DatabaseBusy`)."""
-        return db.retrying(self.wait, lambda: self._writes.run(fn, self.wait, self._transaction))
+        """``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction, re-run while the database stays locked
+        (at most the lock wait, then :class:`DatabaseBusy`)."""
 
-    def _transaction(self, batch: list[_Write], deadline: float) -> None:
-        """The leader's transaction: each write of ``batch`` in a savepoint (one alone needs none),
-        whose failure undoes that write only, then one COMMIT for all."""
-        raw = self._take()
-        try:
-            _begin_immediate(raw, deadline)
+        def once():
+            raw = self._take()
             try:
-                if len(batch) == 1:
-                    batch[0].out = batch[0].fn(SqliteConn(raw))
-                else:
-                    for w in batch:
-                        raw.execute("SAVEPOINT write")
-                        try:
-                            w.out = w.fn(SqliteConn(raw))
-                        except Exception as exc:
-                            raw.execute("ROLLBACK TO write")
-                            w.exc = exc
-                        raw.execute("RELEASE write")
-                raw.execute("COMMIT")
-                if self.checkpoints is not None:
-                    self.checkpoints.committed()
-            except BaseException:
-                self._end(raw)
-                raise
-        finally:
-            self._give(raw)
+                _begin_immediate(raw, self._turn, self.wait)
+                try:
+                    out = fn(SqliteConn(raw))
+                    raw.execute("COMMIT")
+                    if self.checkpoints is not None:
+                        self.checkpoints.committed()
+                except BaseException:
+                    self._end(raw)
+                    raise
+                finally:
+                    self._turn.release()
+                return out
+            finally:
+                self._give(raw)
+
+        return db.retrying(self.wait, once)
 
     @contextlib.contextmanager
     def read(self):
