@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import multiprocessing
@@ -47,6 +48,8 @@ PER_CLIENT = 40
 PACED_PER_CLIENT = 80
 PACED_IN_PROCESS = 6400
 WORKERS = 2
+#: logins a worker checks at once on SQLite (keyfob.server.app.logins_in_flight)
+LOGIN_THREADS = 2
 IN_PROCESS_PER_WORKER = 600
 ARGON_CLIENTS = 8
 ARGON_PER_CLIENT = 4
@@ -145,6 +148,67 @@ def paced_p99_ms(db: str, key_file: Path, users: list[str], first: int, *, servi
                 raise RuntimeError("bench: paced in-process login refused")
             late.append(time.perf_counter() - due)
     return _pct(late, 0.99) * 1000
+
+
+def _paced_worker(db, key_file, method, users, codes, rate, start, out) -> None:
+    """One process as a server's worker: :data:`LOGIN_THREADS` threads check logins handed to them
+    on a fixed schedule of ``rate``/s (each thread its own users, so a user's codes stay in order);
+    puts each login's latency from its due time."""
+    import queue
+    import threading
+
+    from keyfob.verifier import Verifier
+
+    with Verifier.open(db, key_file=key_file, password_profile="fast", serving=True) as v:
+        call, late, bad = getattr(v, method), [], []
+        queues = [queue.SimpleQueue() for _ in range(LOGIN_THREADS)]
+
+        def checker(q) -> None:
+            while (job := q.get()) is not None:
+                user, text, due = job
+                if not call(user, text, source="10.9.0.1").accepted:
+                    bad.append(user)
+                late.append(time.perf_counter() - due)
+
+        threads = [threading.Thread(target=checker, args=(q,)) for q in queues]
+        for t in threads:
+            t.start()
+        start.wait()
+        t0 = time.perf_counter()
+        for k in range(len(codes) * len(users)):
+            due = t0 + k / rate
+            time.sleep(max(0.0, due - time.perf_counter()))
+            i = k % len(users)
+            queues[i % LOGIN_THREADS].put((users[i], codes[k // len(users)], due))
+        for q in queues:
+            q.put(None)
+        for t in threads:
+            t.join()
+        out.put((late, bad))
+
+
+def threaded_p99_ms(db: str, key_file: Path, users: list[str], per_user: int, *, pw: bool) -> float:
+    """The in-process baseline of a paced HTTP row: the same logins at 1,000/s in all, without
+    HTTP, by :data:`WORKERS` processes of :data:`LOGIN_THREADS` threads (as the server's workers);
+    p99 in ms from each login's due time. On this shared machine it moves with the HTTP rows."""
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(WORKERS), ctx.Queue()
+    codes = [(PASSWORD if pw else "") + c for c in _codes(1, per_user)]
+    method = "verify" if pw else "check_code"
+    shares = [users[i::WORKERS] for i in range(WORKERS)]
+    procs = [
+        ctx.Process(target=_paced_worker, args=(db, key_file, method, share, codes, TARGET_RPS / WORKERS, start, out))
+        for share in shares
+    ]
+    for p in procs:
+        p.start()
+    res = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    bad = [u for _, b in res for u in b]
+    if bad:
+        raise RuntimeError(f"bench: in-process paced {method}: {len(bad)} logins refused (first: {bad[0]})")
+    return _pct([x for late, _ in res for x in late], 0.99) * 1000
 
 
 def _checkpoint_row(db: str, key_file: Path, users: list[str]) -> Row:
@@ -290,7 +354,9 @@ def _must_all_pass(what: str, accepted: int, total: int, refused: list[str]) -> 
         raise RuntimeError(f"bench: {what}: {accepted} of {total} logins accepted; the first other answer: {first}")
 
 
-def _throughput_rows(label: str, base: str, api_key: str, users: list[str], baseline: float, *, pw: bool, target):
+def _throughput_rows(
+    label: str, base: str, api_key: str, users: list[str], baseline: float, *, pw: bool, target, threaded=None
+):
     """The server's most (closed loop) and, where there is a target, the p99 at the target's rate
     (open loop, :func:`_load`). The two latencies differ in kind: at its most the server is always
     behind, and by Little's law a login waits there on average clients / rate (32 clients at
@@ -317,6 +383,7 @@ def _throughput_rows(label: str, base: str, api_key: str, users: list[str], base
     ]
     if target:
         control = _control_p99_ms(base, api_key, len(users))
+        alone = threaded() if threaded is not None else None
         accepted, wall, lat, refused = asyncio.run(
             _load(base, api_key, users, PACED_PER_CLIENT, pw=pw, first=1 + PER_CLIENT, rate=TARGET_RPS)
         )
@@ -331,7 +398,8 @@ def _throughput_rows(label: str, base: str, api_key: str, users: list[str], base
                 p99 <= TARGET_P99_MS,
                 p99 / control,
                 f"open loop, from each login's due time; {accepted:,} logins at {accepted / wall:,.0f}/s; "
-                f"control just before: {control:.1f} ms",
+                f"control just before: {control:.1f} ms"
+                + (f"; in-process, {WORKERS} x {LOGIN_THREADS} threads, just before: {alone:.1f} ms" if alone else ""),
             )
         )
     return rows
@@ -356,6 +424,7 @@ def _sqlite_rows(wd: Path) -> list[Row]:
     argon_users = _enrol(db, key_file, "a", ARGON_CLIENTS, "default")
     argon_ip = _enrol(db, key_file, "ia", WORKERS, "default")
     victim = _enrol(db, key_file, "victim", 1, "default")[0]
+    threaded_users = _enrol(db, key_file, "tc", CLIENTS), _enrol(db, key_file, "tp", CLIENTS)
     code_base = in_process_rate(db, key_file, "check_code", ip[0], IN_PROCESS_PER_WORKER, pw=False)
     pw_base = in_process_rate(db, key_file, "verify", ip[1], IN_PROCESS_PER_WORKER, pw=True)
     argon_base = in_process_rate(db, key_file, "verify", argon_ip, ARGON_IN_PROCESS_PER_WORKER, pw=True)
@@ -365,8 +434,12 @@ def _sqlite_rows(wd: Path) -> list[Row]:
 
     # the production profile: an unknown user's dummy check costs what a real one does
     with keyfob_serve(db, key_file, wd / "serve.log", "--workers", str(WORKERS), profile=None) as base:
-        rows += _throughput_rows("SQLite, code-only", base, keys["code"], code_users, code_base, pw=False, target=True)
-        rows += _throughput_rows("SQLite, password+code", base, keys["pass"], pw_users, pw_base, pw=True, target=True)
+        for kind, key, users, rate, pw, alone in (
+            ("SQLite, code-only", keys["code"], code_users, code_base, False, threaded_users[0]),
+            ("SQLite, password+code", keys["pass"], pw_users, pw_base, True, threaded_users[1]),
+        ):
+            threaded = functools.partial(threaded_p99_ms, db, key_file, alone, PACED_PER_CLIENT, pw=pw)
+            rows += _throughput_rows(kind, base, key, users, rate, pw=pw, target=True, threaded=threaded)
 
         accepted, wall, lat, refused = asyncio.run(_load(base, keys["pass"], argon_users, ARGON_PER_CLIENT, pw=True))
         _must_all_pass("production Argon2", accepted, len(argon_users) * ARGON_PER_CLIENT, refused)
