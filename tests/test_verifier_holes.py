@@ -85,6 +85,41 @@ def test_self_service_resync_is_narrow_and_the_admins_wide(tmp_path, clock):
     v.close()
 
 
+def test_a_resync_whose_reservation_is_written_twice_forgives_no_failure(tmp_path, clock, monkeypatch):
+    """A write transaction may run again (a commit that failed, a deadlock victim on PostgreSQL:
+    ``db.retrying``). The self-service resync's throttle reservation did that with the key already
+    noted on the attempt, so the key was noted twice, given back twice, and one of the user's
+    earlier failures was forgiven: a guesser's count went down by a resync."""
+    v = make(tmp_path / "v.db", clock)
+    s = enrol(v, "bob", "totp", SHA1_SEED)
+    for _ in range(2):
+        assert not v.verify("bob", "not the password", "000000").accepted
+
+    def fails():
+        with sqlite3.connect(tmp_path / "v.db") as c:
+            return c.execute("SELECT fails FROM throttle WHERE key LIKE 'u:%'").fetchone()[0]
+
+    assert fails() == 2
+    write, failed_once = v._db.write, []
+
+    def write_failing_once(fn):
+        def run(conn):
+            out = fn(conn)
+            if not failed_once:
+                failed_once.append(True)
+                raise sqlite3.OperationalError("database is locked")  # after fn: its writes roll back
+            return out
+
+        return write(run)
+
+    monkeypatch.setattr(v._db, "write", write_failing_once)
+    ref = totp()
+    assert v.resync(s, ref.at(clock.t + 60), ref.at(clock.t + 90), user="bob", password=PW).accepted
+    assert failed_once
+    assert fails() == 2  # reserved once (+1), given back once (-1)
+    v.close()
+
+
 def test_logins_teach_the_drift_slowly_and_only_so_far(tmp_path, clock):
     v = make(tmp_path / "v.db", clock, totp_window=3)
     s = enrol(v, "carol", "totp", SHA1_SEED)

@@ -267,10 +267,9 @@ class Attempts:
         if self.policy.user_rate_limit == 0:
             return True
 
-        def run(conn):
-            if throttle.reserve(conn, att.ukey, now, self.policy):
-                att.keys.append(att.ukey)
-                return True
-            return False
-
-        return self._db.write(run)
+        # the attempt is told only once its reservation is committed: a write may run again
+        # (db.retrying), and a key listed twice would be given back twice
+        reserved = self._db.write(lambda conn: throttle.reserve(conn, att.ukey, now, self.policy))
+        if reserved:
+            att.keys.append(att.ukey)
+        return reserved
