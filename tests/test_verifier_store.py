@@ -135,3 +135,26 @@ def test_the_http_servers_store_is_a_servers(tmp_path, monkeypatch):
         assert verifier._db.checkpoints is not None
     finally:
         verifier.close()
+
+
+def test_write_now_runs_nothing_while_another_writer_holds_the_file(store):
+    """``write_now`` (an event loop's write) gives up after its short patience with nothing run,
+    and leaves the pooled connection's busy timeout at the store's wait."""
+    import sqlite3
+
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    ran = []
+    try:
+        with pytest.raises(sql.WouldWait):
+            store.write_now(lambda c: ran.append(c.execute("INSERT INTO parent VALUES (7)")))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert ran == []
+    with store.read() as c:
+        assert c.execute("PRAGMA busy_timeout").scalar() == int(store.wait * 1000)
+        assert c.execute("SELECT count(*) FROM parent").scalar() == 0
+    store.write_now(lambda c: c.execute("INSERT INTO parent VALUES (8)"))
+    with store.read() as c:
+        assert c.execute("SELECT id FROM parent").all() == [(8,)]

@@ -20,6 +20,8 @@ from starlette.datastructures import Headers
 
 from keyfob.verifier import BadInput, UnknownToken, VerifierError
 from keyfob.verifier.service import check_name
+from keyfob.verifier.sql import SqliteStore, WouldWait
+from keyfob.verifier.steps import Write
 from keyfob.verifier.throttle import source_key
 
 from . import answers, limits
@@ -64,6 +66,72 @@ def _checkers(app) -> concurrent.futures.ThreadPoolExecutor:
     return pool
 
 
+#: a hash at most this costly (Argon2 memory in KiB times passes) is verified on the event loop;
+#: the fast test profile is 8, the production default 196,608 (a fifth of a second: on a thread)
+LOOP_HASH_COST = 64
+
+
+def _hash_cost(hashed: str) -> int | None:
+    """An Argon2 hash's memory (KiB) times passes, from its parameters; None if unreadable."""
+    try:
+        params = dict(kv.split("=", 1) for kv in hashed.split("$")[3].split(","))
+        return int(params["m"]) * int(params["t"])
+    except (IndexError, KeyError, ValueError):
+        return None
+
+
+def _on_loop(app) -> bool:
+    """Whether this server runs logins' steps on its event loop: on a SQLite file, whose store
+    can try a transaction without waiting (:meth:`keyfob.verifier.sql.SqliteStore.write_now`)."""
+    return isinstance(app.state.verifier.store, SqliteStore)
+
+
+async def _run_steps(app, login):
+    """Drive a login's steps (:mod:`keyfob.verifier.steps`) from the event loop: each transaction
+    tried here at once, and on a login thread if it would wait; a cheap hash here, a costly one on
+    a login thread. On one thread of the loop's own a login gives the GIL away far less often
+    (docs/bench.md), which is what this is for."""
+    loop, pool = asyncio.get_running_loop(), _checkers(app)
+    store, pw = app.state.verifier.store, app.state.verifier.passwords
+    try:
+        step = next(login)
+        while True:
+            try:
+                if type(step) is Write:
+                    try:
+                        out = store.write_now(step.fn)
+                    except WouldWait:
+                        out = await loop.run_in_executor(pool, store.write, step.fn)
+                else:
+                    cost = _hash_cost(step.hashed)
+                    if cost is not None and cost <= LOOP_HASH_COST:
+                        out = pw.verify(step.hashed, step.password)
+                    else:
+                        out = await loop.run_in_executor(pool, pw.verify, step.hashed, step.password)
+            except Exception as exc:
+                step = login.throw(exc)
+            else:
+                step = login.send(out)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _check_on_loop(app, cred, name: str, secret: str, source: str | None) -> bool:
+    key = authorize(app.state.keys, cred, "validate")  # one SELECT: a read never waits on WAL
+    verifier = app.state.verifier
+    if key.code_only:
+        login = verifier.check_code_steps(name, secret, source=source, via=via(key))
+    else:
+        login = verifier.verify_steps(name, secret, source=source, via=via(key))
+    # shielded: a login once started runs to its end (its audit row, its padding) even if the
+    # request is cancelled, as one on a thread would
+    task = asyncio.ensure_future(_run_steps(app, login))
+    running = app.state.__dict__.setdefault("logins_running", set())
+    running.add(task)
+    task.add_done_callback(running.discard)
+    return (await asyncio.shield(task)).accepted
+
+
 def _owner(verifier, serial: str) -> str | None:
     try:
         return verifier.token(serial).user
@@ -101,6 +169,8 @@ async def _decide(app, raw: bytes, headers, cred, peer: str | None):
             source_key(source)  # the library's rule for a source, before anything is written
         except BadInput as exc:
             raise ApiError(400, str(exc)) from None
+    if "user" in f and _on_loop(app):
+        return answers.login(await _check_on_loop(app, cred, f["user"], f["pass"], source))
     check = functools.partial(_check, app, cred, f.get("user"), f.get("serial"), f["pass"], source)
     accepted = await asyncio.get_running_loop().run_in_executor(_checkers(app), check)
     return answers.login(accepted)

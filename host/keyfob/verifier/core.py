@@ -131,6 +131,17 @@ class VerifierCore:
         self._before_write: Callable[[], None] | None = None
 
     @property
+    def store(self):
+        """The login path's store (:mod:`.sql`): a front that runs a login's steps itself
+        (:mod:`.steps`) writes through it."""
+        return self._db
+
+    @property
+    def passwords(self):
+        """The password hasher (:class:`.passwords.Passwords`): such a front verifies through it."""
+        return self._pw
+
+    @property
     def _engine(self):
         """The SQLAlchemy engine of the admin operations (made on first use for a SQLite file)."""
         return self._db.engine()

@@ -14,11 +14,12 @@ from dataclasses import dataclass, replace
 
 from keyfob.params import RECORDS
 
-from . import modes, rules, throttle
+from . import modes, rules, steps, throttle
 from .attempts import TOKEN_COLS, _Attempt, _tok
 from .core import _CAS_TRIES, _audit, _utf8
 from .errors import BadInput, DatabaseError
 from .results import THROTTLED, Result
+from .steps import Hash, Write
 
 _LOAD_SQL = (
     "SELECT u.id, u.name, u.password_hash, u.twofa,"
@@ -200,14 +201,23 @@ class Logins:
     def _throttled(att: _Attempt) -> Result:
         return Result(False, att.user.name if att.user else "", THROTTLED)
 
-    def _bad_text(self, now: float, *values) -> None:
-        """Invalid UTF-8 in a login: audited (naming no one), then :class:`BadInput`; nothing else is
-        written and no throttle slot is used."""
+    def _bad_text(self, now: float, *values):
+        """Steps: invalid UTF-8 in a login is audited (naming no one), then :class:`BadInput`;
+        nothing else is written and no throttle slot is used."""
         try:
             _utf8(*values)
         except BadInput:
-            self._db.write(lambda conn: _audit(conn, now, "unknown", "validate", "fail", detail="invalid UTF-8"))
+            yield Write(lambda conn: _audit(conn, now, "unknown", "validate", "fail", detail="invalid UTF-8"))
             raise
+
+    def _run(self, login) -> Result:
+        """A login's steps, run here (see :mod:`.steps`)."""
+        return steps.run(login, self._db.write, self._pw.verify)
+
+    def _refuse_steps(self, att: _Attempt, now, reason, serial=None):
+        """Steps of :meth:`_refuse` for a login: its audit row in a transaction of its own."""
+        result = yield Write(lambda conn: self._refuse_in(conn, att, now, "validate", reason, serial))
+        return self._logged("validate", result)
 
     def check_code(self, name: str, code: str, *, source: str | None = None, via: str | None = None) -> Result:
         """Validate a code alone, *without any password check*. Also takes a backup code.
@@ -219,8 +229,12 @@ class Logins:
         :class:`BadInput`. ``source``: where the attempt came from, if the front knows (an address).
 
         One write transaction, whatever the outcome (see the module's docstring)."""
+        return self._run(self.check_code_steps(name, code, source=source, via=via))
+
+    def check_code_steps(self, name: str, code: str, *, source: str | None = None, via: str | None = None):
+        """:meth:`check_code` as steps (:mod:`.steps`), for a front that runs them itself."""
         now = self._clock()
-        self._bad_text(now, name, code)
+        yield from self._bad_text(now, name, code)
 
         def prepare(user, tokens, has_backup):
             if user is None:
@@ -249,7 +263,7 @@ class Logins:
 
         if self._before_write is not None:
             self._before_write()
-        return self._logged("validate", self._db.write(run))
+        return self._logged("validate", (yield Write(run)))
 
     def verify(
         self,
@@ -278,10 +292,23 @@ class Logins:
         cannot reach it, so refusing keeps no one out; checking it would let a taken-over session
         test passwords at any rate, see :mod:`.throttle`).
         """
+        return self._run(self.verify_steps(name, password, code, source=source, via=via, reauth=reauth))
+
+    def verify_steps(
+        self,
+        name: str,
+        password: str,
+        code: str | None = None,
+        *,
+        source: str | None = None,
+        via: str | None = None,
+        reauth: bool = False,
+    ):
+        """:meth:`verify` as steps (:mod:`.steps`), for a front that runs them itself."""
         if not isinstance(password, str) or not isinstance(name, str):
             raise BadInput("a user name and a password are required")
         now = self._clock()
-        self._bad_text(now, name, password, code)
+        yield from self._bad_text(now, name, password, code)
 
         def prepare(user, tokens, has_backup):
             if user is None:
@@ -298,9 +325,10 @@ class Logins:
         two_factor = lambda plan: plan[0] not in ("password-only", "unexpected-code")  # noqa: E731
         checked = (lambda plan: False) if reauth else two_factor  # noqa: E731
         spent = 0  # Argon2 verifications made; padded to the field's shape's number (see _shape_cost)
+        dummy = self._pw.dummy_hash
         try:
             keys = self._attempt_keys(name, source)
-            att, tokens, plan, _ = self._db.write(
+            att, tokens, plan, _ = yield Write(
                 lambda conn: self._begin_in(conn, name, keys, now, prepare, checked, via, padded=True)
             )
             if plan is None:
@@ -313,24 +341,24 @@ class Logins:
             user = att.user
             spent = 1
             if plan[0] == "unknown-user":
-                self._pw.verify_dummy(password)
-                return self._refuse(att, now, "validate", "unknown-user")
+                yield Hash(dummy, password)
+                return (yield from self._refuse_steps(att, now, "unknown-user"))
             if plan[0] == "password-only":
-                return self._password_only(att, password, now)
+                return (yield from self._password_only(att, password, now))
             if plan[0] != "candidates":
-                self._pw.verify(user.password_hash, password)
-                return self._refuse(att, now, "validate", plan[0])
+                yield Hash(user.password_hash, password)
+                return (yield from self._refuse_steps(att, now, plan[0]))
             spent = 0
             for pw, kind, c in plan[1]:
                 spent += 1
-                if self._pw.verify(user.password_hash, pw):
-                    return self._second_factor(att, tokens, kind, c, now)
-            return self._refuse(att, now, "validate", "wrong-password")
+                if (yield Hash(user.password_hash, pw)):
+                    return (yield from self._second_factor(att, tokens, kind, c, now))
+            return (yield from self._refuse_steps(att, now, "wrong-password"))
         finally:
             for _ in range(0 if spent is None else self._shape_cost(password, code) - spent):
-                self._pw.verify_dummy(password)
+                yield Hash(dummy, password)
 
-    def _second_factor(self, att: _Attempt, tokens, kind: str, code: str, now: float) -> Result:
+    def _second_factor(self, att: _Attempt, tokens, kind: str, code: str, now: float):
         """``verify``'s second write transaction, once the password was right: the attempt's throttle
         rows first (the order every transaction takes them in), then the code (a token's, reserved
         and matched here, or a backup code), its compare-and-set, give-back and audit row."""
@@ -345,7 +373,7 @@ class Logins:
 
         if self._before_write is not None:
             self._before_write()
-        return self._logged("validate", self._db.write(run))
+        return self._logged("validate", (yield Write(run)))
 
     @staticmethod
     def _shape_cost(password: str, code: str | None) -> int:
@@ -367,14 +395,14 @@ class Logins:
             raise BadInput("no code at the end of the field")
         return candidates  # empty: nothing to check a code against, refused (audited) as no-token
 
-    def _password_only(self, att: _Attempt, password: str, now: float) -> Result:
+    def _password_only(self, att: _Attempt, password: str, now: float):
         user = att.user
-        if not self._pw.verify(user.password_hash, password):
-            return self._refuse(att, now, "validate", "wrong-password")
+        if not (yield Hash(user.password_hash, password)):
+            return (yield from self._refuse_steps(att, now, "wrong-password"))
 
         def run(conn):
             self._give_back(conn, att, ())
             self._audit_accepted(conn, att, now, detail="password only (2fa off)")
 
-        self._db.write(run)
+        yield Write(run)
         return Result(True, user.name, "password")

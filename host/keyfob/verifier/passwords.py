@@ -78,6 +78,11 @@ class Passwords:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
+    @property
+    def dummy_hash(self) -> str:
+        """The profile's fixed hash for :meth:`verify_dummy` (a login's steps verify against it)."""
+        return _DUMMY[self.profile]
+
     def verify_dummy(self, password: str) -> bool:
         """One real Argon2 verify against a fixed hash (always False): for an unknown user, so that
         unknown and known users take the same time."""

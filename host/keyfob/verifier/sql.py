@@ -27,7 +27,7 @@ import time
 
 from . import db
 from .checkpoints import Checkpointer
-from .errors import DatabaseError
+from .errors import DatabaseBusy, DatabaseError
 
 
 class _Rows:
@@ -110,13 +110,15 @@ _IN_USE_LOCK = threading.Lock()
 POLL_MAX_S = 0.0005
 
 
-def _begin_immediate(raw: sqlite3.Connection, turn: threading.Lock, wait: float) -> None:
-    """``BEGIN IMMEDIATE`` within ``wait`` seconds, holding ``turn`` once it returns. The store's
-    threads take turns on ``turn`` (a lock that wakes its next waiter, so they never race in
-    SQLite); the one whose turn it is asks SQLite again every few hundred microseconds while
-    another process holds the file's write lock, with SQLite's busy timeout set aside."""
-    deadline = time.monotonic() + wait
-    if not turn.acquire(timeout=wait):
+def _begin_immediate(raw: sqlite3.Connection, turn: threading.Lock | None, wait: float, deadline=None) -> None:
+    """``BEGIN IMMEDIATE`` within ``wait`` seconds (or by ``deadline``, monotonic), holding ``turn``
+    once it returns (``turn`` None: the caller holds it already). The store's threads take turns on
+    ``turn`` (a lock that wakes its next waiter, so they never race in SQLite); the one whose turn
+    it is asks SQLite again every few hundred microseconds while another process holds the file's
+    write lock, with SQLite's busy timeout set aside."""
+    if deadline is None:
+        deadline = time.monotonic() + wait
+    if turn is not None and not turn.acquire(timeout=wait):
         raise sqlite3.OperationalError("database is locked")  # the same as SQLite's: retrying ends it
     try:
         raw.execute("PRAGMA busy_timeout=0")
@@ -134,8 +136,19 @@ def _begin_immediate(raw: sqlite3.Connection, turn: threading.Lock, wait: float)
         finally:
             raw.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
     except BaseException:
-        turn.release()
+        if turn is not None:
+            turn.release()
         raise
+
+
+class WouldWait(DatabaseBusy):
+    """:meth:`SqliteStore.write_now` could not start its transaction in time; nothing was run (its
+    caller runs it with :meth:`SqliteStore.write` on a thread, which may wait the whole wait)."""
+
+
+#: how long :meth:`SqliteStore.write_now` may wait for its turn and the file's write lock: a wait
+#: blocks an event loop, and most are far shorter (held 0.2 ms at the median, docs/bench.md)
+LOOP_PATIENCE_S = 0.002
 
 
 #: idle connections a store keeps for the next transaction (more are closed when given back)
@@ -215,6 +228,39 @@ class SqliteStore:
                 self._give(raw)
 
         return db.retrying(self.wait, once)
+
+    def write_now(self, fn, patience: float = LOOP_PATIENCE_S):
+        """:meth:`write` if its transaction can start within ``patience`` seconds, else
+        :class:`WouldWait` with nothing run: for an event loop, which may wait that long and no
+        longer (:mod:`.steps`). A transaction SQLite gives up on (locked after all) is rolled back
+        and is a :class:`WouldWait` too, for :meth:`write` to run again on a thread."""
+        deadline = time.monotonic() + patience
+        if not self._turn.acquire(timeout=patience):
+            raise WouldWait
+        raw = None
+        try:
+            raw = self._take()
+            try:
+                _begin_immediate(raw, None, self.wait, deadline)  # busy timeout back to the wait
+            except sqlite3.OperationalError as exc:
+                if db.is_locked_error(exc):
+                    raise WouldWait from None
+                raise
+            try:
+                out = fn(SqliteConn(raw))
+                raw.execute("COMMIT")
+            except BaseException as exc:
+                self._end(raw)
+                if db.is_retry_error(exc):
+                    raise WouldWait from None
+                raise
+            if self.checkpoints is not None:
+                self.checkpoints.committed()
+            return out
+        finally:
+            self._turn.release()
+            if raw is not None:
+                self._give(raw)
 
     @contextlib.contextmanager
     def read(self):

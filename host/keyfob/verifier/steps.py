@@ -1,0 +1,55 @@
+"""A login as steps, so that each front runs them where they cost least.
+
+``Logins.verify_steps`` and ``Logins.check_code_steps`` are generators. Each yields its steps and
+is sent their outcomes:
+
+- :class:`Write`: ``fn(conn)`` in one write transaction of the store (``store.write``);
+- :class:`Hash`: one Argon2 verification of ``password`` against ``hashed`` (``Passwords.verify``).
+
+:func:`run` drives one in the calling thread: that is the library's ``verify`` and ``check_code``.
+The HTTP front drives them on its event loop instead (:mod:`keyfob.server.validate`): each
+transaction is tried there at once and handed to a thread if the file is locked, and a costly
+hash always runs on a thread. A login thread hands the GIL to the loop at every SQLite call, and
+over HTTP that tripled a login's time (docs/bench.md). The steps, their order and the rules
+between them are the same whoever drives.
+"""
+
+from __future__ import annotations
+
+
+class Write:
+    """A write transaction: ``fn(conn)``; its outcome is what ``fn`` returns."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+
+class Hash:
+    """One Argon2 verification; its outcome is True if ``password`` matches ``hashed``."""
+
+    __slots__ = ("hashed", "password")
+
+    def __init__(self, hashed: str, password: str):
+        self.hashed, self.password = hashed, password
+
+
+def run(steps, write, verify_hash):
+    """Drive ``steps`` to their end in this thread: ``write(fn)`` for a :class:`Write`,
+    ``verify_hash(hashed, password)`` for a :class:`Hash`. A step's exception is thrown into the
+    login (its ``finally`` still runs its steps), and what the login returns is returned."""
+    try:
+        step = next(steps)
+        while True:
+            try:
+                if type(step) is Write:
+                    out = write(step.fn)
+                else:
+                    out = verify_hash(step.hashed, step.password)
+            except BaseException as exc:
+                step = steps.throw(exc)
+            else:
+                step = steps.send(out)
+    except StopIteration as stop:
+        return stop.value
