@@ -118,9 +118,9 @@ def code(rec: TokenRecord, counter: int, later: int = 0) -> str:
 
 def clear_of_a_step_change(periods=(30, 60), margin: float = 8.0) -> None:
     """Wait, if need be, until the next TOTP step change of each period is ``margin`` s away, so
-    that a link and the validation after it (a few CLI calls) fall within one step: a step that
-    changed between them made the link accept its code one step late and the validation's code
-    count two steps ahead (the known flake of this module)."""
+    that a link and the validation after it (a few CLI calls) fall within one step. The codes are
+    computed from the wall clock here and checked against it there; a step that changed between
+    them gave this module's known flake (a validation refused as wrong-code)."""
     while any(p - time.time() % p < margin for p in periods):
         time.sleep(0.2)
 
