@@ -39,31 +39,100 @@ def _database(wd, profile: str = "fast") -> tuple:
 
 
 def test_a_locked_file_sends_the_login_to_a_thread_and_the_loop_keeps_answering(tmp_path):
+    """Another process holds the file's write lock. The login waits for it on a login thread (the
+    store's wait, 5 s by default), not on the loop: the worker's other requests are answered in
+    far less than that meanwhile, and the login is accepted once the lock is let go."""
+    import time
+
     db, key_file, key = _database(tmp_path)
     with keyfob_serve(db, key_file, tmp_path / "serve.log") as base, httpx.Client(base_url=base, timeout=60) as c:
         holder = sqlite3.connect(db, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another process's writer, for as long as the test says
         answers: list = []
-        login = threading.Thread(
-            target=lambda: answers.append(
-                c.post(
-                    "/validate/check",
-                    json={"user": "ann", "pass": PW + HOTP.at(1)},
-                    headers={"Authorization": f"Bearer {key}"},
-                )
-            )
-        )
+        body = {"user": "ann", "pass": PW + HOTP.at(1)}
+        auth = {"Authorization": f"Bearer {key}"}
+        login = threading.Thread(target=lambda: answers.append(c.post("/validate/check", json=body, headers=auth)))
         login.start()
         try:
-            # the login is waiting for the lock; the same (single) worker still answers
+            time.sleep(0.5)  # the login is in the server by now, waiting for the lock
             for _ in range(3):
+                started = time.monotonic()
                 assert c.get("/openapi.json").status_code == 200
+                assert time.monotonic() - started < 2.5  # half the wait: the loop was not the one waiting
             assert login.is_alive() and not answers
         finally:
             holder.execute("ROLLBACK")
             holder.close()
         login.join(60)
     assert answers and answers[0].json()["result"]["value"] is True
+
+
+def _asgi_logins(app, key: str, bodies: list[dict]) -> list[bool]:
+    """``bodies`` posted to ``/validate/check`` all at once, in-process; each answer's value."""
+
+    async def logins():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
+            auth = {"Authorization": f"Bearer {key}"}
+            answers = await asyncio.gather(*(c.post("/validate/check", json=b, headers=auth) for b in bodies))
+            return [a.json()["result"]["value"] for a in answers]
+
+    return asyncio.run(logins())
+
+
+def test_a_burst_of_right_logins_from_one_relying_party_is_not_throttled(tmp_path):
+    """Fourteen right logins at once from one source (a relying party that sends no ``client``),
+    more than the throttle's free tries: a worker runs at most ``logins_in_flight`` at once, as its
+    threads did, so they never hold more reservations than that while they wait for a hash."""
+    db, key_file, key = _database(tmp_path, "default")
+    with Verifier.open(db, key_file=key_file) as v:
+        v.add_user("pat", PW, twofa=False)
+        assert v.policy.user_rate_limit < 14
+    verifier = Verifier.open(db, key_file=key_file)
+    try:
+        assert _asgi_logins(create_app(verifier, in_flight=2), key, [{"user": "pat", "pass": PW}] * 14) == [True] * 14
+    finally:
+        verifier.close()
+
+
+def test_a_login_the_stopping_loop_leaves_is_finished_on_a_thread(tmp_path):
+    """The loop stops (``asyncio.run`` cancels what is left) while a login's hash runs on a login
+    thread: the rest of the login still runs there, its audit row and its give-back."""
+    db, key_file, key = _database(tmp_path, "default")
+    with Verifier.open(db, key_file=key_file) as v:
+        v.add_user("pat", PW, twofa=False)
+    verifier = Verifier.open(db, key_file=key_file)
+    app = create_app(verifier, in_flight=2)
+    hashing = threading.Event()
+    real = verifier.passwords.verify
+
+    def verify(hashed, password):
+        hashing.set()
+        return real(hashed, password)
+
+    verifier.passwords.verify = verify
+
+    async def main():
+        asyncio.ensure_future(validate._check_on_loop(app, _bearer(key), "pat", PW, "10.7.0.1"))
+        while not hashing.is_set():
+            await asyncio.sleep(0.005)
+        # main returns with the login on its thread; asyncio.run cancels the login's task
+
+    try:
+        asyncio.run(main())
+        app.state.login_checkers.shutdown(wait=True)
+        rows = [(a.result, a.detail) for a in verifier.audit(user="pat", action="validate", limit=None)]
+        assert rows and rows[0][0] == "ok", rows
+        with sqlite3.connect(db) as c:
+            assert c.execute("SELECT max(fails) FROM throttle").fetchone()[0] == 0  # given back
+    finally:
+        verifier.close()
+
+
+def _bearer(key: str):
+    from fastapi.security import HTTPAuthorizationCredentials
+
+    return HTTPAuthorizationCredentials(scheme="Bearer", credentials=key)
 
 
 @pytest.mark.parametrize("profile, on_loop", [("fast", True), ("default", False)])

@@ -158,3 +158,16 @@ def test_write_now_runs_nothing_while_another_writer_holds_the_file(store):
     store.write_now(lambda c: c.execute("INSERT INTO parent VALUES (8)"))
     with store.read() as c:
         assert c.execute("SELECT id FROM parent").all() == [(8,)]
+
+
+def test_write_now_does_not_wait_for_the_stores_own_writers(store):
+    """A write of this store on a thread holds the turn (say, polling for another process's lock):
+    the loop's write gives up at once, with nothing run, rather than spend its patience there."""
+    ran = []
+    assert store._turn.acquire(timeout=5)
+    threading.Timer(0.3, store._turn.release).start()  # the other writer is done soon after
+    with pytest.raises(sql.WouldWait):  # ... but the loop did not wait for it
+        store.write_now(lambda c: ran.append(c.execute("INSERT INTO parent VALUES (9)")), patience=5.0)
+    assert ran == []
+    assert store._turn.acquire(timeout=5)  # the timer's release happened: the turn is free again
+    store._turn.release()

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 
 from fastapi import APIRouter, Request
 from starlette.datastructures import Headers
 
-from keyfob.verifier import BadInput, UnknownToken, VerifierError
+from keyfob.verifier import BadInput, UnknownToken, VerifierError, steps
 from keyfob.verifier.service import check_name
 from keyfob.verifier.sql import SqliteStore, WouldWait
 from keyfob.verifier.steps import Write
@@ -29,6 +30,7 @@ from .answers import ApiError
 from .keys import Credentials, authorize, bearer_credentials, via
 
 router = APIRouter()
+log = logging.getLogger("keyfob.server")
 
 _BODY = {
     "requestBody": {
@@ -91,7 +93,6 @@ async def _run_steps(app, login):
     tried here at once, and on a login thread if it would wait; a cheap hash here, a costly one on
     a login thread. On one thread of the loop's own a login gives the GIL away far less often
     (docs/bench.md), which is what this is for."""
-    loop, pool = asyncio.get_running_loop(), _checkers(app)
     store, pw = app.state.verifier.store, app.state.verifier.passwords
     try:
         step = next(login)
@@ -101,13 +102,13 @@ async def _run_steps(app, login):
                     try:
                         out = store.write_now(step.fn)
                     except WouldWait:
-                        out = await loop.run_in_executor(pool, store.write, step.fn)
+                        out = await _on_thread(app, login, store.write, step.fn)
                 else:
                     cost = _hash_cost(step.hashed)
                     if cost is not None and cost <= LOOP_HASH_COST:
                         out = pw.verify(step.hashed, step.password)
                     else:
-                        out = await loop.run_in_executor(pool, pw.verify, step.hashed, step.password)
+                        out = await _on_thread(app, login, pw.verify, step.hashed, step.password)
             except Exception as exc:
                 step = login.throw(exc)
             else:
@@ -116,20 +117,63 @@ async def _run_steps(app, login):
         return stop.value
 
 
-async def _check_on_loop(app, cred, name: str, secret: str, source: str | None) -> bool:
-    key = authorize(app.state.keys, cred, "validate")  # one SELECT: a read never waits on WAL
+async def _on_thread(app, login, fn, *args):
+    """``fn(*args)`` on a login thread. If the loop stops driving meanwhile (cancelled: the server
+    shutting down), the rest of the login goes on on a login thread from this step's outcome, as
+    a login on a thread would have: its audit row, its give-back, its padding."""
+    job = _checkers(app).submit(fn, *args)
+    try:
+        return await asyncio.wrap_future(job)
+    except asyncio.CancelledError:
+        _checkers(app).submit(_finish, app, login, job, fn, args)
+        raise
+
+
+def _finish(app, login, job, fn, args) -> None:
+    """On a login thread: :func:`_on_thread`'s step's outcome (run here if the cancel took it off
+    the queue before it ran), then the login's other steps (:func:`keyfob.verifier.steps.resume`)."""
     verifier = app.state.verifier
-    if key.code_only:
-        login = verifier.check_code_steps(name, secret, source=source, via=via(key))
-    else:
-        login = verifier.verify_steps(name, secret, source=source, via=via(key))
-    # shielded: a login once started runs to its end (its audit row, its padding) even if the
-    # request is cancelled, as one on a thread would
-    task = asyncio.ensure_future(_run_steps(app, login))
-    running = app.state.__dict__.setdefault("logins_running", set())
+    try:
+        try:
+            out, exc = (fn(*args) if job.cancelled() else job.result()), None
+        except Exception as e:  # the step's failure is the login's to handle, as in steps.run
+            out, exc = None, e
+        steps.resume(login, verifier.store.write, verifier.passwords.verify, out=out, exc=exc)
+    except Exception:
+        log.exception("a login left by the stopping server failed as it was finished")
+
+
+def _slots(app) -> asyncio.Semaphore:
+    """The worker's logins under way at once (``app.state.logins_in_flight``), as on the threads:
+    more would each hold a throttle reservation while they wait for a login thread, and a burst
+    of one relying party's logins (one source) would then be throttled though each is right."""
+    slots = getattr(app.state, "login_slots", None)
+    if slots is None:
+        slots = app.state.login_slots = asyncio.Semaphore(app.state.logins_in_flight)
+    return slots
+
+
+async def _login(app, cred, name: str, secret: str, source: str | None) -> bool:
+    async with _slots(app):
+        key = authorize(app.state.keys, cred, "validate")  # one read: under WAL it waits for no writer
+        verifier = app.state.verifier
+        if key.code_only:
+            login = verifier.check_code_steps(name, secret, source=source, via=via(key))
+        else:
+            login = verifier.verify_steps(name, secret, source=source, via=via(key))
+        return (await _run_steps(app, login)).accepted
+
+
+async def _check_on_loop(app, cred, name: str, secret: str, source: str | None) -> bool:
+    """A login named by its user, on the loop. Shielded: once started it runs to its end even if
+    its request is cancelled, as one on a thread would (a task of its own, kept until done)."""
+    task = asyncio.ensure_future(_login(app, cred, name, secret, source))
+    running = getattr(app.state, "logins_running", None)
+    if running is None:
+        running = app.state.logins_running = set()
     running.add(task)
     task.add_done_callback(running.discard)
-    return (await asyncio.shield(task)).accepted
+    return await asyncio.shield(task)
 
 
 def _owner(verifier, serial: str) -> str | None:

@@ -110,34 +110,36 @@ _IN_USE_LOCK = threading.Lock()
 POLL_MAX_S = 0.0005
 
 
-def _begin_immediate(raw: sqlite3.Connection, turn: threading.Lock | None, wait: float, deadline=None) -> None:
-    """``BEGIN IMMEDIATE`` within ``wait`` seconds (or by ``deadline``, monotonic), holding ``turn``
-    once it returns (``turn`` None: the caller holds it already). The store's threads take turns on
-    ``turn`` (a lock that wakes its next waiter, so they never race in SQLite); the one whose turn
-    it is asks SQLite again every few hundred microseconds while another process holds the file's
-    write lock, with SQLite's busy timeout set aside."""
-    if deadline is None:
-        deadline = time.monotonic() + wait
-    if turn is not None and not turn.acquire(timeout=wait):
+def _poll_begin(raw: sqlite3.Connection, deadline: float) -> None:
+    """``BEGIN IMMEDIATE``, asked again every few hundred microseconds while another process holds
+    the file's write lock, until ``deadline`` (monotonic); SQLite's busy timeout must be 0."""
+    pause = 0.00005
+    while True:
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not db.is_locked_error(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause * (0.5 + db.jitter()))
+        pause = min(pause * 1.5, POLL_MAX_S)
+
+
+def _begin_immediate(raw: sqlite3.Connection, turn: threading.Lock, wait: float) -> None:
+    """``BEGIN IMMEDIATE`` within ``wait`` seconds, holding ``turn`` once it returns. The store's
+    threads take turns on ``turn``, so they never race in SQLite; the one whose turn it is polls
+    for the file's write lock (:func:`_poll_begin`), with SQLite's busy timeout set aside."""
+    deadline = time.monotonic() + wait
+    if not turn.acquire(timeout=wait):
         raise sqlite3.OperationalError("database is locked")  # the same as SQLite's: retrying ends it
     try:
         raw.execute("PRAGMA busy_timeout=0")
         try:
-            pause = 0.00005
-            while True:
-                try:
-                    raw.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if not db.is_locked_error(exc) or time.monotonic() >= deadline:
-                        raise
-                time.sleep(pause * (0.5 + db.jitter()))
-                pause = min(pause * 1.5, POLL_MAX_S)
+            _poll_begin(raw, deadline)
         finally:
             raw.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
     except BaseException:
-        if turn is not None:
-            turn.release()
+        turn.release()
         raise
 
 
@@ -146,8 +148,8 @@ class WouldWait(DatabaseBusy):
     caller runs it with :meth:`SqliteStore.write` on a thread, which may wait the whole wait)."""
 
 
-#: how long :meth:`SqliteStore.write_now` may wait for its turn and the file's write lock: a wait
-#: blocks an event loop, and most are far shorter (held 0.2 ms at the median, docs/bench.md)
+#: how long :meth:`SqliteStore.write_now` may wait for another process's write lock: a wait blocks
+#: an event loop, and most are far shorter (the lock is held 0.2 ms at the median, docs/bench.md)
 LOOP_PATIENCE_S = 0.002
 
 
@@ -230,30 +232,39 @@ class SqliteStore:
         return db.retrying(self.wait, once)
 
     def write_now(self, fn, patience: float = LOOP_PATIENCE_S):
-        """:meth:`write` if its transaction can start within ``patience`` seconds, else
-        :class:`WouldWait` with nothing run: for an event loop, which may wait that long and no
-        longer (:mod:`.steps`). A transaction SQLite gives up on (locked after all) is rolled back
-        and is a :class:`WouldWait` too, for :meth:`write` to run again on a thread."""
-        deadline = time.monotonic() + patience
-        if not self._turn.acquire(timeout=patience):
+        """:meth:`write` if its transaction can start now, else :class:`WouldWait` with nothing run:
+        for an event loop, which must not wait (:mod:`.steps`). It does not wait for this store's
+        other writers, and waits at most ``patience`` seconds for another process's write lock;
+        nothing in it waits on SQLite's busy handler. A transaction SQLite gives up on (locked
+        after all) is rolled back and is a :class:`WouldWait` too, for :meth:`write` to run again."""
+        if not self._turn.acquire(blocking=False):
             raise WouldWait
         raw = None
         try:
-            raw = self._take()
             try:
-                _begin_immediate(raw, None, self.wait, deadline)  # busy timeout back to the wait
-            except sqlite3.OperationalError as exc:
+                raw = self._take()
+            except sqlite3.OperationalError as exc:  # a new connection's set-up found the file locked
                 if db.is_locked_error(exc):
                     raise WouldWait from None
                 raise
+            raw.execute("PRAGMA busy_timeout=0")
             try:
-                out = fn(SqliteConn(raw))
-                raw.execute("COMMIT")
-            except BaseException as exc:
-                self._end(raw)
-                if db.is_retry_error(exc):
-                    raise WouldWait from None
-                raise
+                try:
+                    _poll_begin(raw, time.monotonic() + patience)
+                except sqlite3.OperationalError as exc:
+                    if db.is_locked_error(exc):
+                        raise WouldWait from None
+                    raise
+                try:
+                    out = fn(SqliteConn(raw))
+                    raw.execute("COMMIT")
+                except BaseException as exc:
+                    self._end(raw)
+                    if db.is_retry_error(exc):
+                        raise WouldWait from None
+                    raise
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={int(self.wait * 1000)}")
             if self.checkpoints is not None:
                 self.checkpoints.committed()
             return out

@@ -35,20 +35,34 @@ class Hash:
         self.hashed, self.password = hashed, password
 
 
+def _outcome(step, write, verify_hash):
+    if type(step) is Write:
+        return write(step.fn)
+    return verify_hash(step.hashed, step.password)
+
+
 def run(steps, write, verify_hash):
     """Drive ``steps`` to their end in this thread: ``write(fn)`` for a :class:`Write`,
     ``verify_hash(hashed, password)`` for a :class:`Hash`. A step's exception is thrown into the
     login (its ``finally`` still runs its steps), and what the login returns is returned."""
+    return resume(steps, write, verify_hash, started=False)
+
+
+def resume(steps, write, verify_hash, *, out=None, exc=None, started=True):
+    """:func:`run` for a login already under way, whose current step ended with ``out`` (or raised
+    ``exc``): a front that must stop driving a login hands the rest to a thread with this."""
     try:
-        step = next(steps)
+        if not started:
+            step = next(steps)
+        elif exc is not None:
+            step = steps.throw(exc)
+        else:
+            step = steps.send(out)
         while True:
             try:
-                if type(step) is Write:
-                    out = write(step.fn)
-                else:
-                    out = verify_hash(step.hashed, step.password)
-            except BaseException as exc:
-                step = steps.throw(exc)
+                out = _outcome(step, write, verify_hash)
+            except BaseException as e:
+                step = steps.throw(e)
             else:
                 step = steps.send(out)
     except StopIteration as stop:
