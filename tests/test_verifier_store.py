@@ -171,3 +171,14 @@ def test_write_now_does_not_wait_for_the_stores_own_writers(store):
     assert ran == []
     assert store._turn.acquire(timeout=5)  # the timer's release happened: the turn is free again
     store._turn.release()
+
+
+def test_nothing_in_write_now_waits_on_sqlites_busy_handler(store):
+    """The loop's transaction runs with SQLite's busy timeout at 0 (a statement that met a lock
+    would fail at once, and be run again on a thread), and the pooled connection gets its wait
+    back after."""
+    seen = []
+    store.write_now(lambda c: seen.append(c.execute("PRAGMA busy_timeout").scalar()))
+    assert seen == [0]
+    with store.read() as c:
+        assert c.execute("PRAGMA busy_timeout").scalar() == int(store.wait * 1000)
