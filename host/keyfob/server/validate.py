@@ -198,7 +198,8 @@ def _check(app, cred, name: str | None, serial: str | None, secret: str, source:
 
 
 async def _decide(app, raw: bytes, headers, cred, peer: str | None):
-    """One ``/validate/check``: the fields, then the key and the login in a worker thread; the answer."""
+    """One ``/validate/check``: the fields, then the key and the login (on the event loop for a
+    user's login on a SQLite file, :func:`_check_on_loop`; else in a worker thread); the answer."""
     f = limits.fields(raw, headers, required=("pass",), optional=("user", "serial", "client"))
     if ("user" in f) == ("serial" in f):
         raise ApiError(400, "give either user or serial")
