@@ -1,7 +1,8 @@
 """``POST /validate/check`` on a SQLite file runs the login's steps on the event loop
 (:mod:`keyfob.verifier.steps`, :func:`keyfob.server.validate._run_steps`), and the loop's two
-hazards stay out: a transaction that would wait for the file's write lock goes to a login thread
-(the loop keeps answering), and a costly Argon2 hash is never verified on the loop."""
+hazards stay out: a transaction that finds the file's write lock taken waits for it without
+blocking the loop (which keeps answering), and a costly Argon2 hash is never verified on the
+loop."""
 
 from __future__ import annotations
 
@@ -38,9 +39,9 @@ def _database(wd, profile: str = "fast") -> tuple:
     return db, key_file, key
 
 
-def test_a_locked_file_sends_the_login_to_a_thread_and_the_loop_keeps_answering(tmp_path):
-    """Another process holds the file's write lock. The login waits for it on a login thread (the
-    store's wait, 5 s by default), not on the loop: the worker's other requests are answered in
+def test_a_login_waits_for_a_locked_file_and_the_loop_keeps_answering(tmp_path):
+    """Another process holds the file's write lock. The login waits for it (up to the store's
+    wait, 5 s by default) without blocking the loop: the worker's other requests are answered in
     far less than that meanwhile, and the login is accepted once the lock is let go."""
     import time
 
@@ -97,7 +98,7 @@ def test_a_burst_of_right_logins_from_one_relying_party_is_not_throttled(tmp_pat
 
 def test_a_login_the_stopping_loop_leaves_is_finished_on_a_thread(tmp_path):
     """The loop stops (``asyncio.run`` cancels what is left) while a login's hash runs on a login
-    thread: the rest of the login still runs there, its audit row and its give-back."""
+    thread: that step and the rest of the login run there, its audit row and its give-back."""
     db, key_file, key = _database(tmp_path, "default")
     with Verifier.open(db, key_file=key_file) as v:
         v.add_user("pat", PW, twofa=False)
@@ -126,6 +127,35 @@ def test_a_login_the_stopping_loop_leaves_is_finished_on_a_thread(tmp_path):
         with sqlite3.connect(db) as c:
             assert c.execute("SELECT max(fails) FROM throttle").fetchone()[0] == 0  # given back
     finally:
+        verifier.close()
+
+
+def test_a_login_the_stopping_loop_leaves_waiting_for_the_lock_is_finished_on_a_thread(tmp_path):
+    """The same while its first transaction waits for another process's write lock: the
+    transaction, once the lock is free, and the rest of the login run on a login thread."""
+    import time
+
+    db, key_file, key = _database(tmp_path)
+    with Verifier.open(db, key_file=key_file) as v:
+        v.add_user("pat", PW, twofa=False)
+    verifier = Verifier.open(db, key_file=key_file)
+    app = create_app(verifier, in_flight=2)
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def main():
+        asyncio.ensure_future(validate._check_on_loop(app, _bearer(key), "pat", PW, "10.7.0.2"))
+        await asyncio.sleep(0.3)  # the login's first transaction is waiting for the lock
+
+    try:
+        asyncio.run(main())
+        time.sleep(0.2)
+        holder.execute("ROLLBACK")
+        app.state.login_checkers.shutdown(wait=True)
+        rows = [(a.result, a.detail) for a in verifier.audit(user="pat", action="validate", limit=None)]
+        assert rows and rows[0][0] == "ok", rows
+    finally:
+        holder.close()
         verifier.close()
 
 

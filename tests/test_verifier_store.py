@@ -138,8 +138,8 @@ def test_the_http_servers_store_is_a_servers(tmp_path, monkeypatch):
 
 
 def test_write_now_runs_nothing_while_another_writer_holds_the_file(store):
-    """``write_now`` (an event loop's write) gives up after its short patience with nothing run,
-    and leaves the pooled connection's busy timeout at the store's wait."""
+    """``write_now`` (an event loop's write) gives up at once with nothing run, and leaves the
+    pooled connection's busy timeout at the store's wait."""
     import sqlite3
 
     holder = sqlite3.connect(store.path, isolation_level=None)
@@ -162,12 +162,12 @@ def test_write_now_runs_nothing_while_another_writer_holds_the_file(store):
 
 def test_write_now_does_not_wait_for_the_stores_own_writers(store):
     """A write of this store on a thread holds the turn (say, polling for another process's lock):
-    the loop's write gives up at once, with nothing run, rather than spend its patience there."""
+    the loop's write gives up at once, with nothing run, rather than wait for it."""
     ran = []
     assert store._turn.acquire(timeout=5)
     threading.Timer(0.3, store._turn.release).start()  # the other writer is done soon after
     with pytest.raises(sql.WouldWait):  # ... but the loop did not wait for it
-        store.write_now(lambda c: ran.append(c.execute("INSERT INTO parent VALUES (9)")), patience=5.0)
+        store.write_now(lambda c: ran.append(c.execute("INSERT INTO parent VALUES (9)")))
     assert ran == []
     assert store._turn.acquire(timeout=5)  # the timer's release happened: the turn is free again
     store._turn.release()

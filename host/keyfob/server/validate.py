@@ -19,7 +19,7 @@ import logging
 from fastapi import APIRouter, Request
 from starlette.datastructures import Headers
 
-from keyfob.verifier import BadInput, UnknownToken, VerifierError, steps
+from keyfob.verifier import BadInput, DatabaseBusy, UnknownToken, VerifierError, steps
 from keyfob.verifier.service import check_name
 from keyfob.verifier.sql import SqliteStore, WouldWait
 from keyfob.verifier.steps import Write
@@ -90,8 +90,8 @@ def _on_loop(app) -> bool:
 
 async def _run_steps(app, login):
     """Drive a login's steps (:mod:`keyfob.verifier.steps`) from the event loop: each transaction
-    tried here at once, and on a login thread if it would wait; a cheap hash here, a costly one on
-    a login thread. On one thread of the loop's own a login gives the GIL away far less often
+    here (:func:`_write`: never a wait that blocks the loop); a cheap hash here, a costly one on a
+    login thread. On one thread of the loop's own a login gives the GIL away far less often
     (docs/bench.md), which is what this is for."""
     store, pw = app.state.verifier.store, app.state.verifier.passwords
     try:
@@ -99,16 +99,20 @@ async def _run_steps(app, login):
         while True:
             try:
                 if type(step) is Write:
-                    try:
-                        out = store.write_now(step.fn)
-                    except WouldWait:
-                        out = await _on_thread(app, login, store.write, step.fn)
+                    out = await _write(store, step.fn)
                 else:
                     cost = _hash_cost(step.hashed)
                     if cost is not None and cost <= LOOP_HASH_COST:
                         out = pw.verify(step.hashed, step.password)
                     else:
-                        out = await _on_thread(app, login, pw.verify, step.hashed, step.password)
+                        job = _checkers(app).submit(pw.verify, step.hashed, step.password)
+                        out = await asyncio.wrap_future(job)
+            except asyncio.CancelledError:
+                # the loop is stopping while this step waits: the step (again, if it had begun:
+                # a transaction waits only before it runs, a hash may be verified twice) and the
+                # rest of the login on a login thread, as a login on a thread would have ended
+                _checkers(app).submit(_finish, app, login, step)
+                raise
             except Exception as exc:
                 step = login.throw(exc)
             else:
@@ -117,28 +121,39 @@ async def _run_steps(app, login):
         return stop.value
 
 
-async def _on_thread(app, login, fn, *args):
-    """``fn(*args)`` on a login thread. If the loop stops driving meanwhile (cancelled: the server
-    shutting down), the rest of the login goes on on a login thread from this step's outcome, as
-    a login on a thread would have: its audit row, its give-back, its padding."""
-    job = _checkers(app).submit(fn, *args)
-    try:
-        return await asyncio.wrap_future(job)
-    except asyncio.CancelledError:
-        _checkers(app).submit(_finish, app, login, job, fn, args)
-        raise
+#: the longest pause between two tries of a loop's transaction while the file is locked
+POLL_MAX_S = 0.002
 
 
-def _finish(app, login, job, fn, args) -> None:
-    """On a login thread: :func:`_on_thread`'s step's outcome (run here if the cancel took it off
-    the queue before it ran), then the login's other steps (:func:`keyfob.verifier.steps.resume`)."""
+async def _write(store, fn):
+    """A login's transaction from the loop: tried at once (:meth:`SqliteStore.write_now`), and
+    while the file is locked (another process's writer, or this one's on a thread) tried again
+    after a pause in which the loop serves other requests; after the store's wait,
+    :class:`DatabaseBusy`, as :meth:`SqliteStore.write` would."""
+    loop = asyncio.get_running_loop()
+    deadline, pause = loop.time() + store.wait, 0.0002
+    while True:
+        try:
+            return store.write_now(fn)
+        except WouldWait:
+            if loop.time() >= deadline:
+                raise DatabaseBusy(
+                    f"the database is locked by another process (waited {store.wait:g} s); try again"
+                ) from None
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, POLL_MAX_S)
+
+
+def _finish(app, login, step) -> None:
+    """On a login thread: ``step`` of a login the stopping loop left, then its other steps."""
     verifier = app.state.verifier
+    write, verify = verifier.store.write, verifier.passwords.verify
     try:
         try:
-            out, exc = (fn(*args) if job.cancelled() else job.result()), None
+            out, exc = (write(step.fn) if type(step) is Write else verify(step.hashed, step.password)), None
         except Exception as e:  # the step's failure is the login's to handle, as in steps.run
             out, exc = None, e
-        steps.resume(login, verifier.store.write, verifier.passwords.verify, out=out, exc=exc)
+        steps.resume(login, write, verify, out=out, exc=exc)
     except Exception:
         log.exception("a login left by the stopping server failed as it was finished")
 

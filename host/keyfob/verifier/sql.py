@@ -148,11 +148,6 @@ class WouldWait(DatabaseBusy):
     caller runs it with :meth:`SqliteStore.write` on a thread, which may wait the whole wait)."""
 
 
-#: how long :meth:`SqliteStore.write_now` may wait for another process's write lock: a wait blocks
-#: an event loop, and most are far shorter (the lock is held 0.2 ms at the median, docs/bench.md)
-LOOP_PATIENCE_S = 0.002
-
-
 #: idle connections a store keeps for the next transaction (more are closed when given back)
 IDLE_MAX = 8
 
@@ -231,12 +226,12 @@ class SqliteStore:
 
         return db.retrying(self.wait, once)
 
-    def write_now(self, fn, patience: float = LOOP_PATIENCE_S):
-        """:meth:`write` if its transaction can start now, else :class:`WouldWait` with nothing run:
-        for an event loop, which must not wait (:mod:`.steps`). It does not wait for this store's
-        other writers, and waits at most ``patience`` seconds for another process's write lock;
-        nothing in it waits on SQLite's busy handler. A transaction SQLite gives up on (locked
-        after all) is rolled back and is a :class:`WouldWait` too, for :meth:`write` to run again."""
+    def write_now(self, fn):
+        """:meth:`write` if its transaction can start this moment, else :class:`WouldWait` with
+        nothing run: for an event loop, which must not wait, and tries again later itself
+        (:mod:`.steps`). It waits neither for this store's other writers nor for another
+        process's write lock, and nothing in it waits on SQLite's busy handler. A transaction
+        SQLite gives up on (locked after all) is rolled back and is a :class:`WouldWait` too."""
         if not self._turn.acquire(blocking=False):
             raise WouldWait
         raw = None
@@ -250,7 +245,7 @@ class SqliteStore:
             raw.execute("PRAGMA busy_timeout=0")
             try:
                 try:
-                    _poll_begin(raw, time.monotonic() + patience)
+                    raw.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
                     if db.is_locked_error(exc):
                         raise WouldWait from None
