@@ -22,7 +22,7 @@ from starlette.datastructures import Headers
 from keyfob.verifier import BadInput, DatabaseBusy, UnknownToken, VerifierError, steps
 from keyfob.verifier.service import check_name
 from keyfob.verifier.sql import SqliteStore, WouldWait
-from keyfob.verifier.steps import Write
+from keyfob.verifier.steps import Hash, Write
 from keyfob.verifier.throttle import source_key
 
 from . import answers, limits
@@ -94,6 +94,7 @@ async def _run_steps(app, login):
     login thread. On one thread of the loop's own a login gives the GIL away far less often
     (docs/bench.md), which is what this is for."""
     store, pw = app.state.verifier.store, app.state.verifier.passwords
+    job = None
     try:
         step = next(login)
         while True:
@@ -108,10 +109,10 @@ async def _run_steps(app, login):
                         job = _checkers(app).submit(pw.verify, step.hashed, step.password)
                         out = await asyncio.wrap_future(job)
             except asyncio.CancelledError:
-                # the loop is stopping while this step waits: the step (again, if it had begun:
-                # a transaction waits only before it runs, a hash may be verified twice) and the
-                # rest of the login on a login thread, as a login on a thread would have ended
-                _checkers(app).submit(_finish, app, login, step)
+                # the loop is stopping while this step waits: the step (a hash's own job if it
+                # still runs; a transaction waits only before it runs) and the rest of the login
+                # on a login thread, as a login on a thread would have ended
+                _checkers(app).submit(_finish, app, login, step, job if type(step) is Hash else None)
                 raise
             except Exception as exc:
                 step = login.throw(exc)
@@ -121,14 +122,15 @@ async def _run_steps(app, login):
         return stop.value
 
 
-#: the longest pause between two tries of a loop's transaction while the file is locked
-POLL_MAX_S = 0.002
+#: the longest pause between two tries of a loop's transaction while the file is locked (the
+#: loop's timers round to whole milliseconds: the pauses are in fact 0 or 1 ms)
+POLL_MAX_S = 0.001
 
 
 async def _write(store, fn):
     """A login's transaction from the loop: tried at once (:meth:`SqliteStore.write_now`), and
     while the file is locked (another process's writer, or this one's on a thread) tried again
-    after a pause in which the loop serves other requests; after the store's wait,
+    after a pause (up to :data:`POLL_MAX_S`) in which the loop serves other requests; after the store's wait,
     :class:`DatabaseBusy`, as :meth:`SqliteStore.write` would."""
     loop = asyncio.get_running_loop()
     deadline, pause = loop.time() + store.wait, 0.0002
@@ -144,13 +146,20 @@ async def _write(store, fn):
         pause = min(pause * 1.5, POLL_MAX_S)
 
 
-def _finish(app, login, step) -> None:
-    """On a login thread: ``step`` of a login the stopping loop left, then its other steps."""
+def _finish(app, login, step, job=None) -> None:
+    """On a login thread: ``step`` of a login the stopping loop left (a hash's ``job``'s outcome,
+    if the cancel did not take it off the queue before it ran), then its other steps."""
     verifier = app.state.verifier
     write, verify = verifier.store.write, verifier.passwords.verify
     try:
         try:
-            out, exc = (write(step.fn) if type(step) is Write else verify(step.hashed, step.password)), None
+            if job is not None and not job.cancelled():
+                out = job.result()
+            elif type(step) is Write:
+                out = write(step.fn)
+            else:
+                out = verify(step.hashed, step.password)
+            exc = None
         except Exception as e:  # the step's failure is the login's to handle, as in steps.run
             out, exc = None, e
         steps.resume(login, write, verify, out=out, exc=exc)

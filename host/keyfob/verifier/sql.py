@@ -144,8 +144,8 @@ def _begin_immediate(raw: sqlite3.Connection, turn: threading.Lock, wait: float)
 
 
 class WouldWait(DatabaseBusy):
-    """:meth:`SqliteStore.write_now` could not start its transaction in time; nothing was run (its
-    caller runs it with :meth:`SqliteStore.write` on a thread, which may wait the whole wait)."""
+    """:meth:`SqliteStore.write_now` could not start its transaction this moment; nothing was run
+    (its caller, an event loop, tries again later: keyfob.server.validate._write)."""
 
 
 #: idle connections a store keeps for the next transaction (more are closed when given back)

@@ -8,10 +8,10 @@ is sent their outcomes:
 
 :func:`run` drives one in the calling thread: that is the library's ``verify`` and ``check_code``.
 The HTTP front drives them on its event loop instead (:mod:`keyfob.server.validate`): each
-transaction is tried there at once and handed to a thread if the file is locked, and a costly
-hash always runs on a thread. A login thread hands the GIL to the loop at every SQLite call, and
-over HTTP that tripled a login's time (docs/bench.md). The steps, their order and the rules
-between them are the same whoever drives.
+transaction runs there, tried again after a pause while the file is locked (the loop serving
+others meanwhile), and a costly hash always runs on a thread. A login thread hands the GIL to
+the loop at every SQLite call, and over HTTP that tripled a login's time (docs/bench.md). The
+steps, their order and the rules between them are the same whoever drives.
 """
 
 from __future__ import annotations
