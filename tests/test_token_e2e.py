@@ -34,10 +34,12 @@ def test_twenty_presses_show_pyotp_hotp_codes(make_token):
         tok.power_on()
         dev_provision(tok, seed)
         want = pyotp.HOTP(b32(seed))
+        counter_of = {want.at(c): c for c in range(40)}  # a failure says which counter it shows
         for counter in range(20):
             tok.press()
             tok.wait_idle()
-            assert tok.screen().digits() == want.at(counter), f"press {counter}"
+            shown = tok.screen().digits()
+            assert shown == want.at(counter), f"press {counter} shows counter {counter_of.get(shown)}"
 
 
 def test_rfc4226_codes_on_screen_and_serial_on_long_press(make_token):
