@@ -111,20 +111,24 @@ def _in_process_worker(db, key_file, profile, method, logins, start, out) -> Non
         out.put((ok, t0, time.perf_counter()))
 
 
-def in_process_rate(db: str, key_file: Path, method: str, users: list[str], per_user: int, *, pw: bool) -> float:
-    """Logins per second by :data:`WORKERS` processes at once, one user each (``len(users)`` == WORKERS)."""
+def _in_processes(target, arg_lists: list[tuple]) -> list:
+    """``target(*args, start, out)`` in a spawned process for each ``args``, all let go at once
+    (``start``, a barrier); what each put on ``out``."""
     ctx = multiprocessing.get_context("spawn")
-    start, out = ctx.Barrier(len(users)), ctx.Queue()
-    shares = [[(u, (PASSWORD if pw else "") + c) for c in _codes(1, per_user)] for u in users]
-    procs = [
-        ctx.Process(target=_in_process_worker, args=(db, key_file, "fast", method, share, start, out))
-        for share in shares
-    ]
+    start, out = ctx.Barrier(len(arg_lists)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, start, out)) for args in arg_lists]
     for p in procs:
         p.start()
     res = [out.get(timeout=600) for _ in procs]
     for p in procs:
         p.join()
+    return res
+
+
+def in_process_rate(db: str, key_file: Path, method: str, users: list[str], per_user: int, *, pw: bool) -> float:
+    """Logins per second by :data:`WORKERS` processes at once, one user each (``len(users)`` == WORKERS)."""
+    shares = [[(u, (PASSWORD if pw else "") + c) for c in _codes(1, per_user)] for u in users]
+    res = _in_processes(_in_process_worker, [(db, key_file, "fast", method, share) for share in shares])
     if sum(r[0] for r in res) != len(users) * per_user:
         raise RuntimeError(f"bench: in-process {method}: only {sum(r[0] for r in res)} logins accepted")
     return len(users) * per_user / (max(r[2] for r in res) - min(r[1] for r in res))
@@ -191,20 +195,10 @@ def threaded_p99_ms(db: str, key_file: Path, users: list[str], per_user: int, *,
     """The in-process baseline of a paced HTTP row: the same logins at 1,000/s in all, without
     HTTP, by :data:`WORKERS` processes of :data:`LOGIN_THREADS` threads (as the server's workers);
     p99 in ms from each login's due time. On this shared machine it moves with the HTTP rows."""
-    ctx = multiprocessing.get_context("spawn")
-    start, out = ctx.Barrier(WORKERS), ctx.Queue()
     codes = [(PASSWORD if pw else "") + c for c in _codes(1, per_user)]
     method = "verify" if pw else "check_code"
     shares = [users[i::WORKERS] for i in range(WORKERS)]
-    procs = [
-        ctx.Process(target=_paced_worker, args=(db, key_file, method, share, codes, TARGET_RPS / WORKERS, start, out))
-        for share in shares
-    ]
-    for p in procs:
-        p.start()
-    res = [out.get(timeout=600) for _ in procs]
-    for p in procs:
-        p.join()
+    res = _in_processes(_paced_worker, [(db, key_file, method, share, codes, TARGET_RPS / WORKERS) for share in shares])
     bad = [u for _, b in res for u in b]
     if bad:
         raise RuntimeError(f"bench: in-process paced {method}: {len(bad)} logins refused (first: {bad[0]})")

@@ -622,7 +622,7 @@ def test_a_sign_ins_argon2_verifications_depend_on_the_fields_shape_alone(site):
     site.v.new_backup_codes("bob")
     pw = site.v._pw
     calls = []
-    real = pw.verify  # the one Argon2 call (verify_dummy goes through it too)
+    real = pw.verify  # the one Argon2 call (the dummy hash's too)
     pw.verify = lambda *a: calls.append(1) or real(*a)
     field = "guess234567892345"
     ips = (f"203.0.113.{n}" for n in range(1, 100))

@@ -153,12 +153,7 @@ def _finish(app, login, step, job=None) -> None:
     write, verify = verifier.store.write, verifier.passwords.verify
     try:
         try:
-            if job is not None and not job.cancelled():
-                out = job.result()
-            elif type(step) is Write:
-                out = write(step.fn)
-            else:
-                out = verify(step.hashed, step.password)
+            out = job.result() if job is not None and not job.cancelled() else steps.outcome(step, write, verify)
             exc = None
         except Exception as e:  # the step's failure is the login's to handle, as in steps.run
             out, exc = None, e

@@ -80,14 +80,9 @@ class Passwords:
 
     @property
     def dummy_hash(self) -> str:
-        """The profile's fixed hash for :meth:`verify_dummy` (a login's steps verify against it)."""
+        """The profile's fixed hash (of a phrase no one types): a login verifies an unknown user's
+        password against it, so that unknown and known users take the same time."""
         return _DUMMY[self.profile]
-
-    def verify_dummy(self, password: str) -> bool:
-        """One real Argon2 verify against a fixed hash (always False): for an unknown user, so that
-        unknown and known users take the same time."""
-        self.verify(_DUMMY[self.profile], password)
-        return False
 
     def needs_rehash(self, hashed: str) -> bool:
         return self._ph.check_needs_rehash(hashed)

@@ -35,7 +35,9 @@ class Hash:
         self.hashed, self.password = hashed, password
 
 
-def _outcome(step, write, verify_hash):
+def outcome(step, write, verify_hash):
+    """What ``step`` gives: ``write(fn)`` for a :class:`Write`, ``verify_hash(hashed, password)``
+    for a :class:`Hash`."""
     if type(step) is Write:
         return write(step.fn)
     return verify_hash(step.hashed, step.password)
@@ -60,7 +62,7 @@ def resume(steps, write, verify_hash, *, out=None, exc=None, started=True):
             step = steps.send(out)
         while True:
             try:
-                out = _outcome(step, write, verify_hash)
+                out = outcome(step, write, verify_hash)
             except BaseException as e:
                 step = steps.throw(e)
             else:
