@@ -182,3 +182,34 @@ def test_nothing_in_write_now_waits_on_sqlites_busy_handler(store):
     assert seen == [0]
     with store.read() as c:
         assert c.execute("PRAGMA busy_timeout").scalar() == int(store.wait * 1000)
+
+
+def test_write_now_does_not_wait_while_opening_a_connection(tmp_path):
+    """With no idle connection, ``write_now`` opens one, and that set-up reads the file: while
+    another process holds the file whole (SQLite's exclusive locking mode), it gives up at once
+    with nothing run rather than wait out the store's lock wait on the event loop."""
+    import sqlite3
+
+    store = sql.open_store(str(tmp_path / "x.db"), must_exist=False, wait=30)
+    try:
+        store.write(lambda c: c.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        while store._idle:  # the next transaction opens a new connection
+            store._idle.pop().close()
+        holder = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        release = threading.Timer(0.5, lambda: (holder.execute("COMMIT"), holder.close()))
+        release.start()  # soon after: a set-up that waited would then go on and run the insert
+        ran = []
+        try:
+            with pytest.raises(sql.WouldWait):
+                store.write_now(lambda c: ran.append(c.execute("INSERT INTO parent VALUES (7)")))
+        finally:
+            release.join()
+        assert ran == []
+        store.write_now(lambda c: c.execute("INSERT INTO parent VALUES (8)"))
+        with store.read() as c:
+            assert c.execute("SELECT id FROM parent").all() == [(8,)]
+            assert c.execute("PRAGMA busy_timeout").scalar() == 30_000
+    finally:
+        store.close()

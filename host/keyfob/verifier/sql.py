@@ -171,11 +171,16 @@ class SqliteStore:
         with _IN_USE_LOCK:
             _IN_USE[path] = _IN_USE.get(path, 0) + 1
 
-    def _take(self) -> sqlite3.Connection:
+    def _take(self, *, waiting: bool = True) -> sqlite3.Connection:
+        """The last idle connection, or a new one; ``waiting=False``: a new one's set-up (which
+        reads the file) meets a lock at once, as a locked error, rather than on the busy timeout
+        (the connection has the store's wait once set up, as every other)."""
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        raw = sqlite3.connect(self.path, timeout=self.wait, isolation_level=None, check_same_thread=False)
+        raw = sqlite3.connect(
+            self.path, timeout=self.wait if waiting else 0, isolation_level=None, check_same_thread=False
+        )
         try:
             db.sqlite_pragmas(raw, self.wait, own_checkpoints=self.checkpoints is None)
         except BaseException:
@@ -237,7 +242,7 @@ class SqliteStore:
         raw = None
         try:
             try:
-                raw = self._take()
+                raw = self._take(waiting=False)
             except sqlite3.OperationalError as exc:  # a new connection's set-up found the file locked
                 if db.is_locked_error(exc):
                     raise WouldWait from None
