@@ -213,3 +213,27 @@ def test_write_now_does_not_wait_while_opening_a_connection(tmp_path):
             assert c.execute("PRAGMA busy_timeout").scalar() == 30_000
     finally:
         store.close()
+
+
+def test_once_a_servers_store_has_used_the_file_no_other_process_can_hold_it_whole(tmp_path):
+    """The premise of the event loop's reads (an API key's check): under WAL a read waits for no
+    writer, and the one lock that would stop it, another connection holding the whole file
+    (SQLite's exclusive locking mode), cannot be taken once a server's store has used the file:
+    its connections stay open (the idle ones are kept, and the checkpoint thread's), and an open
+    WAL connection keeps the file's shared memory in use."""
+    import sqlite3
+
+    path = str(tmp_path / "x.db")
+    sql.open_store(path, must_exist=False, wait=0.5).close()  # the file, made
+    store = sql.open_store(path, must_exist=True, wait=0.5, serving=True)
+    holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        store.write(lambda c: c.execute("CREATE TABLE t (x)"))  # a server's first request
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            holder.execute("BEGIN EXCLUSIVE")
+        with store.read() as c:
+            assert c.execute("SELECT count(*) FROM t").scalar() == 0
+    finally:
+        holder.close()
+        store.close()
