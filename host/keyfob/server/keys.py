@@ -33,8 +33,9 @@ def bearer_credentials(headers) -> HTTPAuthorizationCredentials | None:
 
 def authorize(keys, cred: HTTPAuthorizationCredentials | None, scope: str) -> ApiKeyInfo:
     """The active key of ``cred`` with ``scope`` (admin keys have every scope), or 401/403.
-    One read (a SELECT): under WAL it waits for no writer, so the login path calls it on the event
-    loop; the admin calls, in a worker thread."""
+    One read (a SELECT): under WAL it waits for no writer, and once a server's store has used its
+    file no other process can hold it whole (tests/test_verifier_store.py), so the login path
+    calls it on the event loop; the admin calls, in a worker thread."""
     if cred is None:
         raise ApiError(401, "an API key is required (Authorization: Bearer <key>)", _CHALLENGE)
     info = keys.check(cred.credentials)
