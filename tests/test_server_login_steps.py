@@ -39,10 +39,12 @@ def _database(wd, profile: str = "fast") -> tuple:
     return db, key_file, key
 
 
-def test_a_login_waits_for_a_locked_file_and_the_loop_keeps_answering(tmp_path):
-    """Another process holds the file's write lock. The login waits for it (up to the store's
-    wait, 5 s by default) without blocking the loop: the worker's other requests are answered in
-    far less than that meanwhile, and the login is accepted once the lock is let go."""
+@pytest.mark.parametrize("named_by", ["user", "serial"])
+def test_a_login_waits_for_a_locked_file_and_the_loop_keeps_answering(tmp_path, named_by):
+    """Another process holds the file's write lock. The login (named by its user, or by its token
+    as privacyIDEA's ``serial``) waits for it (up to the store's wait, 5 s by default) without
+    blocking the loop: the worker's other requests are answered in far less than that meanwhile,
+    and the login is accepted once the lock is let go."""
     import time
 
     db, key_file, key = _database(tmp_path)
@@ -50,7 +52,8 @@ def test_a_login_waits_for_a_locked_file_and_the_loop_keeps_answering(tmp_path):
         holder = sqlite3.connect(db, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another process's writer, for as long as the test says
         answers: list = []
-        body = {"user": "ann", "pass": PW + HOTP.at(1)}
+        body = {"user": "ann"} if named_by == "user" else {"serial": make_serial(4401)}
+        body["pass"] = PW + HOTP.at(1)
         auth = {"Authorization": f"Bearer {key}"}
         login = threading.Thread(target=lambda: answers.append(c.post("/validate/check", json=body, headers=auth)))
         login.start()
@@ -114,7 +117,7 @@ def test_a_login_the_stopping_loop_leaves_is_finished_on_a_thread(tmp_path):
     verifier.passwords.verify = verify
 
     async def main():
-        asyncio.ensure_future(validate._check_on_loop(app, _bearer(key), "pat", PW, "10.7.0.1"))
+        asyncio.ensure_future(validate._check_on_loop(app, _bearer(key), "pat", None, PW, "10.7.0.1"))
         while not hashing.is_set():
             await asyncio.sleep(0.005)
         # main returns with the login on its thread; asyncio.run cancels the login's task
@@ -144,7 +147,7 @@ def test_a_login_the_stopping_loop_leaves_waiting_for_the_lock_is_finished_on_a_
     holder.execute("BEGIN IMMEDIATE")
 
     async def main():
-        asyncio.ensure_future(validate._check_on_loop(app, _bearer(key), "pat", PW, "10.7.0.2"))
+        asyncio.ensure_future(validate._check_on_loop(app, _bearer(key), "pat", None, PW, "10.7.0.2"))
         await asyncio.sleep(0.3)  # the login's first transaction is waiting for the lock
 
     try:
@@ -168,7 +171,8 @@ def _bearer(key: str):
 @pytest.mark.parametrize("profile, on_loop", [("fast", True), ("default", False)])
 def test_only_a_cheap_hash_is_verified_on_the_event_loop(tmp_path, profile, on_loop):
     """The user's hash, and an unknown user's dummy one, of the production profile (a fifth of a
-    second each) on a login thread; the test profile's (microseconds) on the loop itself."""
+    second each) on a login thread; the test profile's (microseconds) on the loop itself. The
+    same for logins named by their token (``serial``), a known one and an unknown one."""
     db, key_file, key = _database(tmp_path, profile)
     verifier = Verifier.open(db, key_file=key_file, password_profile=profile)
     app = create_app(verifier, in_flight=2)
@@ -187,18 +191,22 @@ def test_only_a_cheap_hash_is_verified_on_the_event_loop(tmp_path, profile, on_l
             auth = {"Authorization": f"Bearer {key}"}
             ok = await c.post("/validate/check", json={"user": "ann", "pass": PW + HOTP.at(1)}, headers=auth)
             no_one = await c.post("/validate/check", json={"user": "nobody", "pass": PW + "123456"}, headers=auth)
-            return ok.json()["result"]["value"], no_one.json()["result"]["value"]
+            by_token = {"serial": make_serial(4401), "pass": PW + HOTP.at(2)}
+            ok_serial = await c.post("/validate/check", json=by_token, headers=auth)
+            no_token = {"serial": make_serial(4999), "pass": PW + "123456"}
+            no_serial = await c.post("/validate/check", json=no_token, headers=auth)
+            return [a.json()["result"]["value"] for a in (ok, no_one, ok_serial, no_serial)]
 
     loop_thread = threading.current_thread()
     try:
-        assert asyncio.run(logins()) == (True, False)
+        assert asyncio.run(logins()) == [True, False, True, False]
     finally:
         verifier.close()
-    assert len(seen) == 2  # the user's hash, then the unknown user's dummy
+    assert len(seen) == 4  # the user's hash, the unknown user's dummy, the same by serial
     assert all(where == on_loop for _, where in seen), seen
     assert [validate._hash_cost("$argon2id$v=19$" + p + "$x$y") <= validate.LOOP_HASH_COST for p, _ in seen] == [
         on_loop
-    ] * 2
+    ] * 4
 
 
 def test_an_unreadable_hash_counts_as_costly():

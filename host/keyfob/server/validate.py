@@ -19,7 +19,7 @@ import logging
 from fastapi import APIRouter, Request
 from starlette.datastructures import Headers
 
-from keyfob.verifier import BadInput, DatabaseBusy, UnknownToken, VerifierError, steps
+from keyfob.verifier import BadInput, DatabaseBusy, VerifierError, steps
 from keyfob.verifier.service import check_name
 from keyfob.verifier.sql import SqliteStore, WouldWait
 from keyfob.verifier.steps import Hash, Write
@@ -172,10 +172,12 @@ def _slots(app) -> asyncio.Semaphore:
     return slots
 
 
-async def _login(app, cred, name: str, secret: str, source: str | None) -> bool:
+async def _login(app, cred, name: str | None, serial: str | None, secret: str, source: str | None) -> bool:
     async with _slots(app):
         key = authorize(app.state.keys, cred, "validate")  # one read: under WAL it waits for no writer
         verifier = app.state.verifier
+        if serial is not None:
+            name = _owner_name(verifier, serial)  # one read too
         if key.code_only:
             login = verifier.check_code_steps(name, secret, source=source, via=via(key))
         else:
@@ -183,10 +185,11 @@ async def _login(app, cred, name: str, secret: str, source: str | None) -> bool:
         return (await _run_steps(app, login)).accepted
 
 
-async def _check_on_loop(app, cred, name: str, secret: str, source: str | None) -> bool:
-    """A login named by its user, on the loop. Shielded: once started it runs to its end even if
-    its request is cancelled, as one on a thread would (a task of its own, kept until done)."""
-    task = asyncio.ensure_future(_login(app, cred, name, secret, source))
+async def _check_on_loop(app, cred, name: str | None, serial: str | None, secret: str, source: str | None) -> bool:
+    """A login named by its user or its token, on the loop. Shielded: once started it runs to its
+    end even if its request is cancelled, as one on a thread would (a task of its own, kept until
+    done)."""
+    task = asyncio.ensure_future(_login(app, cred, name, serial, secret, source))
     running = getattr(app.state, "logins_running", None)
     if running is None:
         running = app.state.logins_running = set()
@@ -195,11 +198,12 @@ async def _check_on_loop(app, cred, name: str, secret: str, source: str | None) 
     return await asyncio.shield(task)
 
 
-def _owner(verifier, serial: str) -> str | None:
-    try:
-        return verifier.token(serial).user
-    except UnknownToken:
-        return None
+def _owner_name(verifier, serial: str) -> str:
+    """Whom a login named by its token logs in: the token's owner. A token with no owner (unknown,
+    or not linked) still gets a full attempt, under a name no user can have, so that it costs and
+    is audited as any other refusal (an unknown user)."""
+    name = verifier.token_owner(serial)
+    return name if name is not None else "-" + serial
 
 
 def _check(app, cred, name: str | None, serial: str | None, secret: str, source: str | None) -> bool:
@@ -207,18 +211,15 @@ def _check(app, cred, name: str | None, serial: str | None, secret: str, source:
     key = authorize(app.state.keys, cred, "validate")
     verifier = app.state.verifier
     if serial is not None:
-        name = _owner(verifier, serial)
-        # no owner: still a full attempt under a name no user can have, so it costs and is
-        # audited like any other refusal (an unknown user)
-        name = name if name is not None else "-" + serial
+        name = _owner_name(verifier, serial)
     if key.code_only:
         return verifier.check_code(name, secret, source=source, via=via(key)).accepted
     return verifier.verify(name, secret, source=source, via=via(key)).accepted
 
 
 async def _decide(app, raw: bytes, headers, cred, peer: str | None):
-    """One ``/validate/check``: the fields, then the key and the login (on the event loop for a
-    user's login on a SQLite file, :func:`_check_on_loop`; else in a worker thread); the answer."""
+    """One ``/validate/check``: the fields, then the key and the login (on the event loop on a
+    SQLite file, :func:`_check_on_loop`; else in a worker thread); the answer."""
     f = limits.fields(raw, headers, required=("pass",), optional=("user", "serial", "client"))
     if ("user" in f) == ("serial" in f):
         raise ApiError(400, "give either user or serial")
@@ -233,8 +234,8 @@ async def _decide(app, raw: bytes, headers, cred, peer: str | None):
             source_key(source)  # the library's rule for a source, before anything is written
         except BadInput as exc:
             raise ApiError(400, str(exc)) from None
-    if "user" in f and _on_loop(app):
-        return answers.login(await _check_on_loop(app, cred, f["user"], f["pass"], source))
+    if _on_loop(app):
+        return answers.login(await _check_on_loop(app, cred, f.get("user"), f.get("serial"), f["pass"], source))
     check = functools.partial(_check, app, cred, f.get("user"), f.get("serial"), f["pass"], source)
     accepted = await asyncio.get_running_loop().run_in_executor(_checkers(app), check)
     return answers.login(accepted)

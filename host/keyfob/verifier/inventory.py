@@ -13,6 +13,9 @@ from .core import _audit, _serial, log
 from .errors import AlreadyExists, BadInput, SeedFileError, TokenStateError, UnknownToken
 from .results import TokenInfo
 
+#: the owner of a token by serial, on the login path's plain SQL (:mod:`.sql`)
+_OWNER_SQL = "SELECT u.name FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.serial = :serial"
+
 
 class Imported(str):
     """The serial of a token just imported (a ``str``, so a list of them compares with serials),
@@ -269,6 +272,15 @@ class Inventory:
                 self._user(conn, user)
             rows = conn.execute(q.order_by(_T.c.serial)).all()
         return [self._info(r, r.user_name, now) for r in rows]
+
+    def token_owner(self, serial: str) -> str | None:
+        """The name of the user token ``serial`` is linked to, whatever its state; None for an
+        unknown or unlinked token (:class:`BadInput` for a malformed serial). One plain read on
+        the login path's connections, for a login named by its token: under WAL it waits for no
+        writer, so the HTTP front calls it on its event loop."""
+        serial = _serial(serial)
+        with self._db.read() as conn:
+            return conn.execute(_OWNER_SQL, {"serial": serial}).scalar()
 
     def token(self, serial: str) -> TokenInfo:
         from sqlalchemy import select
