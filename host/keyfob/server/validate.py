@@ -174,10 +174,8 @@ def _slots(app) -> asyncio.Semaphore:
 
 async def _login(app, cred, name: str | None, serial: str | None, secret: str, source: str | None) -> bool:
     async with _slots(app):
-        key = authorize(app.state.keys, cred, "validate")  # one read: under WAL it waits for no writer
+        key, name = _key_and_name(app, cred, name, serial)  # reads that wait for no writer under WAL
         verifier = app.state.verifier
-        if serial is not None:
-            name = _owner_name(verifier, serial)  # one read too
         if key.code_only:
             login = verifier.check_code_steps(name, secret, source=source, via=via(key))
         else:
@@ -198,20 +196,22 @@ async def _check_on_loop(app, cred, name: str | None, serial: str | None, secret
     return await asyncio.shield(task)
 
 
-def _owner_name(verifier, serial: str) -> str:
-    """Whom a login named by its token logs in: the token's owner. A token with no owner (unknown,
-    or not linked) still gets a full attempt, under a name no user can have, so that it costs and
-    is audited as any other refusal (an unknown user)."""
-    name = verifier.token_owner(serial)
-    return name if name is not None else "-" + serial
+def _key_and_name(app, cred, name: str | None, serial: str | None):
+    """The request's API key (401/403 first: nothing is looked up for a caller without one), and
+    whom the login logs in: ``name``, or for a login named by its token, the token's owner. A
+    token with no owner (unknown, or not linked) still gets a full attempt, under a name no user
+    can have, so that it costs and is audited as any other refusal (an unknown user)."""
+    key = authorize(app.state.keys, cred, "validate")
+    if serial is not None:
+        name = app.state.verifier.token_owner(serial)
+        name = name if name is not None else "-" + serial
+    return key, name
 
 
 def _check(app, cred, name: str | None, serial: str | None, secret: str, source: str | None) -> bool:
     """In one worker thread (one hand-off per login): the key, then the login."""
-    key = authorize(app.state.keys, cred, "validate")
+    key, name = _key_and_name(app, cred, name, serial)
     verifier = app.state.verifier
-    if serial is not None:
-        name = _owner_name(verifier, serial)
     if key.code_only:
         return verifier.check_code(name, secret, source=source, via=via(key)).accepted
     return verifier.verify(name, secret, source=source, via=via(key)).accepted
