@@ -253,7 +253,9 @@ def sqlite_pragmas(dbapi_conn, wait: float, *, own_checkpoints: bool = True) -> 
     dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy's pysqlite recipe)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable except on power loss mid-checkpoint
+    # WAL + NORMAL: always consistent, and a commit survives a killed process, but not an OS crash
+    # or a power cut until the next checkpoint syncs the log (README, "Security notes")
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     # a checkpoint (with its fsyncs) every ~40 MB of log rather than every 4 MB: a login writes a
     # few pages, the same ones over and over, so fewer checkpoints copy far fewer pages
