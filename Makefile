@@ -84,6 +84,7 @@ sim: $(STAMP) $(NPM_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check host tests bench
+	$(BIN)/ruff format --check host tests bench
 	$(BIN)/python -m keyfob.build --check
 
 clean:

@@ -44,12 +44,10 @@ def _http_rows() -> list[Row]:
     return bench_http.run()
 
 
-
 def _start_rows() -> list[Row]:
     from bench import bench_start
 
     return bench_start.run()
-
 
 
 GROUPS = (

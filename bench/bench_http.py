@@ -231,9 +231,13 @@ class _Connection:
     def __init__(self, base: str, api_key: str):
         self._host, self._port = base.rsplit("/", 1)[1].split(":")
         self._head = (
-            "POST /validate/check HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
-            "Content-Type: application/json\r\nContent-Length: "
-        ).format(host=self._host, key=api_key).encode()
+            (
+                "POST /validate/check HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                "Content-Type: application/json\r\nContent-Length: "
+            )
+            .format(host=self._host, key=api_key)
+            .encode()
+        )
         self._reader = self._writer = None
 
     async def __aenter__(self):

@@ -116,21 +116,45 @@ def run(unix: dict, log=None) -> list[Row]:
 
             say("pico: one HOTP")
             h_us = float(_line(_mpremote(tok.port, HOTP_CHIP), "HOTP"))
-            rows.append(Row("pico: one HOTP (SHA-1, 6 digits), emulated", h_us, "µs", "report", True,
-                            h_us / unix["hotp_us"], f"unix tier: {unix['hotp_us']:.1f} µs"))
+            rows.append(
+                Row(
+                    "pico: one HOTP (SHA-1, 6 digits), emulated",
+                    h_us,
+                    "µs",
+                    "report",
+                    True,
+                    h_us / unix["hotp_us"],
+                    f"unix tier: {unix['hotp_us']:.1f} µs",
+                )
+            )
 
             dev_provision(tok, seed)
             say("pico: heap after boot and during a press")
             boot_free, low_free, alloc, used = json.loads(_line(_mpremote(tok.port, HEAP_CHIP), "HEAP"))
             if used != 1:
                 raise RuntimeError("the heap bench's press used no HOTP counter")
-            rows.append(Row("pico: gc.mem_free() after boot (App built)", boot_free / 1024, "KB", "report", True,
-                            boot_free / unix["heap_free"],
-                            f"unix tier, 72K heap: {unix['heap_free'] / 1024:.1f} KB free before the press"))
-            rows.append(Row("pico: gc.mem_free() at the lowest point of a press", low_free / 1024, "KB", "report",
-                            True, alloc / unix["heap_alloc"],
-                            f"allocated by the press: {alloc / 1024:.2f} KB"
-                            f" (unix tier {unix['heap_alloc'] / 1024:.2f} KB)"))
+            rows.append(
+                Row(
+                    "pico: gc.mem_free() after boot (App built)",
+                    boot_free / 1024,
+                    "KB",
+                    "report",
+                    True,
+                    boot_free / unix["heap_free"],
+                    f"unix tier, 72K heap: {unix['heap_free'] / 1024:.1f} KB free before the press",
+                )
+            )
+            rows.append(
+                Row(
+                    "pico: gc.mem_free() at the lowest point of a press",
+                    low_free / 1024,
+                    "KB",
+                    "report",
+                    True,
+                    alloc / unix["heap_alloc"],
+                    f"allocated by the press: {alloc / 1024:.2f} KB (unix tier {unix['heap_alloc'] / 1024:.2f} KB)",
+                )
+            )
 
             say("pico: press -> code drawn")
             tok.soft_reset()
@@ -145,9 +169,17 @@ def run(unix: dict, log=None) -> list[Row]:
                     raise RuntimeError(f"pico press bench: press {i} did not show HOTP({i + 1})")
                 times.append(tok.oled_at_ms - tok.press_at_ms)
             press_ms = statistics.median(times)
-            rows.append(Row("pico: press -> code drawn, emulated", press_ms, "ms", "<= 50 ms (unix target)",
-                            press_ms <= 50, press_ms / unix["press_ms"],
-                            f"unix tier: {unix['press_ms']:.1f} ms"))
+            rows.append(
+                Row(
+                    "pico: press -> code drawn, emulated",
+                    press_ms,
+                    "ms",
+                    "<= 50 ms (unix target)",
+                    press_ms <= 50,
+                    press_ms / unix["press_ms"],
+                    f"unix tier: {unix['press_ms']:.1f} ms",
+                )
+            )
 
             say("pico: boot -> ready")
             boots = []
@@ -157,6 +189,15 @@ def run(unix: dict, log=None) -> list[Row]:
                 tok.wait_idle(60)
                 boots.append(tok.emulated_ms() - QUIET_WINDOWS * 20)
             boot = statistics.median(boots)
-            rows.append(Row("pico: boot -> ready, emulated", boot, "ms", "report", True, boot / unix["boot_ms"],
-                            f"unix tier (host ms, process start included): {unix['boot_ms']:.1f} ms"))
+            rows.append(
+                Row(
+                    "pico: boot -> ready, emulated",
+                    boot,
+                    "ms",
+                    "report",
+                    True,
+                    boot / unix["boot_ms"],
+                    f"unix tier (host ms, process start included): {unix['boot_ms']:.1f} ms",
+                )
+            )
     return rows

@@ -478,8 +478,13 @@ def run(log=None) -> list[Row]:
         finally:
             for tok in tokens:
                 tok.close()
-    unix = {"hotp_us": h_us, "press_ms": press_fw, "heap_free": heap["free"], "heap_alloc": heap["alloc"],
-            "boot_ms": boot_fw}
+    unix = {
+        "hotp_us": h_us,
+        "press_ms": press_fw,
+        "heap_free": heap["free"],
+        "heap_alloc": heap["alloc"],
+        "boot_ms": boot_fw,
+    }
     from keyfob.sim import SimError, pico
 
     try:

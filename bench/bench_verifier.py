@@ -118,9 +118,7 @@ def e2e_per_second(nprocs=E2E_PROCS):
         ctx = multiprocessing.get_context("spawn")
         start = ctx.Barrier(nprocs)
         out = ctx.Queue()
-        procs = [
-            ctx.Process(target=_e2e_worker, args=(db, f"bench{i}", start, out)) for i in range(nprocs)
-        ]
+        procs = [ctx.Process(target=_e2e_worker, args=(db, f"bench{i}", start, out)) for i in range(nprocs)]
         for p in procs:
             p.start()
         res = [out.get(timeout=300) for _ in procs]
@@ -177,9 +175,7 @@ def work_per_login() -> tuple[int, int]:
 def run() -> list[tuple]:
     rows = []
     ours, theirs = codes_per_second()
-    rows.append(
-        ("verifier: codes computed", ours, "codes/s", ">= 3x pyotp", ours / theirs, ours / theirs >= 3)
-    )
+    rows.append(("verifier: codes computed", ours, "codes/s", ">= 3x pyotp", ours / theirs, ours / theirs >= 3))
     ours, theirs = wrong_code_checks()
     rows.append(
         (

@@ -128,9 +128,7 @@ def run(cuts: int = 1000, seed: int = 1, fs: str = "lfs2", max_cut_writes: int =
                 break
             reformatted, provisioned, counter, sha = loaded
             if reformatted or not provisioned or sha != secret_sha:
-                violations.append(
-                    f"{label}: token lost (reformatted={reformatted} provisioned={provisioned})"
-                )
+                violations.append(f"{label}: token lost (reformatted={reformatted} provisioned={provisioned})")
                 break
             low = base + len(prev_shown)
             if counter < low:

@@ -167,6 +167,8 @@ def pytest_collection_modifyitems(config, items) -> None:
         return len(_LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the rest keep their order
+
+
 # --- verifier databases -----------------------------------------------------------------------------
 
 

@@ -53,8 +53,9 @@ def test_no_ds3231_and_an_rc_clock_refuses_totp_with_one_clear_message(make_toke
     tok.power_on()
     tok.wait_idle()
     out, key = tmp_path / "out", tmp_path / "transport.key"
-    res = CliRunner().invoke(main, ["provision", "--port", tok.port, "--mode", "totp", "--out", str(out),
-                                    "--key-file", str(key)])
+    res = CliRunner().invoke(
+        main, ["provision", "--port", tok.port, "--mode", "totp", "--out", str(out), "--key-file", str(key)]
+    )
     assert res.exit_code == 1
     errors = [line for line in res.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "time mode needs a DS3231" in errors[0], res.stderr

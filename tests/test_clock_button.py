@@ -279,9 +279,7 @@ def test_clock_drift_hook():
     cases = [[1_700_000_000, 1_700_000_000 + 1_000_000, 100, 30], [1_700_000_000, 1_731_536_000, -2.5, 30]]
     for _ in range(200):
         sync = rng.randrange(946_684_800, 4_000_000_000)
-        cases.append(
-            [sync, sync + rng.randrange(0, 3 * 365 * 86400), rng.uniform(-20, 20), rng.choice([30, 60])]
-        )
+        cases.append([sync, sync + rng.randrange(0, 3 * 365 * 86400), rng.uniform(-20, 20), rng.choice([30, 60])])
     got = run_fakes(CLOCK_DRIFT, cases)
     for (sync, later, ppm, period), (raw, corrected, step, step7, left, uncorrected) in zip(cases, got):
         want = later + round((later - sync) * ppm / 1e6)

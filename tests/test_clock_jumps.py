@@ -34,8 +34,9 @@ pytestmark = [pytest.mark.timeout(300), on_both_tiers]
 
 DAY = 86400
 T0 = 1_767_225_615  # 2026-01-01 00:00:15 UTC
-FUTURE = [h * 3600 for h in (1, 2, 3, 6, 12)] + [d * DAY for d in (1, 2, 3, 4, 5, 6, 7, 10, 14, 21, 30, 45,
-                                                                     60, 90, 120, 180, 240, 300, 365)]
+FUTURE = [h * 3600 for h in (1, 2, 3, 6, 12)] + [
+    d * DAY for d in (1, 2, 3, 4, 5, 6, 7, 10, 14, 21, 30, 45, 60, 90, 120, 180, 240, 300, 365)
+]
 assert len(FUTURE) == 24
 
 

@@ -74,7 +74,7 @@ def _closed(out: bytearray) -> None:
     found = [s for s in OPEN_SIGNS if s in said]
     if found:
         at = min(said.index(s) for s in found)
-        raise AssertionError(f"the locked token opened: {found}: {said[max(0, at - 700):at + 200]!r}")
+        raise AssertionError(f"the locked token opened: {found}: {said[max(0, at - 700) : at + 200]!r}")
 
 
 def _idle(tok, out: bytearray) -> None:

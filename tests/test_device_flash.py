@@ -99,9 +99,7 @@ class FakeEsptool:
 
 
 def port_info(device, vid, pid, description="", serial_number=None):
-    return SimpleNamespace(
-        device=device, vid=vid, pid=pid, description=description, serial_number=serial_number
-    )
+    return SimpleNamespace(device=device, vid=vid, pid=pid, description=description, serial_number=serial_number)
 
 
 @pytest.fixture
@@ -207,9 +205,7 @@ def test_library_reports_progress_and_keeps_esptool_quiet(tmp_path, capsys):
     fake = FakeEsptool("ESP32")
     seen = []
     before = EspLog.instance
-    result = flashing.flash_esp32(
-        "/dev/ttyACM0", image, cmds=fake, devices=[], progress=lambda *a: seen.append(a)
-    )
+    result = flashing.flash_esp32("/dev/ttyACM0", image, cmds=fake, devices=[], progress=lambda *a: seen.append(a))
     assert EspLog.instance is before
     assert capsys.readouterr().out == ""
     size = image.stat().st_size
@@ -304,14 +300,8 @@ def test_unknown_board_is_refused():
 
 def test_missing_image_says_where_to_put_one(tmp_path, monkeypatch, usb):
     fake = FakeEsptool("ESP32").install(monkeypatch)
-    line = one_error_line(
-        run("flash", "--board", "esp32", "--image", str(tmp_path / "nope.bin"), "--port", "x")
-    )
-    assert (
-        "does not exist" in line
-        and "firmware-images/" in line
-        and "micropython.org/download/ESP32_GENERIC" in line
-    )
+    line = one_error_line(run("flash", "--board", "esp32", "--image", str(tmp_path / "nope.bin"), "--port", "x"))
+    assert "does not exist" in line and "firmware-images/" in line and "micropython.org/download/ESP32_GENERIC" in line
     line = one_error_line(run("flash", "--board", "rp2040", cwd=tmp_path))
     assert "firmware-images/" in line and "micropython.org/download/RPI_PICO" in line and "--image" in line
     assert fake.calls == []
@@ -388,9 +378,7 @@ def test_no_rpi_rp2_drive_explains_bootsel(tmp_path):
 def fake_drive(tmp_path, board_id="RPI-RP2"):
     drive = tmp_path / "RPI-RP2"
     drive.mkdir(exist_ok=True)
-    (drive / "INFO_UF2.TXT").write_text(
-        "UF2 Bootloader v3.0\nModel: Raspberry Pi RP2\nBoard-ID: %s\n" % board_id
-    )
+    (drive / "INFO_UF2.TXT").write_text("UF2 Bootloader v3.0\nModel: Raspberry Pi RP2\nBoard-ID: %s\n" % board_id)
     return drive
 
 
@@ -408,9 +396,7 @@ def test_flash_rp2040_copies_the_uf2_and_waits_for_the_reboot(tmp_path, monkeypa
         (drive / "INFO_UF2.TXT").unlink()
 
     monkeypatch.setattr(flashing, "_sleep", board_reboots)
-    result = run(
-        "flash", "--board", "rp2040", "--image", str(image), "--drive", str(not_ours), "--drive", str(drive)
-    )
+    result = run("flash", "--board", "rp2040", "--image", str(image), "--drive", str(not_ours), "--drive", str(drive))
     assert result.exit_code == 0, result.stderr
     assert seen_at_reboot == [image.read_bytes()]
     assert "Flashed MicroPython onto the RP2040 on %s" % drive in result.stdout
@@ -422,9 +408,7 @@ def test_flash_rp2040_library_progress(tmp_path, monkeypatch):
     drive = fake_drive(tmp_path)
     monkeypatch.setattr(flashing, "_sleep", lambda s: (drive / "INFO_UF2.TXT").unlink())
     seen = []
-    result = flashing.flash_rp2040(
-        image, mount_points=[drive], progress=lambda *a: seen.append(a), chunk=32768
-    )
+    result = flashing.flash_rp2040(image, mount_points=[drive], progress=lambda *a: seen.append(a), chunk=32768)
     size = 200 * 512
     assert result == flashing.FlashResult("rp2040", str(drive), "RP2040", 0, size)
     assert [a for a in seen if a[0] == "copy"] == [

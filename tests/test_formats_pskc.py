@@ -514,9 +514,7 @@ def test_pskc2csv_reads_what_we_write(tmp_path):
     """python-pskc's own command-line tool decrypts our files and sees the right fields."""
     records = five_records()
     key = secrets.token_bytes(16)
-    columns = (
-        "serial,secret,algorithm,algorithm_suite,response_length,counter,time_interval,manufacturer,model"
-    )
+    columns = "serial,secret,algorithm,algorithm_suite,response_length,counter,time_interval,manufacturer,model"
     runs = []
     psk_path = tmp_path / "psk.pskcxml"
     write_pskc(psk_path, records, key=key)
@@ -525,9 +523,7 @@ def test_pskc2csv_reads_what_we_write(tmp_path):
     write_pskc(pbe_path, records, passphrase="Tr0ub4dor&3")
     runs.append([pskc2csv(), "-c", columns, "-p", "Tr0ub4dor&3", str(pbe_path)])
     for argv in runs:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL
-        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
         assert done.returncode == 0, done.stderr
         rows = list(csv.DictReader(io.StringIO(done.stdout)))
         assert len(rows) == len(records)

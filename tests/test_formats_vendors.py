@@ -194,8 +194,10 @@ def test_a_value_only_python_pskc_cannot_read_is_named_too(tmp_path, monkeypatch
     for change, element in (
         ({"policy": "<Policy><ExpiryDate>2026-W05-1</ExpiryDate></Policy>"}, "Key/Policy/ExpiryDate"),
         ({"data": "<Counter><PlainValue>ten</PlainValue></Counter>"}, "Key/Data/Counter/PlainValue"),
-        ({"parameters": '<ResponseFormat Length="6" Encoding="DECIMAL" CheckDigits="maybe"/>'},
-         "Key/AlgorithmParameters/ResponseFormat@CheckDigits"),
+        (
+            {"parameters": '<ResponseFormat Length="6" Encoding="DECIMAL" CheckDigits="maybe"/>'},
+            "Key/AlgorithmParameters/ResponseFormat@CheckDigits",
+        ),
     ):
         with pytest.raises(FormatError) as err:
             read_seed_file(write(tmp_path, "bad.pskc", container(package(**change))))
@@ -605,8 +607,11 @@ def test_a_token_is_refused_once_its_expiry_date_has_passed(tmp_path):
     seed = secrets.token_bytes(20)
     expiry = 1_798_761_600.0  # FUTURE, 2027-01-01T00:00:00Z
     data = "<TimeInterval><PlainValue>30</PlainValue></TimeInterval>"
-    text = container(package("VX-5001", secret=b64(seed), algorithm=TOTP, data=data,
-                             policy=policy(f"<ExpiryDate>{FUTURE}</ExpiryDate>")))
+    text = container(
+        package(
+            "VX-5001", secret=b64(seed), algorithm=TOTP, data=data, policy=policy(f"<ExpiryDate>{FUTURE}</ExpiryDate>")
+        )
+    )
     ref = pyotp.TOTP(base64.b32encode(seed).decode())
     clock = Clock(NOW)
     from keyfob.verifier import Policy, Verifier
@@ -647,8 +652,9 @@ def test_the_expiry_date_is_kept_across_export_and_import(tmp_path):
     (back,) = read_seed_file(write(tmp_path, "out.pskc", data))
     assert back.valid_until == 1_798_761_600.0
     # a later server refuses it after the date as this one does
-    w = Verifier.init(tmp_path / "w.db", key=b"K" * 32, policy=Policy(password_profile="fast"),
-                      clock=Clock(1_798_761_600.0 + 1))
+    w = Verifier.init(
+        tmp_path / "w.db", key=b"K" * 32, policy=Policy(password_profile="fast"), clock=Clock(1_798_761_600.0 + 1)
+    )
     try:
         (imported,) = w.import_seed_file(tmp_path / "out.pskc")
         assert imported.disabled == "its ExpiryDate has passed"

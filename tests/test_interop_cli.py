@@ -210,9 +210,7 @@ def test_round_trip_between_two_verifiers(tmp_path, fmt, server):
     text = out.read_text()
     if kind == "pskc":
         for rec in recs:
-            assert not any(
-                sp in text for sp in spellings(rec.secret) + [base64.b64encode(rec.secret).decode()]
-            )
+            assert not any(sp in text for sp in spellings(rec.secret) + [base64.b64encode(rec.secret).decode()])
     got = read_export_independently(out, fmt, unlock)
     assert set(got) == set(serials)
     for rec in recs:
@@ -301,9 +299,7 @@ def test_rfc6030_figures_into_the_verifier(tmp_path, figure, opts, server):
     r = v.ok("token", "resync", "987654321", rfc_otp.at(8), rfc_otp.at(9), "--json")
     assert json.loads(r.stdout)["accepted"] is True
     v.ok("token", "unlock", " 987654321 ")
-    assert {e["serial"] for e in json.loads(v.ok("audit", "--serial", "987654321", "--json").stdout)} == {
-        "987654321"
-    }
+    assert {e["serial"] for e in json.loads(v.ok("audit", "--serial", "987654321", "--json").stdout)} == {"987654321"}
     r = v.ok("token", "lost", "987654321", "--json")
     assert json.loads(r.stdout)["serial"] == "987654321" and json.loads(r.stdout)["user"] == "jsmith"
     v.ok("token", "revoke", "987654321")
@@ -465,9 +461,7 @@ def test_bad_files_and_requests_change_nothing(tmp_path, server):
             f'<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE KeyContainer [\n'
             f'  <!ENTITY seed SYSTEM "file://{tmp_path / "psk.hex"}">\n]>\n',
         ).replace("MTIzNDU2Nzg5MDEyMzQ1Njc4OTA=", "&seed;"),
-        "short.pskc": FIGURE_3.replace(
-            "MTIzNDU2Nzg5MDEyMzQ1Njc4OTA=", base64.b64encode(b"\x0b\xad\x5e").decode()
-        ),
+        "short.pskc": FIGURE_3.replace("MTIzNDU2Nzg5MDEyMzQ1Njc4OTA=", base64.b64encode(b"\x0b\xad\x5e").decode()),
         "bad-line.csv": "serial,seed,type,digits,counter/period\n"
         f"{make_serial(301)},{secrets.token_hex(20)},hotp,6,0\n"
         f"{make_serial(302)},{secrets.token_hex(20)},motp,6,0\n",
@@ -480,9 +474,7 @@ def test_bad_files_and_requests_change_nothing(tmp_path, server):
     (tmp_path / "psk.hex").chmod(0o600)
     (tmp_path / "exists.csv").write_text("keep me\n")
     (tmp_path / "plain.csv").write_text(f"{make_serial(305)},{secrets.token_hex(20)},hotp,6,0\n")
-    (tmp_path / "plain.txt").write_text(
-        f"otpauth://hotp/keyfob:{make_serial(306)}?secret={'A' * 32}&counter=0\n"
-    )
+    (tmp_path / "plain.txt").write_text(f"otpauth://hotp/keyfob:{make_serial(306)}?secret={'A' * 32}&counter=0\n")
     (tmp_path / "huge.csv").write_text(f"{make_serial(307)},{secrets.token_hex(20)},hotp,6,{2**63}\n")
     seedless = "otpauth://hotp/keyfob:" + make_serial(304) + "?secret=" + "A" * 32  # no counter
     spaced = "otpauth://totp/keyfob:John%20Smith?secret=" + "A" * 32

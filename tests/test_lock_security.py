@@ -27,16 +27,28 @@ from test_usb_provisioning import b32, leaks, mpremote, new_record, open_client,
 pytestmark = pytest.mark.timeout(300)
 
 # What a REPL says when it is reachable (any of these in the output means the lock failed).
-REPL_SIGNS = (b"raw REPL", b">>>", b"MicroPython v", b"Traceback", b"KeyboardInterrupt",
-              b"soft reboot", b"paste mode", b"Type \"help()\"")
+REPL_SIGNS = (
+    b"raw REPL",
+    b">>>",
+    b"MicroPython v",
+    b"Traceback",
+    b"KeyboardInterrupt",
+    b"soft reboot",
+    b"paste mode",
+    b'Type "help()"',
+)
 MPREMOTE_WAIT = 4.0  # s: mpremote gives up after 10 s by itself; a shorter kill proves the same
 
 
 def pieces(seed: bytes) -> dict[str, bytes]:
     """Every 8-byte piece of the seed, and every 16-character piece of its hex and base32 forms."""
     out: dict[str, bytes] = {}
-    forms = {"raw": (seed, 8), "hex": (seed.hex().encode(), 16),
-             "HEX": (seed.hex().upper().encode(), 16), "base32": (base64.b32encode(seed).rstrip(b"="), 16)}
+    forms = {
+        "raw": (seed, 8),
+        "hex": (seed.hex().encode(), 16),
+        "HEX": (seed.hex().upper().encode(), 16),
+        "base32": (base64.b32encode(seed).rstrip(b"="), 16),
+    }
     for name, (text, n) in forms.items():
         for i in range(len(text) - n + 1):
             out[f"{name}[{i}:{i + n}]"] = text[i : i + n]
@@ -71,14 +83,14 @@ def info_through_noise(ser: serial.Serial, wait: float) -> dict:
 
 def repl_control_sequences() -> list[bytes]:
     return [
-        b"\r\x03\x03",                      # mpremote's interrupt
-        b"\r\x01",                          # raw REPL
-        b"\r\x03\x03\r\x01print(1)\x04",    # raw REPL + run
-        b"\x05A\x01",                       # raw-paste mode request
-        b"\r\x05print(1)\r\x04",            # paste mode
-        b"\r\x02",                          # friendly REPL
-        b"\x04",                            # soft reset / EOF
-        b"\r\x01\x04",                      # soft reset from the raw REPL
+        b"\r\x03\x03",  # mpremote's interrupt
+        b"\r\x01",  # raw REPL
+        b"\r\x03\x03\r\x01print(1)\x04",  # raw REPL + run
+        b"\x05A\x01",  # raw-paste mode request
+        b"\r\x05print(1)\r\x04",  # paste mode
+        b"\r\x02",  # friendly REPL
+        b"\x04",  # soft reset / EOF
+        b"\r\x01\x04",  # soft reset from the raw REPL
         b"import os\r\nprint(os.listdir())\r\n",
         b"\x03" * 64,
     ] + [bytes([c]) for c in list(range(0x20)) + [0x7F]]
@@ -92,11 +104,17 @@ def random_frames(rng: random.Random) -> list[bytes]:
             continue  # a good PROVISION/SETTIME would be refused/accepted by design; RESET waits 10 s
         out.append(frames.encode_frame(ftype))
     for _ in range(40):
-        fields = {rng.choice(["seed", "t", "serial", "file", "path", "read", "code", "counter"]):
-                  rng.choice([rng.randbytes(8).hex(), rng.randrange(-2**70, 2**70), None, [1, 2], "/"])
-                  for _ in range(rng.randrange(1, 4))}
-        out.append(frames.encode_frame(rng.choice([frames.INFO, frames.LOCK, frames.PROVISION, 0x06, 0x7F]),
-                                       json.dumps(fields).encode()))
+        fields = {
+            rng.choice(["seed", "t", "serial", "file", "path", "read", "code", "counter"]): rng.choice(
+                [rng.randbytes(8).hex(), rng.randrange(-(2**70), 2**70), None, [1, 2], "/"]
+            )
+            for _ in range(rng.randrange(1, 4))
+        }
+        out.append(
+            frames.encode_frame(
+                rng.choice([frames.INFO, frames.LOCK, frames.PROVISION, 0x06, 0x7F]), json.dumps(fields).encode()
+            )
+        )
         out.append(frames.MAGIC + frames.escape(rng.randbytes(rng.randrange(1, 40))))
     return out
 

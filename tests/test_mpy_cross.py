@@ -102,9 +102,7 @@ def test_build_image(tmp_path):
 
 
 def test_build_reports_errors(tmp_path):
-    root = _tree(
-        tmp_path, {"firmware/ok.py": "X = 1\n", "firmware/bad.py": "def f(:\n", "boards/b/board.py": "\n"}
-    )
+    root = _tree(tmp_path, {"firmware/ok.py": "X = 1\n", "firmware/bad.py": "def f(:\n", "boards/b/board.py": "\n"})
     errors = build.check(root)
     assert len(errors) == 1 and "bad.py" in errors[0]
     with pytest.raises(build.BuildError):

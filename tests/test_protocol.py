@@ -320,8 +320,16 @@ def test_session_info_provision_settime_lock_reset():
     assert res[3]["files"] == res[2]["files"] and res[3]["mem"] == res[2]["mem"]
 
     _, sync1 = one_reply(res[4])
-    assert sync1 == {"re": frames.SETTIME, "offset": -7, "elapsed": None, "drift_ppb": 0, "learned": False,
-                     "set": True, "jump": False, "jumps": 0}
+    assert sync1 == {
+        "re": frames.SETTIME,
+        "offset": -7,
+        "elapsed": None,
+        "drift_ppb": 0,
+        "learned": False,
+        "set": True,
+        "jump": False,
+        "jumps": 0,
+    }
     assert res[4]["time"] == T0 and res[4]["mem"][9] == T0
     assert res[4]["code"] == int(host_otp.totp(seed, T0))
 
@@ -349,8 +357,10 @@ def test_session_info_provision_settime_lock_reset():
     sent = [frames.Decoder().feed(bytes.fromhex(h)) for h in res[11]["sent"]]
     assert all(len(f) == 1 and f[0].type == frames.PROGRESS and f[0].error is None for f in sent)
     steps = [frames.decode_payload(f[0]) for f in sent]
-    assert steps[:2] == [{"re": frames.RESET, "step": "wait", "done": 0, "total": 10},
-                         {"re": frames.RESET, "step": "hold", "done": 5, "total": 5}]
+    assert steps[:2] == [
+        {"re": frames.RESET, "step": "wait", "done": 0, "total": 10},
+        {"re": frames.RESET, "step": "hold", "done": 5, "total": 5},
+    ]
     # The wipe is durable before the app is told to reopen the REPL: no store file left then.
     assert res[11]["events"] == [["reset-wait", True], ["reset", False]]
     assert res[11]["files"] == {"store_a.bin": None, "store_b.bin": None}
@@ -484,9 +494,7 @@ def test_bad_frames_get_errors_and_change_nothing():
         (frames.encode_frame(frames.SETTIME, b'{"t": 1750000000'), "payload"),
     ]
     steps = [step(info_req())]
-    steps += [
-        step(frames.encode_json(frames.PROVISION, c) if isinstance(c, dict) else c) for c, _ in cases_unprov
-    ]
+    steps += [step(frames.encode_json(frames.PROVISION, c) if isinstance(c, dict) else c) for c, _ in cases_unprov]
     steps += [
         step(frames.encode_json(frames.PROVISION, provision_fields(seed))),
         step(ok_settime),
@@ -630,8 +638,10 @@ def test_locked_token_takes_corrections_up_to_the_limit_and_refuses_one_more(ela
     cases = [(hi, True), (hi + 1, False), (lo, True), (lo - 1, False)]
     for off, accepted in cases:
         assert ok(off) is accepted
-        r = run_device(LOCK_AFTER_SYNC + [step(frames.encode_json(frames.SETTIME, {"t": T0 + elapsed - off}),
-                                               true=T0 + elapsed, reboot=True)])
+        r = run_device(
+            LOCK_AFTER_SYNC
+            + [step(frames.encode_json(frames.SETTIME, {"t": T0 + elapsed - off}), true=T0 + elapsed, reboot=True)]
+        )
         last = r[-1]
         if accepted:
             ftype, obj = one_reply(last)
@@ -662,7 +672,9 @@ def test_locked_token_counts_a_jump_only_when_its_clock_was_lost_or_never_synced
 
 def test_time_mode_is_refused_on_a_clock_unfit_for_it():
     # A board whose own clock is an RC oscillator (ESP32 in deep sleep) and no DS3231.
-    code = HARNESS + r"""
+    code = (
+        HARNESS
+        + r"""
 ctx = Ctx('', FakeRTC(DATA['t'], 0, DATA['t']))
 ctx.clock.max_ppm = None
 out = []
@@ -671,8 +683,11 @@ for wire in DATA['wires']:
 out.append(ctx.store.provisioned)
 emit(out)
 """
-    wires = [frames.encode_json(frames.PROVISION, provision_fields()).hex(),
-             frames.encode_json(frames.PROVISION, provision_fields(mode="hotp")).hex()]
+    )
+    wires = [
+        frames.encode_json(frames.PROVISION, provision_fields()).hex(),
+        frames.encode_json(frames.PROVISION, provision_fields(mode="hotp")).hex(),
+    ]
     out = run_mpy_json(code, {"t": T0, "wires": wires}, paths=[FIRMWARE])
     refused = assert_error({"replies": [out[0]]}, "rtc")
     assert "DS3231" in refused["text"]
@@ -788,9 +803,7 @@ def fuzz_device():
         proc.wait(timeout=10)
 
 
-_FIELD_NAMES = st.sampled_from(
-    ["seed", "serial", "mode", "algorithm", "digits", "period", "counter", "t", "x"]
-)
+_FIELD_NAMES = st.sampled_from(["seed", "serial", "mode", "algorithm", "digits", "period", "counter", "t", "x"])
 _VALUES = st.one_of(
     st.integers(-(2**70), 2**70),
     st.text(max_size=24),
@@ -799,9 +812,7 @@ _VALUES = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from(["totp", "sha1", SERIAL]),
 )
-_JSON = st.dictionaries(_FIELD_NAMES, _VALUES, max_size=8).map(
-    lambda d: json.dumps(d, separators=(",", ":")).encode()
-)
+_JSON = st.dictionaries(_FIELD_NAMES, _VALUES, max_size=8).map(lambda d: json.dumps(d, separators=(",", ":")).encode())
 # Every type but SETTIME (a *valid* SETTIME legitimately changes the clock).
 _TYPES = st.integers(0, 255).filter(lambda t: t != frames.SETTIME)
 _FRAMES = st.builds(frames.encode_frame, _TYPES, st.one_of(st.just(b""), st.binary(max_size=60), _JSON))
@@ -853,9 +864,7 @@ def test_fuzz_device_decoder_never_raises_never_changes_state(fuzz_device, wire,
                 if ftype == frames.ERROR:
                     assert obj["reason"] in frames.REASONS - frames.FRAME_REASONS
                 else:  # only requests that change nothing may succeed here
-                    assert want.type in (frames.INFO, frames.LOCK) and (
-                        want.type == frames.INFO or name == "p"
-                    )
+                    assert want.type in (frames.INFO, frames.LOCK) and (want.type == frames.INFO or name == "p")
         assert_no_secret(b"".join(bytes.fromhex(h) for h in r["replies"]), SEED20)
 
 
@@ -993,19 +1002,20 @@ def test_client_frame_rejected_and_no_answer():
         missing.info()
 
 
-
 def test_client_reads_jumps_faults_and_the_jump_refusal():
     # New firmware: INFO with jumps and faults, SETTIME with set/jump/jumps; a refused jump is Refused.
     replies = {
         frames.INFO: ok(frames.INFO, **INFO_FIELDS, jumps=2, faults=["oled"]),
-        frames.SETTIME: ok(frames.SETTIME, offset=None, elapsed=DAY, drift_ppb=0, learned=False, set=True,
-                           jump=True, jumps=3),
+        frames.SETTIME: ok(
+            frames.SETTIME, offset=None, elapsed=DAY, drift_ppb=0, learned=False, set=True, jump=True, jumps=3
+        ),
     }
     client = TokenClient(FakeTransport(lambda f: replies[f.type]))
     info = client.info()
     assert info.jumps == 2 and info.faults == ("oled",)
-    assert client.settime(now=T0) == TimeSync(offset=None, elapsed=DAY, drift_ppb=0, learned=False, set=True,
-                                              jump=True, jumps=3)
+    assert client.settime(now=T0) == TimeSync(
+        offset=None, elapsed=DAY, drift_ppb=0, learned=False, set=True, jump=True, jumps=3
+    )
     refusal = err(frames.SETTIME, "jump", "clock jump refused: 86 s off, at most 6 s may be corrected now")
     with pytest.raises(Refused) as exc:
         TokenClient(FakeTransport(lambda f: refusal)).settime(now=T0)
@@ -1025,6 +1035,7 @@ def test_protocol_md_states_the_bound_the_firmware_uses():
     assert "**A = 5 s** (`proto.ALLOW_S`)" in doc and "ALLOW_S = const(5)" in proto_src
     assert "**5 ppm** (`clock.DS3231_PPM`)" in doc and "DS3231_PPM = 5" in clock_src
     assert "`elapsed ≥ 604,800 s`" in doc and "LEARN_MIN_S = const(604800)" in proto_src
+
 
 def test_client_settime_lock_reset():
     def answer(frame):

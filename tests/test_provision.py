@@ -507,7 +507,6 @@ def test_wrong_key_check_value_fails_the_token_with_the_seed_on_it():
     assert wrong not in str(exc.value) and kcv_here(rec.secret, "sha1") not in str(exc.value)
 
 
-
 def test_token_import_looks_where_provisioning_put_the_key(tmp_path, monkeypatch):
     """The manifest next to a seed file names its key file (absolute, even when --key-file was
     relative), and import without --psk-file uses it; without a manifest, the default key file."""

@@ -91,8 +91,9 @@ def run_reset(img: Path, cut: int) -> subprocess.CompletedProcess:
     # stdin: an open pipe nobody writes (the sim's USB port with no host sending).
     r, w = os.pipe()
     try:
-        return subprocess.run([micropython_exe(), "-c", code], env=env, stdin=r, capture_output=True,
-                              timeout=120, check=False)
+        return subprocess.run(
+            [micropython_exe(), "-c", code], env=env, stdin=r, capture_output=True, timeout=120, check=False
+        )
     finally:
         os.close(r)
         os.close(w)
@@ -101,8 +102,12 @@ def run_reset(img: Path, cut: int) -> subprocess.CompletedProcess:
 def thief(port: str, timeout: float) -> dict[str, str] | None:
     """Stock mpremote at the port; the lines it printed, or None when it got no REPL."""
     try:
-        run = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, "exec", THIEF],
-                             capture_output=True, text=True, timeout=timeout)
+        run = subprocess.run(
+            [sys.executable, "-m", "mpremote", "connect", port, "exec", THIEF],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return None
     if run.returncode != 0:
@@ -120,8 +125,15 @@ def locked_image(tmp_path_factory, firmware_files) -> tuple[Path, bytes]:
     from keyfob.records import TokenRecord
     from keyfob.serials import make_serial
 
-    rec = TokenRecord(serial=make_serial(secrets.randbelow(10**8)), mode="hotp", algorithm="sha1",
-                      digits=6, secret=seed, counter=0, period=30)
+    rec = TokenRecord(
+        serial=make_serial(secrets.randbelow(10**8)),
+        mode="hotp",
+        algorithm="sha1",
+        digits=6,
+        secret=seed,
+        counter=0,
+        period=30,
+    )
     with VirtualToken(wd, blocks=BLOCKS) as tok:
         tok.power_on()
         tok.deploy(firmware_files)
@@ -166,8 +178,7 @@ def _attack(index: int, base: Path, seed: bytes, root: Path) -> tuple[int, str, 
     return index, "open", windows
 
 
-def test_power_cut_at_every_flash_operation_of_a_reset_never_opens_a_token_holding_the_seed(
-        locked_image, tmp_path):
+def test_power_cut_at_every_flash_operation_of_a_reset_never_opens_a_token_holding_the_seed(locked_image, tmp_path):
     base, seed = locked_image
     # Uncut: count the reset's operations; the reset leaves no trace of the seed.
     count = tmp_path / "count.img"
@@ -223,8 +234,12 @@ PICO_THIEF = (
 def _pico_thief(port: str, timeout: float) -> str | None:
     """Stock mpremote at the Pico's port: the digest it printed, or None when it got no REPL."""
     try:
-        run = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, "exec", PICO_THIEF],
-                             capture_output=True, text=True, timeout=timeout)
+        run = subprocess.run(
+            [sys.executable, "-m", "mpremote", "connect", port, "exec", PICO_THIEF],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return None
     got = [line.split(" ", 1)[1] for line in run.stdout.splitlines() if line.startswith("SEED ")]
@@ -301,7 +316,8 @@ def _pico_attack(image: bytes, index: int, seed: bytes, root: Path) -> tuple[int
 
 @pytest.mark.parametrize("tier", ["pico"], indirect=True)
 def test_pico_power_cut_at_every_flash_operation_of_a_reset_never_opens_a_token_holding_the_seed(
-        pico_reset, tmp_path, tier):
+    pico_reset, tmp_path, tier
+):
     from keyfob.sim.pico import PicoToken, apply_op
 
     base, seed, ops, final = pico_reset

@@ -80,9 +80,7 @@ async def _burst(bases: list[str], api_key: str, bodies: list[dict]) -> list[htt
 def burst(nodes, user: str, passes: list[str], net: int) -> list[bool]:
     """``passes`` for ``user`` all at once, each from its own ``client`` address in 10.<net>/16;
     every answer must be a decided login (HTTP 200). Returns the answers' values."""
-    bodies = [
-        {"user": user, "pass": p, "client": f"10.{net}.{i // 256}.{i % 256}"} for i, p in enumerate(passes)
-    ]
+    bodies = [{"user": user, "pass": p, "client": f"10.{net}.{i // 256}.{i % 256}"} for i, p in enumerate(passes)]
     answers = asyncio.run(_burst(nodes["bases"], nodes["api_key"], bodies))
     bad = [(r.status_code, r.text[:200]) for r in answers if r.status_code != 200]
     assert not bad, f"{len(bad)} requests not decided, the first: {bad[0]}"

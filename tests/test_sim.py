@@ -93,8 +93,15 @@ def _bcd(v: int) -> int:
 
 
 def _regs_for(t: datetime, dow: int) -> list[int]:
-    return [_bcd(t.second), _bcd(t.minute), _bcd(t.hour), dow, _bcd(t.day),
-            _bcd(t.month) | (0x80 if t.year >= 2100 else 0), _bcd(t.year % 100)]
+    return [
+        _bcd(t.second),
+        _bcd(t.minute),
+        _bcd(t.hour),
+        dow,
+        _bcd(t.day),
+        _bcd(t.month) | (0x80 if t.year >= 2100 else 0),
+        _bcd(t.year % 100),
+    ]
 
 
 def _load_hw(name: str):
@@ -112,9 +119,7 @@ def test_ds3231_emu_registers_cpython_and_micropython(tmp_path):
         cpy = ns["run"](str(tmp_path / "cpy.json"))
     finally:
         del sys.modules["ds3231_emu"]
-    mpy = run_mpy_json(
-        DS3231_CASES + "\nemit(run(DATA))\n", str(tmp_path / "mpy.json"), paths=[SIM_HW]
-    )
+    mpy = run_mpy_json(DS3231_CASES + "\nemit(run(DATA))\n", str(tmp_path / "mpy.json"), paths=[SIM_HW])
     assert mpy == json.loads(json.dumps(cpy))
 
     r = cpy
@@ -206,7 +211,9 @@ while True:
 def mpremote(port: str, *args: str, timeout: float = 60) -> str:
     r = subprocess.run(
         [sys.executable, "-m", "mpremote", "connect", port, *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert r.returncode == 0, f"mpremote {args}: rc={r.returncode}\n{r.stdout}\n{r.stderr}"
     return r.stdout
@@ -235,10 +242,20 @@ def test_virtual_token_end_to_end(tmp_path):
         assert tok.is_running and tok.port.startswith("/dev/")
         assert mpremote(tok.port, "resume", "exec", "print(1+1)").strip() == "2"
         out = mpremote(
-            tok.port, "resume",
-            "fs", "cp", str(main_py), ":main.py", "+",
-            "fs", "cp", str(SIM_BOARD / "board.py"), ":board.py", "+",
-            "fs", "ls",
+            tok.port,
+            "resume",
+            "fs",
+            "cp",
+            str(main_py),
+            ":main.py",
+            "+",
+            "fs",
+            "cp",
+            str(SIM_BOARD / "board.py"),
+            ":board.py",
+            "+",
+            "fs",
+            "ls",
         )
         assert "main.py" in out and "board.py" in out
 
@@ -289,7 +306,9 @@ def test_virtual_token_end_to_end(tmp_path):
         start = time.monotonic()
         tok.set_clock(t0, ppm=0.0, osf=False)
         out = mpremote(
-            tok.port, "resume", "exec",
+            tok.port,
+            "resume",
+            "exec",
             "import board; print(board.make().i2c.readfrom_mem(0x68, 0, 7).hex(), "
             "board.make().i2c.readfrom_mem(0x68, 0x0F, 1).hex())",
         )
@@ -297,8 +316,9 @@ def test_virtual_token_end_to_end(tmp_path):
         regs, status = out.split()
         b = bytes.fromhex(regs)
         dec = lambda v: (v >> 4) * 10 + (v & 15)  # noqa: E731
-        shown = datetime(2000 + dec(b[6]), dec(b[5] & 0x1F), dec(b[4]), dec(b[2]), dec(b[1]), dec(b[0]),
-                         tzinfo=timezone.utc).timestamp()
+        shown = datetime(
+            2000 + dec(b[6]), dec(b[5] & 0x1F), dec(b[4]), dec(b[2]), dec(b[1]), dec(b[0]), tzinfo=timezone.utc
+        ).timestamp()
         assert t0 <= shown <= t0 + elapsed + 1
         assert int(status, 16) & 0x80 == 0
 

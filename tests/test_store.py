@@ -97,9 +97,7 @@ def test_flash_under_cpython_reads_writes_erases_and_cuts_half(tmp_path):
         "bd.writeblocks(0, b'\\x01' * 256)\nprint('first', flush=True)\n"
         "try:\n    bd.writeblocks(1, b'\\x02' * 200, 10)\nfinally:\n    print('finally ran')\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=30
-    )
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 137 and proc.stdout == "first\n"
     data = img.read_bytes()
     assert len(data) == 8 * 256
@@ -565,9 +563,24 @@ def test_counter_never_wraps_and_a_wipe_leaves_no_copy_in_the_buffers(tmp_path):
 
 def _format1_record(seq: int, seed: bytes, serial: str, counter: int) -> bytes:
     """A record as format 1 (main before the clock-jump count) wrote it: b'KFS1', 116 bytes, CRC32."""
-    body = struct.pack('<IIQqiHBBBBBB64s16s', 0x3153464B, seq, counter, 1767225600, -2500, 30, 6, 1, 0,
-                       3, len(seed), len(serial), seed, serial.encode())
-    return body + struct.pack('<I', binascii.crc32(body))
+    body = struct.pack(
+        "<IIQqiHBBBBBB64s16s",
+        0x3153464B,
+        seq,
+        counter,
+        1767225600,
+        -2500,
+        30,
+        6,
+        1,
+        0,
+        3,
+        len(seed),
+        len(serial),
+        seed,
+        serial.encode(),
+    )
+    return body + struct.pack("<I", binascii.crc32(body))
 
 
 def test_format1_record_loads_with_no_jumps_and_the_next_save_writes_format2():
@@ -590,8 +603,12 @@ out += [len(a), len(b), t.counter, t.jumps, t.seq, t.seed == s.seed]
 emit(out)
 """
     # The script compares the seed itself: it is never printed.
-    out = run_mpy_json(code.replace("DATA['seed'].encode()", "__import__('binascii').unhexlify(DATA['seed'])"),
-                       {"seed": seed.hex()}, paths=PATHS, files={"store_a.bin": old})
+    out = run_mpy_json(
+        code.replace("DATA['seed'].encode()", "__import__('binascii').unhexlify(DATA['seed'])"),
+        {"seed": seed.hex()},
+        paths=PATHS,
+        files={"store_a.bin": old},
+    )
     assert out[:10] == [True, True, "totp", 17, -2500, 1767225600, "KF000123454", 0, 9, True]
     # reserve_next_counter wrote store_b (format 2), set_drift store_a again (format 2)
     assert out[10:] == [124, 124, 18, 1, 11, True]

@@ -43,12 +43,20 @@ T0 = 1_767_225_615  # 2026-01-01 00:00:15 UTC: 15 s into a 30 s step
 # --- helpers shared with test_lock_security.py ------------------------------------------------------
 
 
-def new_record(mode: str = "hotp", algorithm: str = "sha1", digits: int = 6, period: int = 30,
-               counter: int = 0) -> TokenRecord:
+def new_record(
+    mode: str = "hotp", algorithm: str = "sha1", digits: int = 6, period: int = 30, counter: int = 0
+) -> TokenRecord:
     """A token record with a fresh seed (20 bytes for SHA1, 32 for SHA256) and a fresh serial."""
     seed = secrets.token_bytes(32 if algorithm == "sha256" else 20)
-    return TokenRecord(serial=make_serial(secrets.randbelow(10**8)), mode=mode, algorithm=algorithm,
-                       digits=digits, secret=seed, counter=counter, period=period)
+    return TokenRecord(
+        serial=make_serial(secrets.randbelow(10**8)),
+        mode=mode,
+        algorithm=algorithm,
+        digits=digits,
+        secret=seed,
+        counter=counter,
+        period=period,
+    )
 
 
 def tap(tok) -> bytearray:
@@ -70,8 +78,14 @@ def tap(tok) -> bytearray:
 def seed_forms(seed: bytes) -> dict[str, bytes]:
     """The seed as it could leak: raw, hex (both cases), base32 (with and without padding)."""
     b32text = base64.b32encode(seed)
-    return {"raw": seed, "hex": seed.hex().encode(), "HEX": seed.hex().upper().encode(),
-            "base32": b32text, "base32-nopad": b32text.rstrip(b"="), "base32-lower": b32text.lower()}
+    return {
+        "raw": seed,
+        "hex": seed.hex().encode(),
+        "HEX": seed.hex().upper().encode(),
+        "base32": b32text,
+        "base32-nopad": b32text.rstrip(b"="),
+        "base32-lower": b32text.lower(),
+    }
 
 
 def leaks(data: bytes, seed: bytes) -> list[str]:
@@ -81,15 +95,19 @@ def leaks(data: bytes, seed: bytes) -> list[str]:
 
 
 def open_client(tok, timeout: float = 5.0) -> TokenClient:
-    return TokenClient(serial.Serial(tok.port, 115200, timeout=0.05), timeout=timeout * tok.patience,
-                       reset_timeout=RESET_TIMEOUT * tok.patience)
+    return TokenClient(
+        serial.Serial(tok.port, 115200, timeout=0.05),
+        timeout=timeout * tok.patience,
+        reset_timeout=RESET_TIMEOUT * tok.patience,
+    )
 
 
 def mpremote(port: str, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess | None:
     """Run stock mpremote against the port; None when it had to be killed at `timeout`."""
     try:
-        return subprocess.run([sys.executable, "-m", "mpremote", "connect", port, *args],
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "mpremote", "connect", port, *args], capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return None
 
@@ -161,15 +179,22 @@ def test_provision_lock_press_shows_pyotp_codes(make_token):
             assert hmac.compare_digest(kcv, kcv_of(rec.secret, rec.algorithm))
             # Letters a..p: never one of the token's decimal codes, for any counter.
             assert not kcv.isdigit()
-            codes = {pyotp.HOTP(b32(rec.secret), digits=rec.digits,
-                                digest=getattr(hashlib, rec.algorithm)).at(c) for c in range(10_001)}
+            codes = {
+                pyotp.HOTP(b32(rec.secret), digits=rec.digits, digest=getattr(hashlib, rec.algorithm)).at(c)
+                for c in range(10_001)
+            }
             assert kcv not in codes
             if rec.mode == "totp":
                 client.settime(now=T0)
             client.lock()
             info = client.info()
             assert (info.serial, info.mode, info.algorithm, info.digits, info.period) == (
-                rec.serial, rec.mode, rec.algorithm, rec.digits, rec.period)
+                rec.serial,
+                rec.mode,
+                rec.algorithm,
+                rec.digits,
+                rec.period,
+            )
             assert info.provisioned and info.locked and info.board == tok.deploy_board
             assert info.counter == rec.counter
             assert text_lines(tok.screen()) == ["Locked"]
@@ -235,7 +260,7 @@ def test_reset_refused_without_button_then_wipes_with_it(make_token):
         assert result.get("ok"), result
         steps = [p.step for p in result["progress"]]
         assert steps[0] == "wait" and "hold" in steps and "scrub" in steps
-        after = steps[len(steps) - steps[::-1].index("scrub"):]
+        after = steps[len(steps) - steps[::-1].index("scrub") :]
         assert set(after) <= {"release"}  # after the scrub, only waiting for the finger to lift
         holds = [p.done for p in result["progress"] if p.step == "hold"]
         assert holds == [0, 1, 2, 3, 4, 5]  # one report a second of the countdown, then held
@@ -290,7 +315,8 @@ def _keyfob_reset(port: str) -> tuple[threading.Thread, dict]:
 
     done: dict = {}
     th = threading.Thread(
-        target=lambda: done.setdefault("r", CliRunner().invoke(main, ["reset", "--port", port])), daemon=True)
+        target=lambda: done.setdefault("r", CliRunner().invoke(main, ["reset", "--port", port])), daemon=True
+    )
     th.start()
     return th, done
 
@@ -512,8 +538,7 @@ def _bad_frames(good_fields: dict) -> list[tuple[str, bytes, str]]:
         "period-45": {"period": 45},
         "mode": {"mode": "motp"},
         "algorithm": {"algorithm": "md5"},
-        "serial-check-digit": {"serial": good_fields["serial"][:-1]
-                               + str((int(good_fields["serial"][-1]) + 1) % 10)},
+        "serial-check-digit": {"serial": good_fields["serial"][:-1] + str((int(good_fields["serial"][-1]) + 1) % 10)},
         "serial-lower": {"serial": good_fields["serial"].lower()},
         "counter-negative": {"counter": -1},
         "counter-2**64-1": {"counter": 2**64 - 1},
@@ -529,8 +554,7 @@ def _bad_frames(good_fields: dict) -> list[tuple[str, bytes, str]]:
         cases.append((name, frames.encode_json(frames.PROVISION, fields), "field"))
     # A frame cut off and never finished (the 1 s timeout answers it), then nothing else.
     cases.append(("truncated", info[:6], "truncated"))
-    cases.append(("truncated-mid-payload",
-                  frames.encode_json(frames.PROVISION, good_fields)[:40], "truncated"))
+    cases.append(("truncated-mid-payload", frames.encode_json(frames.PROVISION, good_fields)[:40], "truncated"))
     return cases
 
 
@@ -538,8 +562,15 @@ def _bad_frames(good_fields: dict) -> list[tuple[str, bytes, str]]:
 # unix tier only (the Pico tier's other tests send it good and bad bytes too).
 def test_every_bad_frame_gets_an_error_and_changes_nothing(make_token):
     rec = new_record()
-    good = {"seed": rec.secret.hex(), "serial": rec.serial, "mode": "hotp", "algorithm": "sha1",
-            "digits": 6, "period": 30, "counter": 0}
+    good = {
+        "seed": rec.secret.hex(),
+        "serial": rec.serial,
+        "mode": "hotp",
+        "algorithm": "sha1",
+        "digits": 6,
+        "period": 30,
+        "counter": 0,
+    }
     fresh, locked = make_token("fresh"), make_token("locked")
     fresh.power_on()
     locked.power_on()

@@ -171,7 +171,9 @@ def test_bad_input_one_line_nonzero_nothing_written(env, db):
     (env / "other.key").chmod(0o600)
     (env / "huge.csv").write_text(f"{make_serial(23)},{SEED.hex()},hotp,6,{2**63}\n")
     (env / "fine.csv").write_text(f"{make_serial(24)},{SEED.hex()},hotp,6,0\n")
-    (env / "fine.txt").write_text(f"otpauth://hotp/x:{make_serial(25)}?secret={base64.b32encode(SEED).decode()}&counter=0\n")
+    (env / "fine.txt").write_text(
+        f"otpauth://hotp/x:{make_serial(25)}?secret={base64.b32encode(SEED).decode()}&counter=0\n"
+    )
     (env / "notes.txt").write_text("not a database\n")
     (env / "notes.txt").chmod(0o600)
     (env / "fake.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 3000)

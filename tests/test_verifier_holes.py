@@ -524,4 +524,3 @@ def test_cli_serial_lookalike_is_refused_clearly(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "ASCII" in res.stderr, res.output
     res = r.invoke(main, ["server", "config", "--set", "max_fail=५", *db])
     assert res.exit_code == 2, res.output
-

@@ -50,10 +50,7 @@ def _child(db, code, start, hold, queue, policy=POLICY):
     v = Verifier.open(db, key=KEY, policy=policy)
     try:
         results = []
-        ts = [
-            threading.Thread(target=_submit, args=(v, code, start, results, hold))
-            for _ in range(THREADS_PER_PROC)
-        ]
+        ts = [threading.Thread(target=_submit, args=(v, code, start, results, hold)) for _ in range(THREADS_PER_PROC)]
         for t in ts:
             t.start()
         for t in ts:
@@ -197,9 +194,7 @@ def test_parallel_wrong_codes_check_exactly_the_limit(db, databases, how, policy
     if held is not None:
         _hold_after_password(v, held)
     results: list = []
-    threads = [
-        threading.Thread(target=_submit_wrong, args=(v, how, c, start, results)) for c in wrong[:WRONG_THREADS]
-    ]
+    threads = [threading.Thread(target=_submit_wrong, args=(v, how, c, start, results)) for c in wrong[:WRONG_THREADS]]
     for t in threads:
         t.start()
     start.wait()

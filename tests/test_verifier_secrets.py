@@ -60,9 +60,7 @@ def test_no_secret_in_database_or_logs(tmp_path, db, databases, caplog, monkeypa
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.INFO, logger="sqlalchemy.engine")  # SQL with bound parameters (restored after)
     clock = Clock()
-    v = Verifier.init(
-        db, key_file=tmp_path / "v.key", policy=Policy(password_profile="fast"), clock=clock
-    )
+    v = Verifier.init(db, key_file=tmp_path / "v.key", policy=Policy(password_profile="fast"), clock=clock)
     serials = {name: make_serial(900 + i) for i, name in enumerate(SEEDS)}
     v.import_records(
         [
@@ -187,9 +185,7 @@ def test_no_secret_in_database_or_logs(tmp_path, db, databases, caplog, monkeypa
             if c.isdigit():
                 # a code on its own, not a piece of a longer number (serials, timestamps)
                 found = c.encode() in blob and re.search(rb"(?<![0-9])%s(?![0-9])" % c.encode(), blob)
-                assert not found, (
-                    f"a typed code is in the {where}"
-                )
+                assert not found, f"a typed code is in the {where}"
             else:
                 for form in (c, c.replace("-", ""), c.upper()):
                     assert form.encode() not in blob, f"a backup code is in the {where}"

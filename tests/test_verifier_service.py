@@ -369,8 +369,7 @@ def test_backup_codes_single_use_and_lost_token(v):
     assert (
         v.verify(
             "kate",
-            PW
-            + pyotp.HOTP(base64.b32encode(SHA256_SEED).decode(), digest=__import__("hashlib").sha256).at(1),
+            PW + pyotp.HOTP(base64.b32encode(SHA256_SEED).decode(), digest=__import__("hashlib").sha256).at(1),
         ).serial
         == s2
     )

@@ -446,9 +446,7 @@ def test_add_resync_remove_two_factor_off_and_backup_codes(site):
         follow_redirects=False,
     )
     assert r.headers["location"] == "/web/security?done=resynced"
-    r = c.post(
-        "/web/security/remove", data={"csrf": token, "serial": SERIALS[3], "code": site.code(0), "password": PW}
-    )
+    r = c.post("/web/security/remove", data={"csrf": token, "serial": SERIALS[3], "code": site.code(0), "password": PW})
     assert r.status_code == 400  # token 0's code does not remove token 3
     r = c.post(
         "/web/security/remove",

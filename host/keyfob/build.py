@@ -26,7 +26,6 @@ from keyfob.errors import Failed
 SOURCE_ONLY = ("main.py", "boot.py")
 
 
-
 class BuildError(Failed, RuntimeError):
     """mpy-cross rejected a file (the message holds its diagnostics)."""
 
@@ -128,9 +127,7 @@ def check(root: Path | None = None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keyfob.build", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--check", action="store_true", help="compile everything, report errors, write nothing"
-    )
+    parser.add_argument("--check", action="store_true", help="compile everything, report errors, write nothing")
     parser.add_argument("--board", help="board to build (default: all boards)")
     parser.add_argument("--out", help="output folder (default: build/ in the checkout, else here)")
     parser.add_argument("--root", help="folder with firmware/ and boards/ (default: this keyfob's own)")

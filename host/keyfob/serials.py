@@ -78,9 +78,7 @@ def normalize_serial(text: str) -> str:
         raise SerialError("a serial number is text")
     match = _SERIAL_RE.match(_forgiven(text))
     if not match:
-        raise SerialError(
-            f"not a keyfob serial number (expected {PREFIX} followed by {BODY_DIGITS + 1} digits)"
-        )
+        raise SerialError(f"not a keyfob serial number (expected {PREFIX} followed by {BODY_DIGITS + 1} digits)")
     body, check = match.groups()
     if check_digit(body) != int(check):
         raise SerialError("the keyfob serial number has a wrong check digit (mistyped?)")

@@ -40,8 +40,7 @@ COMMANDS = {
     "provision": ("provision", "Give tokens a fresh seed and serial, set their clock, lock them, and save the seeds."),
     "radius": (
         "radius",
-        "Answer RADIUS Access-Requests (PAP, password+code in User-Password) with Access-Accept or "
-        "Access-Reject.",
+        "Answer RADIUS Access-Requests (PAP, password+code in User-Password) with Access-Accept or Access-Reject.",
     ),
     "reset": (
         "provision",

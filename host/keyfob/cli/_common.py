@@ -41,7 +41,7 @@ def _note_json(ctx: click.Context, param, value: bool) -> bool:
     return value
 
 
-def json_option(fn=None, *, help: str = "Machine-readable output (errors too: README, \"JSON errors\")."):
+def json_option(fn=None, *, help: str = 'Machine-readable output (errors too: README, "JSON errors").'):
     """``--json`` (the ``as_json`` parameter), which every command has."""
     option = click.option("--json", "as_json", is_flag=True, callback=_note_json, help=help)
     return option(fn) if fn is not None else option

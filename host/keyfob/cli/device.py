@@ -134,10 +134,7 @@ def flash(
         )
         return
     where = " at 0x%X" % result.offset if result.board == "esp32" else ""
-    click.echo(
-        "Flashed MicroPython onto the %s on %s%s (%d bytes)."
-        % (result.chip, result.target, where, result.size)
-    )
+    click.echo("Flashed MicroPython onto the %s on %s%s (%d bytes)." % (result.chip, result.target, where, result.size))
 
 
 def register(main: click.Group) -> None:

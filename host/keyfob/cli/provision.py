@@ -25,6 +25,7 @@ def _words(values) -> list[str]:
     """Numbers as click choices (typed as text)."""
     return [str(v) for v in values]
 
+
 #: Default pre-shared key file for seed files (override with $KEYFOB_TRANSPORT_KEY_FILE or --key-file).
 KEY_FILE_ENV = prov.KEY_FILE_ENV
 default_key_file = prov.default_key_file
@@ -164,7 +165,7 @@ def _protection(key_file: str | None, passphrase_stdin: bool, plain: bool) -> pr
     type=click.Choice(_words(KEYFOB.periods)),
     default=str(DEFAULT_PERIOD),
     show_default=True,
-    help="TOTP time step in seconds."
+    help="TOTP time step in seconds.",
 )
 @click.option(
     "--serial",
@@ -373,8 +374,8 @@ def _signed(n: int | float, unit: str) -> str:
 @json_option
 def time_sync_cmd(ports, as_json) -> None:
     """Set the tokens' clocks to this computer's UTC time; report the offset found and the drift the
-    token has learned (from two syncs at least a week apart). A locked token refuses a correction
-larger than its clock can drift since the last sync (docs/protocol.md section 5)."""
+        token has learned (from two syncs at least a week apart). A locked token refuses a correction
+    larger than its clock can drift since the last sync (docs/protocol.md section 5)."""
     targets = list(ports) or _all_ports()
     if not targets:
         raise Unavailable("no token found: connect one or give --port")
@@ -445,8 +446,12 @@ def reset_cmd(port: str | None, as_json: bool) -> None:
         "screen (let go to cancel). Then keep it powered until this says done.",
         err=True,
     )
-    text = {"wait": "Waiting for the button (s)", "hold": "Hold the button (s)", "scrub": "Scrubbing flash (bytes)",
-            "release": "Done: let go of the button (s)"}
+    text = {
+        "wait": "Waiting for the button (s)",
+        "hold": "Hold the button (s)",
+        "scrub": "Scrubbing flash (bytes)",
+        "release": "Done: let go of the button (s)",
+    }
     try:
         with TokenClient(port) as client, _progress() as bar:
             task = bar.add_task(text["wait"], total=10)

@@ -54,9 +54,7 @@ def open_verifier(db: str | None, key_file: str | None, *, serving: bool = False
     """Open the database with the policy stored in it (the same on every node); ``serving`` for a
     server that runs for hours (see :meth:`Verifier.open`)."""
     # KEYFOB_ARGON2_PROFILE=fast is a test-only switch (cheap password hashes); see passwords.py.
-    return Verifier.open(
-        db or default_db(), key_file=key_file, password_profile=profile_from_env(), serving=serving
-    )
+    return Verifier.open(db or default_db(), key_file=key_file, password_profile=profile_from_env(), serving=serving)
 
 
 def actor() -> str:

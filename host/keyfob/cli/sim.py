@@ -104,25 +104,40 @@ def _step(tok, words: list[str]) -> bool:
 
 
 BOARD_OPTION = click.option(
-    "--board", type=click.Choice(["unix", "pico"]), default="unix", show_default=True,
-    help="unix: the firmware under the MicroPython unix port; pico: the real Pico port in an emulated RP2040.")
+    "--board",
+    type=click.Choice(["unix", "pico"]),
+    default="unix",
+    show_default=True,
+    help="unix: the firmware under the MicroPython unix port; pico: the real Pico port in an emulated RP2040.",
+)
 WORKDIR_OPTION = click.option(
-    "--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Where the token keeps its flash image and clock (default: ~/.local/state/keyfob/sim).")
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the token keeps its flash image and clock (default: ~/.local/state/keyfob/sim).",
+)
 
 
 @sim.command("run")
 @BOARD_OPTION
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the token keeps its flash image and clock (default: ~/.local/state/keyfob/sim).")
-@click.option("--deploy/--no-deploy", default=None,
-              help="Copy the current firmware onto the flash first (default: yes, unless the token is locked).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the token keeps its flash image and clock (default: ~/.local/state/keyfob/sim).",
+)
+@click.option(
+    "--deploy/--no-deploy",
+    default=None,
+    help="Copy the current firmware onto the flash first (default: yes, unless the token is locked).",
+)
 @click.option("--heapsize", default=None, help="MicroPython heap, e.g. 160K (a small chip plus the emulated parts).")
 @click.option("--hold", is_flag=True, help="Power on with the button held.")
-@json_option(help='Announce the token as {"board", "port", "workdir"} on stdout (errors as JSON too); '
-             "the console itself stays text.")
-def run(board: str, workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: bool,
-        as_json: bool) -> None:
+@json_option(
+    help='Announce the token as {"board", "port", "workdir"} on stdout (errors as JSON too); '
+    "the console itself stays text."
+)
+def run(board: str, workdir: Path | None, deploy: bool | None, heapsize: str | None, hold: bool, as_json: bool) -> None:
     """Start a virtual token and drive it from the keyboard (type ? for the commands).
 
     Its USB port is printed: use it with mpremote, pyserial or the keyfob commands
@@ -222,8 +237,13 @@ def _print_screen(reply: dict) -> None:
 @BOARD_OPTION
 @WORKDIR_OPTION
 @click.option("--bare", is_flag=True, help="A Pico with no MicroPython yet: it shows its BOOTSEL drive.")
-@click.option("--oled-addr", type=click.Choice(["0x3c", "0x3d"], case_sensitive=False), default="0x3c",
-              show_default=True, help="Where the emulated panel answers (Pico tier).")
+@click.option(
+    "--oled-addr",
+    type=click.Choice(["0x3c", "0x3d"], case_sensitive=False),
+    default="0x3c",
+    show_default=True,
+    help="Where the emulated panel answers (Pico tier).",
+)
 @json_option(help='Print {"board", "port", "drive", "workdir"}.')
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the token to come up.")
 def start(board: str, workdir: Path | None, bare: bool, oled_addr: str, as_json: bool, timeout: float) -> None:
@@ -245,8 +265,7 @@ def start(board: str, workdir: Path | None, bare: bool, oled_addr: str, as_json:
         raise Refused(f"a virtual token is already running in {wd} (keyfob sim stop --workdir {wd})")
     wd.mkdir(parents=True, exist_ok=True)
     state_path(wd).unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "keyfob.sim.daemon", "--board", board, "--workdir", str(wd),
-            "--oled-addr", oled_addr]
+    argv = [sys.executable, "-m", "keyfob.sim.daemon", "--board", board, "--workdir", str(wd), "--oled-addr", oled_addr]
     if bare:
         argv.append("--bare")
     with open(wd / "sim.log", "ab") as log:

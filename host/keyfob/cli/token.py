@@ -85,8 +85,7 @@ def _pskc_options(fn):
         "key_hex",
         default=None,
         metavar="HEX",
-        help="The PSKC pre-shared AES key in hex (128/192/256 bit). Visible in the process list: "
-        "prefer --psk-file.",
+        help="The PSKC pre-shared AES key in hex (128/192/256 bit). Visible in the process list: prefer --psk-file.",
     )(fn)
     return fn
 
@@ -172,9 +171,7 @@ def _formats_error(fn):
     show_default=True,
     help="PSKC (RFC 6030), OATH CSV, or otpauth:// URIs one per line.",
 )
-@click.option(
-    "--out", "out", required=True, type=click.Path(dir_okay=False), help="File to write (mode 0600)."
-)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="File to write (mode 0600).")
 @_pskc_options
 @click.option(
     "--plain",
@@ -280,9 +277,7 @@ def twin(serial, png, svg, terminal, show_uri, issuer, understood, force, db, ke
     go to a file (--png/--svg) or be left out (--show-uri alone).
     """
     if not understood:
-        raise BadInput(
-            "a twin copies the token's seed to another device: add --i-understand-this-copies-the-seed"
-        )
+        raise BadInput("a twin copies the token's seed to another device: add --i-understand-this-copies-the-seed")
     targets = [x for x in (png, svg) if x is not None]
     if len(targets) + terminal > 1:
         raise BadInput("choose one of --png, --svg, --terminal")
@@ -348,9 +343,7 @@ def _token_dict(t) -> dict:
 
 @token.command("list")
 @click.option("--user", "user_name", default=None, help="Only this user's tokens.")
-@click.option(
-    "--state", type=click.Choice(["unassigned", "active", "disabled", "lost", "revoked"]), default=None
-)
+@click.option("--state", type=click.Choice(["unassigned", "active", "disabled", "lost", "revoked"]), default=None)
 @db_options
 @json_option
 @handle_errors
@@ -501,10 +494,7 @@ def lost(serial, db, key_file, as_json) -> None:
     if as_json:
         emit_json({"serial": info.serial, "user": info.user, "backup_codes": codes})
         return
-    click.echo(
-        f"token {info.serial} marked lost. Backup codes for {info.user} (each works once; "
-        "shown only now):"
-    )
+    click.echo(f"token {info.serial} marked lost. Backup codes for {info.user} (each works once; shown only now):")
     for c in codes:
         click.echo(f"  {c}")
 

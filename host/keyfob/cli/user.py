@@ -50,10 +50,7 @@ def list_(db, key_file, as_json) -> None:
         users = v.list_users()
     if as_json:
         emit_json(
-            [
-                {"user": u.name, "twofa": u.twofa, "tokens": u.tokens, "backup_codes": u.backup_codes}
-                for u in users
-            ]
+            [{"user": u.name, "twofa": u.twofa, "tokens": u.tokens, "backup_codes": u.backup_codes} for u in users]
         )
         return
     from rich.table import Table

@@ -193,9 +193,7 @@ class TokenClient:
     ...     tok.info().serial
     """
 
-    def __init__(
-        self, port_or_serial, timeout: float = DEFAULT_TIMEOUT, reset_timeout: float = RESET_TIMEOUT
-    ):
+    def __init__(self, port_or_serial, timeout: float = DEFAULT_TIMEOUT, reset_timeout: float = RESET_TIMEOUT):
         if isinstance(port_or_serial, str) or hasattr(port_or_serial, "in_waiting"):
             self._t = SerialTransport(port_or_serial)
         else:
@@ -343,6 +341,5 @@ class TokenClient:
         obj = self.request(frames.RESET, timeout=self.reset_timeout, progress=report)
         if obj.get("scrubbed") is not True:
             raise ProtocolError(
-                "RESET reply does not say the flash scrub completed (firmware too old?): "
-                "treat the token as not wiped"
+                "RESET reply does not say the flash scrub completed (firmware too old?): treat the token as not wiped"
             )

@@ -172,8 +172,7 @@ def find_image(board: str, folder: str | os.PathLike = IMAGE_FOLDER) -> Path:
     candidates = sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
     if not candidates:
         raise MissingImageError(
-            "no %s image for %s in %s/: %s"
-            % (pattern[1:], board, os.fspath(folder), _where_to_put(board, folder))
+            "no %s image for %s in %s/: %s" % (pattern[1:], board, os.fspath(folder), _where_to_put(board, folder))
         )
     if len(candidates) > 1:
         names = ", ".join(p.name for p in candidates)
@@ -252,8 +251,7 @@ def check_esp32_image(image: str | os.PathLike) -> Esp32Image:
     if chip is None:
         name = _OTHER_CHIP_IDS.get(chip_id, "chip id %d" % chip_id)
         raise WrongBoardError(
-            "%s is built for %s, which keyfob does not support (the classic ESP32 only)"
-            % (path.name, name)
+            "%s is built for %s, which keyfob does not support (the classic ESP32 only)" % (path.name, name)
         )
     if chip.name not in SUPPORTED_ESP32:
         raise WrongBoardError("%s is built for %s: %s" % (path.name, chip.name, _variant_refused(chip.name)))
@@ -270,13 +268,9 @@ def check_uf2_image(image: str | os.PathLike) -> bytes:
     path, data = _read_image(image, "rp2040")
     if path.suffix.lower() != ".uf2" or not _looks_like_uf2(data):
         kind = "an ESP32 .bin image" if data[:1] == bytes([ESP_IMAGE_MAGIC]) else "not a UF2 file"
-        raise ImageTypeError(
-            "%s is %s; an RP2040 needs the .uf2 from %s" % (path.name, kind, _download_hint("rp2040"))
-        )
+        raise ImageTypeError("%s is %s; an RP2040 needs the .uf2 from %s" % (path.name, kind, _download_hint("rp2040")))
     if len(data) % UF2_BLOCK:
-        raise ImageTypeError(
-            "%s is not a whole number of 512-byte UF2 blocks (truncated download?)" % path.name
-        )
+        raise ImageTypeError("%s is not a whole number of 512-byte UF2 blocks (truncated download?)" % path.name)
     rp2040_blocks = 0
     for n in range(len(data) // UF2_BLOCK):
         at = n * UF2_BLOCK
@@ -292,16 +286,12 @@ def check_uf2_image(image: str | os.PathLike) -> bytes:
         elif family != RP2_ABSOLUTE_FAMILY:
             name = _UF2_FAMILIES.get(family, "family 0x%08X" % family)
             raise WrongBoardError(
-                "%s is built for %s, not the RP2040: use the .uf2 from %s"
-                % (path.name, name, _download_hint("rp2040"))
+                "%s is built for %s, not the RP2040: use the .uf2 from %s" % (path.name, name, _download_hint("rp2040"))
             )
     if not rp2040_blocks and any(
-        struct.unpack_from("<I", data, n * UF2_BLOCK + 8)[0] & UF2_FLAG_FAMILY_ID
-        for n in range(len(data) // UF2_BLOCK)
+        struct.unpack_from("<I", data, n * UF2_BLOCK + 8)[0] & UF2_FLAG_FAMILY_ID for n in range(len(data) // UF2_BLOCK)
     ):
-        raise WrongBoardError(
-            "%s has no RP2040 blocks: use the .uf2 from %s" % (path.name, _download_hint("rp2040"))
-        )
+        raise WrongBoardError("%s has no RP2040 blocks: use the .uf2 from %s" % (path.name, _download_hint("rp2040")))
     return data
 
 
@@ -316,8 +306,7 @@ def find_esp32_port(devices: Iterable[ports.Device] | None = None) -> str:
         return usable[0].port
     if len(usable) > 1:
         raise FlashError(
-            "several serial ports could be an ESP32 (%s): pick one with --port"
-            % ", ".join(d.port for d in usable)
+            "several serial ports could be an ESP32 (%s): pick one with --port" % ", ".join(d.port for d in usable)
         )
     rp = [d.port for d in devices if d.kind == "rp2040"]
     if rp:
@@ -417,9 +406,7 @@ def flash_esp32(
     else:
         for d in listed:
             if d.port == port and d.kind == "rp2040":
-                raise WrongBoardError(
-                    "%s is an RP2040 (USB %s), not an ESP32: use --board rp2040" % (port, d.usb_id)
-                )
+                raise WrongBoardError("%s is an RP2040 (USB %s), not an ESP32: use --board rp2040" % (port, d.usb_id))
     if cmds is None:
         import esptool.cmds as cmds
     errors = _esptool_errors()
@@ -442,8 +429,7 @@ def flash_esp32(
             chip = ESP32_CHIPS.get(name)
             if chip is None:
                 raise WrongBoardError(
-                    "the board on %s is an %s, which keyfob does not support (the classic ESP32 only)"
-                    % (port, name)
+                    "the board on %s is an %s, which keyfob does not support (the classic ESP32 only)" % (port, name)
                 )
             if chip.name not in SUPPORTED_ESP32:
                 raise WrongBoardError("the board on %s is an %s: %s" % (port, chip.name, _variant_refused(chip.name)))
@@ -472,8 +458,7 @@ def flash_esp32(
                 cmds.reset_chip(esp, "hard-reset")
             except errors as exc:
                 raise FlashError(
-                    "flashing %s on %s failed while %s: %s"
-                    % (chip.name, port, _doing(stage[0]), _one_line(exc))
+                    "flashing %s on %s failed while %s: %s" % (chip.name, port, _doing(stage[0]), _one_line(exc))
                 ) from None
         finally:
             _close(esp)
@@ -542,14 +527,11 @@ def find_rp2_drive(mount_points: Iterable[str | os.PathLike] | None = None) -> P
         return drives[0]
     if len(drives) > 1:
         raise FlashError(
-            "several RPI-RP2 drives mounted (%s): unplug all but one or pass --drive"
-            % ", ".join(map(str, drives))
+            "several RPI-RP2 drives mounted (%s): unplug all but one or pass --drive" % ", ".join(map(str, drives))
         )
     if others:
         folder, board = others[0]
-        raise WrongBoardError(
-            "the UF2 drive at %s is a %s bootloader, not an RP2040 (RPI-RP2)" % (folder, board)
-        )
+        raise WrongBoardError("the UF2 drive at %s is a %s bootloader, not an RP2040 (RPI-RP2)" % (folder, board))
     where = (
         ", ".join(map(str, candidates))
         if mount_points is not None

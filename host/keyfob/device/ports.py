@@ -229,9 +229,7 @@ def list_sims() -> list[Device]:
     return sims
 
 
-def list_devices(
-    comports: Callable[[], Iterable] | None = None, *, include_sims: bool = True
-) -> list[Device]:
+def list_devices(comports: Callable[[], Iterable] | None = None, *, include_sims: bool = True) -> list[Device]:
     """Every supported USB board, then every running virtual token."""
     devices = list_usb(comports)
     if include_sims:

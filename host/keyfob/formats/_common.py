@@ -95,9 +95,7 @@ def read_limited(path: str | os.PathLike[str]) -> bytes:
     except OSError as exc:
         raise FormatError(f"{os.fspath(path)}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_FILE_BYTES:
-        raise FormatError(
-            f"{os.fspath(path)}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, not a seed file"
-        )
+        raise FormatError(f"{os.fspath(path)}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB, not a seed file")
     return data
 
 

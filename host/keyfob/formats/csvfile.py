@@ -35,9 +35,7 @@ HEADER = ("serial", "seed", "type", "digits", "counter/period", "algorithm")
 
 
 def _is_header(row: list[str]) -> bool:
-    return (
-        len(row) >= 3 and row[0].strip().lower().startswith("serial") and row[2].strip().lower() not in RECORDS.modes
-    )
+    return len(row) >= 3 and row[0].strip().lower().startswith("serial") and row[2].strip().lower() not in RECORDS.modes
 
 
 def _int_field(text: str, name: str, default: int, where: str) -> int:
@@ -119,9 +117,7 @@ def format_csv(records: Iterable[TokenRecord], where: str = "CSV") -> str:
     writer.writerow(HEADER)
     for record in check_records(records, where):
         last = record.counter if record.mode == "hotp" else record.period
-        writer.writerow(
-            (record.serial, record.secret.hex(), record.mode, record.digits, last, record.algorithm)
-        )
+        writer.writerow((record.serial, record.secret.hex(), record.mode, record.digits, last, record.algorithm))
     return out.getvalue()
 
 

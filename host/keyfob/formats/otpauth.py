@@ -162,8 +162,6 @@ def format_uris(records: Iterable[TokenRecord], issuer: str = DEFAULT_ISSUER, wh
     return "".join(build_uri(record, issuer) + "\n" for record in check_records(records, where))
 
 
-def write_uris(
-    path: str | os.PathLike[str], records: Iterable[TokenRecord], issuer: str = DEFAULT_ISSUER
-) -> None:
+def write_uris(path: str | os.PathLike[str], records: Iterable[TokenRecord], issuer: str = DEFAULT_ISSUER) -> None:
     """Write ``records`` as otpauth URIs at ``path`` (mode 0600, replaced atomically). Seeds in the clear."""
     write_private(path, format_uris(records, issuer, os.fspath(path)).encode("utf-8"))

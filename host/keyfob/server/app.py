@@ -25,6 +25,7 @@ from .limits import BodyLimit
 
 log = logging.getLogger("keyfob.server")
 
+
 def logins_in_flight(db: str) -> int:
     """How many logins a worker checks at once; the others wait their turn, in order. SQLite runs one
     write at a time for the whole file, and a store's writers take turns (:mod:`keyfob.verifier.sql`),

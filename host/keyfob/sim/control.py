@@ -75,9 +75,7 @@ class ControlServer:
                 self.generation += 1
                 gen = self.generation
                 self._cond.notify_all()
-            threading.Thread(
-                target=self._read_loop, args=(conn, gen), name="keyfob-sim-ctrl-rx", daemon=True
-            ).start()
+            threading.Thread(target=self._read_loop, args=(conn, gen), name="keyfob-sim-ctrl-rx", daemon=True).start()
 
     def _read_loop(self, conn: socket.socket, gen: int) -> None:
         buf = b""

@@ -48,7 +48,7 @@ QUIET_BUSY_PERMILLE = 300
 UF2_MAGIC = (0x0A324655, 0x9E5D5157, 0x0AB16F30)
 RP2040_FAMILY = 0xE48BFF56
 _INFO_UF2 = "UF2 Bootloader v3.0\r\nModel: Raspberry Pi RP2\r\nBoard-ID: RPI-RP2\r\n"
-_INDEX_HTM = '<html><head><meta http-equiv="refresh" content="0;URL=\'https://raspberrypi.com/device/RP2?version=E0C9125B0D9B\'"/></head><body>Redirecting to <a href=\'https://raspberrypi.com/device/RP2?version=E0C9125B0D9B\'>raspberrypi.com</a></body></html>\r\n'  # noqa: E501
+_INDEX_HTM = "<html><head><meta http-equiv=\"refresh\" content=\"0;URL='https://raspberrypi.com/device/RP2?version=E0C9125B0D9B'\"/></head><body>Redirecting to <a href='https://raspberrypi.com/device/RP2?version=E0C9125B0D9B'>raspberrypi.com</a></body></html>\r\n"  # noqa: E501
 
 
 # -- inputs: the UF2, the boot ROM, the runner ---------------------------------------------------

@@ -454,9 +454,7 @@ class PtyBridge:
                 self._host_out(data)
         rc = proc.returncode
         _live_groups.discard(proc.pid)
-        soft_reset = (
-            not self._killing and not self._closed and rc == 0 and self._last_in == b"\x04"
-        )
+        soft_reset = not self._killing and not self._closed and rc == 0 and self._last_in == b"\x04"
         if not self._killing and not self._closed and rc == -signal.SIGUSR1:
             # The sim reset itself (a wake-up from deep sleep): the next boot, at once.
             pending = bytes(self._to_child)

@@ -145,9 +145,7 @@ class Screen:
         img = Image.new("L", (self.width, self.height), 0)
         img.putdata([255 if v else 0 for row in self.rows() for v in row])
         img = img.resize((self.width * scale, self.height * scale), Image.NEAREST)
-        rgb = Image.merge(
-            "RGB", (img.point(lambda v: v * 200 // 255), img.point(lambda v: v * 230 // 255), img)
-        )
+        rgb = Image.merge("RGB", (img.point(lambda v: v * 200 // 255), img.point(lambda v: v * 230 // 255), img))
         rgb.save(path, "PNG")
 
     # -- reading it -------------------------------------------------------------

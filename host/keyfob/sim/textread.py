@@ -31,9 +31,7 @@ print(' '.join(out))
 @functools.lru_cache(maxsize=1)
 def rom_font() -> dict[bytes, str]:
     """Glyph (8 column bytes, bit 0 = top row) -> character, for ASCII 32..126."""
-    run = subprocess.run(
-        [micropython_exe(), "-c", _DRAW_FONT], capture_output=True, text=True, timeout=30, check=True
-    )
+    run = subprocess.run([micropython_exe(), "-c", _DRAW_FONT], capture_output=True, text=True, timeout=30, check=True)
     glyphs = run.stdout.split()
     font: dict[bytes, str] = {}
     for i, hexed in enumerate(glyphs):

@@ -120,16 +120,16 @@ class SeedBox:
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
             raise KeyFileError("the seed key must be 32 bytes")
         self._aead = AESGCM(bytes(key))
-        self._backup_key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyfob-backup-codes"
-        ).derive(bytes(key))
-        self._tag_key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyfob-name-tags"
-        ).derive(bytes(key))
+        self._backup_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyfob-backup-codes").derive(
+            bytes(key)
+        )
+        self._tag_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyfob-name-tags").derive(
+            bytes(key)
+        )
         # the web pages' session-signing secret: kept as the seed key is, shared by every node
-        self._session_key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyfob-web-sessions"
-        ).derive(bytes(key))
+        self._session_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyfob-web-sessions").derive(
+            bytes(key)
+        )
 
     def __repr__(self) -> str:
         return "SeedBox(<key hidden>)"
@@ -142,9 +142,7 @@ class SeedBox:
         try:
             if blob[:1] != _VERSION:
                 raise InvalidTag
-            return self._aead.decrypt(
-                blob[1 : 1 + _NONCE], blob[1 + _NONCE :], b"keyfob-seed:" + serial.encode()
-            )
+            return self._aead.decrypt(blob[1 : 1 + _NONCE], blob[1 + _NONCE :], b"keyfob-seed:" + serial.encode())
         except (InvalidTag, ValueError):
             raise KeyFileError(f"the seed of token {serial} does not decrypt (wrong key?)") from None
 

@@ -54,9 +54,7 @@ SOURCE_MAX = 64
 # lock takes FOR NO KEY UPDATE (what an UPDATE takes) on PostgreSQL, nothing on SQLite (its write
 # transactions run one at a time anyway): :func:`sql.lock_sql`
 _LOCK = "SELECT key FROM throttle WHERE key = :key"
-_ENSURE = (
-    "INSERT INTO throttle (key, fails, last_fail, next_ok) VALUES (:key, 0, :now, 0) ON CONFLICT (key) DO NOTHING"
-)
+_ENSURE = "INSERT INTO throttle (key, fails, last_fail, next_ok) VALUES (:key, 0, :now, 0) ON CONFLICT (key) DO NOTHING"
 _RELEASE = "UPDATE throttle SET fails = fails - 1 WHERE key = :key AND fails > 0"
 _AGG_BUMP = (
     "UPDATE audit SET count = count + 1, ts = :now"

@@ -23,9 +23,7 @@ _COLUMNS = (("tokens", False), ("audit", True))  # (table, serial nullable)
 def upgrade() -> None:
     for table, nullable in _COLUMNS:
         with op.batch_alter_table(table) as batch:
-            batch.alter_column(
-                "serial", existing_type=sa.String(16), type_=sa.String(64), existing_nullable=nullable
-            )
+            batch.alter_column("serial", existing_type=sa.String(16), type_=sa.String(64), existing_nullable=nullable)
 
 
 def downgrade() -> None:
@@ -33,11 +31,7 @@ def downgrade() -> None:
     for table, _ in _COLUMNS:
         longest = conn.execute(sa.text(f"SELECT max(length(serial)) FROM {table}")).scalar()
         if longest is not None and longest > 16:
-            raise RuntimeError(
-                f"cannot go below revision 0003: table {table} holds serials longer than 16 characters"
-            )
+            raise RuntimeError(f"cannot go below revision 0003: table {table} holds serials longer than 16 characters")
     for table, nullable in _COLUMNS:
         with op.batch_alter_table(table) as batch:
-            batch.alter_column(
-                "serial", existing_type=sa.String(64), type_=sa.String(16), existing_nullable=nullable
-            )
+            batch.alter_column("serial", existing_type=sa.String(64), type_=sa.String(16), existing_nullable=nullable)
