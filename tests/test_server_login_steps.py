@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import sqlite3
 import threading
+import time
 
 import httpx
 import pyotp
@@ -18,6 +20,7 @@ from keyfob.records import TokenRecord
 from keyfob.serials import make_serial
 from keyfob.server import validate
 from keyfob.server.app import create_app
+from keyfob.server.validate import _checkers
 from keyfob.verifier import Policy, Verifier
 from keyfob.verifier.apikeys import ApiKeys
 
@@ -45,7 +48,6 @@ def test_a_login_waits_for_a_locked_file_and_the_loop_keeps_answering(tmp_path, 
     as privacyIDEA's ``serial``) waits for it (up to the store's wait, 5 s by default) without
     blocking the loop: the worker's other requests are answered in far less than that meanwhile,
     and the login is accepted once the lock is let go."""
-    import time
 
     db, key_file, key = _database(tmp_path)
     with keyfob_serve(db, key_file, tmp_path / "serve.log") as base, httpx.Client(base_url=base, timeout=60) as c:
@@ -136,7 +138,6 @@ def test_a_login_the_stopping_loop_leaves_is_finished_on_a_thread(tmp_path):
 def test_a_login_the_stopping_loop_leaves_waiting_for_the_lock_is_finished_on_a_thread(tmp_path):
     """The same while its first transaction waits for another process's write lock: the
     transaction, once the lock is free, and the rest of the login run on a login thread."""
-    import time
 
     db, key_file, key = _database(tmp_path)
     with Verifier.open(db, key_file=key_file) as v:
@@ -160,6 +161,87 @@ def test_a_login_the_stopping_loop_leaves_waiting_for_the_lock_is_finished_on_a_
     finally:
         holder.close()
         verifier.close()
+
+
+def test_a_login_the_stopping_loop_leaves_waiting_for_its_sync_runs_no_step_again(tmp_path, monkeypatch):
+    """The same while the login, its steps all done, waits for the log's sync before it answers (a
+    server's store): nothing of it is run again, on the loop or on a thread, and the sync is still
+    made."""
+    from keyfob.verifier import logsync
+
+    db, key_file, key = _database(tmp_path)
+    with Verifier.open(db, key_file=key_file) as v:
+        v.add_user("pat", PW, twofa=False)
+    verifier = Verifier.open(db, key_file=key_file, serving=True)
+    app = create_app(verifier, in_flight=2)
+    real, syncing, go_on = logsync._datasync, threading.Event(), threading.Event()
+
+    def held(fd):
+        syncing.set()
+        go_on.wait(30)
+        real(fd)
+
+    monkeypatch.setattr(logsync, "_datasync", held)
+
+    async def main():
+        asyncio.ensure_future(validate._check_on_loop(app, _bearer(key), "pat", None, PW, "10.7.0.3"))
+        while not syncing.is_set():
+            await asyncio.sleep(0.005)
+
+    try:
+        asyncio.run(main())
+        rounds = verifier.store.log_sync.rounds
+        go_on.set()
+        _checkers(app).shutdown(wait=True)
+        rows = [(a.result, a.detail) for a in verifier.audit(user="pat", action="validate", limit=None)]
+        assert len(rows) == 1 and rows[0][0] == "ok", rows  # once: no step run twice
+        with sqlite3.connect(db) as c:
+            assert c.execute("SELECT max(fails) FROM throttle").fetchone()[0] == 0  # given back
+        deadline = time.monotonic() + 10
+        while verifier.store.log_sync.rounds == rounds and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert verifier.store.log_sync.rounds > rounds
+    finally:
+        go_on.set()
+        verifier.close()
+
+
+def test_a_login_whose_commit_cannot_be_synced_is_not_accepted(tmp_path, monkeypatch):
+    """The disk refuses to sync the log (an I/O error) as a right login commits: the answer is a
+    500 with the cause in one line, never an accept the disk may not keep; the login after it,
+    once the disk syncs again, is decided as usual."""
+    import errno
+
+    from keyfob.verifier import logsync
+
+    db, key_file, key = _database(tmp_path)
+    verifier = Verifier.open(db, key_file=key_file, serving=True)
+    app = create_app(verifier, in_flight=2)
+    real, failing = logsync._datasync, [True]
+
+    def disk(fd):
+        if failing[0]:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(fd)
+
+    monkeypatch.setattr(logsync, "_datasync", disk)
+
+    async def logins():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            auth = {"Authorization": f"Bearer {key}"}
+            refused = await c.post("/validate/check", json={"user": "ann", "pass": PW + HOTP.at(1)}, headers=auth)
+            failing[0] = False
+            later = await c.post("/validate/check", json={"user": "ann", "pass": PW + HOTP.at(2)}, headers=auth)
+            return refused, later
+
+    try:
+        refused, later = asyncio.run(logins())
+    finally:
+        verifier.close()
+    assert refused.status_code == 500, refused.text
+    assert refused.json()["result"]["error"]["message"] == "cannot sync the database's log to disk: Input/output error"
+    assert later.status_code == 200 and later.json()["result"]["value"] is True
 
 
 def _bearer(key: str):

@@ -4,6 +4,7 @@ pool retiring its idle threads) do not leave connections open."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -135,6 +136,98 @@ def test_the_http_servers_store_is_a_servers(tmp_path, monkeypatch):
         assert verifier._db.checkpoints is not None
     finally:
         verifier.close()
+
+
+def _synchronous(conn) -> int:
+    return conn.execute("PRAGMA synchronous").scalar()
+
+
+def test_every_commit_is_synced_before_it_returns(tmp_path, store):
+    """The login path's connections do not sync inside a COMMIT (NORMAL, 1): their store syncs
+    the log after it, out of the write lock (tests/test_verifier_power_cut.py cuts the power to
+    show it); the engine's connections (admin operations) do (FULL, 2). For a one-shot store and a
+    server's alike."""
+    from sqlalchemy import text
+
+    with store.read() as c:
+        assert _synchronous(c) == 1
+    with store.engine().connect() as c:
+        assert c.execute(text("PRAGMA synchronous")).scalar() == 2
+    st = sql.open_store(str(tmp_path / "s.db"), must_exist=False, wait=0.5, serving=True)
+    try:
+        with st.read() as c:
+            assert _synchronous(c) == 1
+        with st.engine().connect() as c:
+            assert c.execute(text("PRAGMA synchronous")).scalar() == 2
+    finally:
+        st.close()
+
+
+@pytest.fixture
+def serving(tmp_path):
+    st = sql.open_store(str(tmp_path / "s.db"), must_exist=False, wait=5, serving=True)
+    st.write(lambda c: c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+    yield st
+    st.close()
+
+
+def test_a_servers_writes_share_their_syncs(serving, monkeypatch):
+    """Sixteen threads write while each sync of the log takes 10 ms: every write returns only
+    after a sync that began once its row was committed had ended, and one sync serves the commits
+    made while the one before it ran (far fewer syncs than writes)."""
+    import sqlite3
+    import time
+
+    from keyfob.verifier import logsync
+
+    real, syncs = logsync._datasync, []  # (rows committed when a sync began, when it ended)
+
+    def slow(fd):
+        with contextlib.closing(sqlite3.connect(serving.path)) as c:
+            rows = {r[0] for r in c.execute("SELECT id FROM t")}
+        time.sleep(0.01)
+        real(fd)
+        syncs.append((rows, time.monotonic()))
+
+    monkeypatch.setattr(logsync, "_datasync", slow)
+    unsynced: list = []
+
+    def writer(k):
+        for i in range(5):
+            v = k * 10 + i
+            serving.write(lambda c, v=v: c.execute("INSERT INTO t VALUES (:v)", {"v": v}))
+            returned = time.monotonic()
+            if not any(v in rows and ended <= returned for rows, ended in list(syncs)):
+                unsynced.append(v)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert unsynced == []
+    assert 1 <= len(syncs) < 40  # 80 writes
+
+
+def test_a_failed_sync_fails_the_write_and_the_next_sync_tries_again(serving, monkeypatch):
+    """The disk refuses a sync: the write raises :class:`DatabaseError` (one line, the cause)
+    rather than return as if its commit were safe; the next write syncs again."""
+    import errno
+
+    from keyfob.verifier import logsync
+    from keyfob.verifier.errors import DatabaseError
+
+    real, fail = logsync._datasync, [True]
+
+    def flaky(fd):
+        if fail.pop() if fail else False:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(fd)
+
+    monkeypatch.setattr(logsync, "_datasync", flaky)
+    with pytest.raises(DatabaseError, match=r"\Acannot sync the database's log to disk: Input/output error\Z"):
+        serving.write(lambda c: c.execute("INSERT INTO t VALUES (1)"))
+    serving.write(lambda c: c.execute("INSERT INTO t VALUES (2)"))
 
 
 def test_write_now_runs_nothing_while_another_writer_holds_the_file(store):

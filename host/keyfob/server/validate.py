@@ -22,7 +22,7 @@ from starlette.datastructures import Headers
 from keyfob.verifier import BadInput, DatabaseBusy, VerifierError, steps
 from keyfob.verifier.service import check_name
 from keyfob.verifier.sql import SqliteStore, WouldWait
-from keyfob.verifier.steps import Hash, Write
+from keyfob.verifier.steps import Write
 from keyfob.verifier.throttle import source_key
 
 from . import answers, limits
@@ -92,33 +92,41 @@ async def _run_steps(app, login):
     """Drive a login's steps (:mod:`keyfob.verifier.steps`) from the event loop: each transaction
     here (:func:`_write`: never a wait that blocks the loop); a cheap hash here, a costly one on a
     login thread. On one thread of the loop's own a login gives the GIL away far less often
-    (docs/bench.md), which is what this is for."""
+    (docs/bench.md), which is what this is for. The login is answered once its commits are on
+    disk: one sync of the log after its last, which covers the ones before (a commit's outcome
+    in between only leads to the login's next step, never to an answer)."""
     store, pw = app.state.verifier.store, app.state.verifier.passwords
-    job = None
+    wrote = False
     try:
         step = next(login)
         while True:
+            rest = None  # what a login thread needs to end this step, should the loop stop in it
             try:
                 if type(step) is Write:
+                    rest = functools.partial(steps.outcome, step, store.write, pw.verify)
                     out = await _write(store, step.fn)
+                    wrote = True
                 else:
                     cost = _hash_cost(step.hashed)
                     if cost is not None and cost <= LOOP_HASH_COST:
                         out = pw.verify(step.hashed, step.password)
                     else:
                         job = _checkers(app).submit(pw.verify, step.hashed, step.password)
+                        rest = functools.partial(_hash_outcome, job, step, pw.verify)
                         out = await asyncio.wrap_future(job)
             except asyncio.CancelledError:
-                # the loop is stopping while this step waits: the step (a hash's own job if it
-                # still runs; a transaction waits only before it runs) and the rest of the login
-                # on a login thread, as a login on a thread would have ended
-                _checkers(app).submit(_finish, app, login, step, job if type(step) is Hash else None)
+                # the loop is stopping while this step waits: the step's end (a transaction not
+                # yet run; a hash's own job if it still runs) and the rest of the login on a login
+                # thread, as a login on a thread would have ended
+                _checkers(app).submit(_finish, app, login, rest)
                 raise
             except Exception as exc:
                 step = login.throw(exc)
             else:
                 step = login.send(out)
     except StopIteration as stop:
+        if wrote:
+            await asyncio.wrap_future(store.on_disk())
         return stop.value
 
 
@@ -146,15 +154,19 @@ async def _write(store, fn):
         pause = min(pause * 1.5, POLL_MAX_S)
 
 
-def _finish(app, login, step, job=None) -> None:
-    """On a login thread: ``step`` of a login the stopping loop left (a hash's ``job``'s outcome,
-    if the cancel did not take it off the queue before it ran), then its other steps."""
+def _hash_outcome(job, step, verify):
+    """A hash's outcome: its job's, if the cancel did not take the job off the queue before it ran."""
+    return job.result() if not job.cancelled() else steps.outcome(step, None, verify)
+
+
+def _finish(app, login, rest) -> None:
+    """On a login thread: the end of the step a stopping loop left (``rest()``: its outcome), then
+    the login's other steps."""
     verifier = app.state.verifier
     write, verify = verifier.store.write, verifier.passwords.verify
     try:
         try:
-            out = job.result() if job is not None and not job.cancelled() else steps.outcome(step, write, verify)
-            exc = None
+            out, exc = rest(), None
         except Exception as e:  # the step's failure is the login's to handle, as in steps.run
             out, exc = None, e
         steps.resume(login, write, verify, out=out, exc=exc)

@@ -244,18 +244,21 @@ def check_sqlite_file(path: str, *, must_exist: bool, header: bool = True) -> No
     _check_file(path, header)
 
 
-def sqlite_pragmas(dbapi_conn, wait: float, *, own_checkpoints: bool = True) -> None:
+def sqlite_pragmas(dbapi_conn, wait: float, *, own_checkpoints: bool = True, sync_commits: bool = True) -> None:
     """Every SQLite connection's set-up (SQLAlchemy's and the login path's ``sqlite3`` ones):
-    autocommit at the driver (we emit BEGIN ourselves), WAL, synchronous=NORMAL, foreign keys, the
-    WAL's checkpoint interval, the busy timeout of the lock wait. ``own_checkpoints=False``: none
-    in this connection's commits, for a server's store, whose thread checkpoints
-    (:mod:`.checkpoints`)."""
+    autocommit at the driver (we emit BEGIN ourselves), WAL, foreign keys, the WAL's checkpoint
+    interval, the busy timeout of the lock wait, and each COMMIT synced to disk before it returns
+    (``synchronous=FULL``). ``own_checkpoints=False``: none in this connection's commits, for a
+    server's store, whose thread checkpoints (:mod:`.checkpoints`); ``sync_commits=False``: its
+    COMMITs not synced (``NORMAL``), for the login path's connections, whose store syncs the log
+    after the commit, out of the write lock (:mod:`.logsync`)."""
     dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (SQLAlchemy's pysqlite recipe)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    # WAL + NORMAL: always consistent, and a commit survives a killed process, but not an OS crash
-    # or a power cut until the next checkpoint syncs the log (README, "Security notes")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    # WAL + NORMAL alone: always consistent, and a commit survives a killed process, but not an OS
+    # crash or a power cut until the next checkpoint syncs the log: an accepted code could be
+    # accepted again. So never NORMAL without the store's own sync after each commit.
+    cur.execute("PRAGMA synchronous=FULL" if sync_commits else "PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     # a checkpoint (with its fsyncs) every ~40 MB of log rather than every 4 MB: a login writes a
     # few pages, the same ones over and over, so fewer checkpoints copy far fewer pages

@@ -28,6 +28,7 @@ import time
 from . import db
 from .checkpoints import Checkpointer
 from .errors import DatabaseBusy, DatabaseError
+from .logsync import LogSync
 
 
 class _Rows:
@@ -157,7 +158,14 @@ class SqliteStore:
     last: its page cache is the warmest) or opens one with :func:`.db.sqlite_pragmas`, and gives
     it back after; at most :data:`IDLE_MAX` wait idle. Not one per thread: the HTTP front's thread
     pools retire their threads, and each would leave its connection open until :meth:`close`.
-    The SQLAlchemy engine (for admin operations and migrations) is made only when asked for."""
+    The SQLAlchemy engine (for admin operations and migrations) is made only when asked for.
+
+    Every commit is on disk before its outcome is used: the store's connections commit without a
+    sync (out of the file's write lock) and the store syncs the log after (:mod:`.logsync`; a
+    server's, ``serving``, with one sync shared by the commits waiting for it). :meth:`write`
+    returns once its commit is on disk; after :meth:`write_now` (an event loop's), the caller
+    waits for :meth:`on_disk` before it answers. The SQLAlchemy engine's commits (admin
+    operations) sync inside the COMMIT."""
 
     def __init__(self, path: str, url: str, wait: float, *, serving: bool = False):
         self.path, self.url, self.wait = path, url, wait
@@ -168,6 +176,7 @@ class SqliteStore:
         self._closed = False
         # a server's store: WAL checkpoints on a thread of their own, not in a login's commit
         self.checkpoints = Checkpointer(path) if serving else None
+        self.log_sync = LogSync(path, shared=serving)
         with _IN_USE_LOCK:
             _IN_USE[path] = _IN_USE.get(path, 0) + 1
 
@@ -182,7 +191,7 @@ class SqliteStore:
             self.path, timeout=self.wait if waiting else 0, isolation_level=None, check_same_thread=False
         )
         try:
-            db.sqlite_pragmas(raw, self.wait, own_checkpoints=self.checkpoints is None)
+            db.sqlite_pragmas(raw, self.wait, own_checkpoints=self.checkpoints is None, sync_commits=False)
         except BaseException:
             raw.close()
             raise
@@ -209,7 +218,7 @@ class SqliteStore:
 
     def write(self, fn):
         """``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction, re-run while the database stays locked
-        (at most the lock wait, then :class:`DatabaseBusy`)."""
+        (at most the lock wait, then :class:`DatabaseBusy`); returns once the commit is on disk."""
 
         def once():
             raw = self._take()
@@ -229,14 +238,23 @@ class SqliteStore:
             finally:
                 self._give(raw)
 
-        return db.retrying(self.wait, once)
+        out = db.retrying(self.wait, once)
+        self.log_sync.sync()  # never inside retrying: the commit is done, fn must not run again
+        return out
+
+    def on_disk(self):
+        """After :meth:`write_now`: a ``concurrent.futures.Future`` done once its commit (and every
+        one before it) is on disk, failed with :class:`DatabaseError` if the log could not be
+        synced. Nothing is to be answered on the strength of a commit before."""
+        return self.log_sync.ask()
 
     def write_now(self, fn):
         """:meth:`write` if its transaction can start this moment, else :class:`WouldWait` with
         nothing run: for an event loop, which must not wait, and tries again later itself
         (:mod:`.steps`). It waits neither for this store's other writers nor for another
         process's write lock, and nothing in it waits on SQLite's busy handler. A transaction
-        SQLite gives up on (locked after all) is rolled back and is a :class:`WouldWait` too."""
+        SQLite gives up on (locked after all) is rolled back and is a :class:`WouldWait` too. Its
+        commit is on disk once :meth:`on_disk` says so."""
         if not self._turn.acquire(blocking=False):
             raise WouldWait
         raw = None
@@ -313,6 +331,8 @@ class SqliteStore:
             engine.dispose()
         if self.checkpoints is not None and not closed:
             self.checkpoints.close()
+        if not closed:
+            self.log_sync.close()
 
 
 class EngineStore:
