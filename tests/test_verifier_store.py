@@ -209,25 +209,85 @@ def test_a_servers_writes_share_their_syncs(serving, monkeypatch):
     assert 1 <= len(syncs) < 40  # 80 writes
 
 
-def test_a_failed_sync_fails_the_write_and_the_next_sync_tries_again(serving, monkeypatch):
+_BROKEN = (
+    r"\Acannot sync the database's log to disk: Input/output error"
+    r" \(every sync fails until the server is restarted\)\Z"
+)
+
+
+def test_a_failed_sync_fails_that_write_and_every_later_one(serving, monkeypatch):
     """The disk refuses a sync: the write raises :class:`DatabaseError` (one line, the cause)
-    rather than return as if its commit were safe; the next write syncs again."""
+    rather than return as if its commit were safe. The kernel has dropped the pages it could not
+    write, so a later sync that succeeds would prove nothing: every later write fails too."""
     import errno
 
     from keyfob.verifier import logsync
     from keyfob.verifier.errors import DatabaseError
 
-    real, fail = logsync._datasync, [True]
+    real, fail, calls = logsync._datasync, [True], []
 
     def flaky(fd):
+        calls.append(fd)
         if fail.pop() if fail else False:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real(fd)
 
     monkeypatch.setattr(logsync, "_datasync", flaky)
-    with pytest.raises(DatabaseError, match=r"\Acannot sync the database's log to disk: Input/output error\Z"):
-        serving.write(lambda c: c.execute("INSERT INTO t VALUES (1)"))
-    serving.write(lambda c: c.execute("INSERT INTO t VALUES (2)"))
+    for v in (1, 2):
+        with pytest.raises(DatabaseError, match=_BROKEN):
+            serving.write(lambda c, v=v: c.execute("INSERT INTO t VALUES (:v)", {"v": v}))
+    assert len(calls) == 1  # the second is refused without asking the disk
+
+
+def test_a_sync_that_dies_answers_its_waiters_and_every_later_one(serving, monkeypatch):
+    """Anything but an OSError in the sync thread (a bug) must not leave writers waiting forever:
+    the write waiting for it fails, and so does every later one, at once."""
+    from keyfob.verifier import logsync
+    from keyfob.verifier.errors import DatabaseError
+
+    def bug(fd):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(logsync, "_datasync", bug)
+    for v in (1, 2):
+        with pytest.raises(DatabaseError, match=r"the log's sync stopped \(RuntimeError: a bug\)"):
+            serving.write(lambda c, v=v: c.execute("INSERT INTO t VALUES (:v)", {"v": v}))
+
+
+@pytest.mark.parametrize("serving_store", [False, True], ids=["one-shot", "server"])
+def test_each_write_syncs_the_real_log_after_its_commit(tmp_path, monkeypatch, serving_store):
+    """A write returns after a sync of the log that holds its commit: the log beside the real
+    file when the database is named through a symlink (SQLite follows it), for a one-shot store
+    (synced in the writer's thread) and a server's."""
+    import sqlite3
+
+    from keyfob.verifier import logsync
+
+    (tmp_path / "real").mkdir()
+    real_db, link = tmp_path / "real" / "x.db", tmp_path / "link.db"
+    st = sql.open_store(str(real_db), must_exist=False, wait=5)
+    st.write(lambda c: c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+    st.close()
+    link.symlink_to(real_db)
+    real, seen = logsync._datasync, []
+
+    def watched(fd):
+        with contextlib.closing(sqlite3.connect(real_db)) as c:
+            rows = [r[0] for r in c.execute("SELECT id FROM t")]
+        seen.append((os.fstat(fd).st_ino, rows, threading.current_thread() is writer))
+        real(fd)
+
+    monkeypatch.setattr(logsync, "_datasync", watched)
+    writer = threading.current_thread()
+    st = sql.open_store(str(link), must_exist=True, wait=5, serving=serving_store)
+    try:
+        st.write(lambda c: c.execute("INSERT INTO t VALUES (7)"))
+        wal = os.stat(str(real_db) + "-wal").st_ino
+    finally:
+        st.close()
+    assert not os.path.exists(str(link) + "-wal")
+    assert seen and seen[-1][:2] == (wal, [7])
+    assert seen[-1][2] is not serving_store  # a one-shot store syncs in the writer's thread
 
 
 def test_write_now_runs_nothing_while_another_writer_holds_the_file(store):

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
-from keyfob.verifier import BadInput, Verifier, throttle
+from keyfob.verifier import BadInput, Verifier, VerifierError, throttle
 
 from . import packets
 from .clients import Clients
@@ -110,6 +110,8 @@ class RadiusServer:
             with self._seen_lock:
                 self._seen[key] = (self._seen[key][0], reply)
             self._send(reply, addr)
+        except VerifierError as exc:  # undecided (the database): no answer, the NAS asks again
+            log.error("a request from %s was not decided: %s", addr[0], exc)
         except Exception:  # one bad request must not stop the server
             log.exception("a request from %s failed", addr[0])
         finally:

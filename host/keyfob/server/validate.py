@@ -128,6 +128,10 @@ async def _run_steps(app, login):
         if wrote:
             await asyncio.wrap_future(store.on_disk())
         return stop.value
+    except Exception:
+        if wrote:  # a refusal after a commit (a bad text's audit row) waits for it as well
+            await asyncio.wrap_future(store.on_disk())  # a failed sync is then the answer
+        raise
 
 
 #: the longest pause between two tries of a loop's transaction while the file is locked (the

@@ -36,6 +36,10 @@ class _Log:
         if "logging" in sys.modules:
             sys.modules["logging"].getLogger("keyfob.verifier").info(msg, *args)
 
+    def error(self, msg: str, *args) -> None:
+        if "logging" in sys.modules:
+            sys.modules["logging"].getLogger("keyfob.verifier").error(msg, *args)
+
 
 log = _Log()
 
