@@ -9,7 +9,8 @@ Rows: ``(name, value, unit, target, ratio, ok)``.
 - a resync over 1,000 counters (worst case: no pair found, every counter computed) in ms;
   target <= 10 ms; ratio = pyotp's time for the same 1,001 codes / ours.
 - end-to-end validations per second through the library (``Verifier.check_code``: load, window,
-  compare-and-set, audit row, commit) on one SQLite file, by two processes at once (2 cores);
+  compare-and-set, audit row, commit, and the log's sync before it returns) on one SQLite file, by
+  two processes at once (2 cores);
   target >= 2,000/s; there is no pyotp equivalent, so ratio = value / target. The password hash
   (Argon2id, deliberately slow) is not part of this figure. Beside it, from the same run: the
   rate of one process alone (what the second process adds), and the write transactions and SQL

@@ -390,3 +390,42 @@ def test_once_a_servers_store_has_used_the_file_no_other_process_can_hold_it_who
     finally:
         holder.close()
         store.close()
+
+
+@pytest.mark.parametrize("serving_store", [False, True], ids=["one-shot", "server"])
+def test_a_library_login_syncs_once_after_its_last_commit_even_when_refused(tmp_path, monkeypatch, serving_store):
+    """``Verifier.verify`` commits twice (the throttle's reservation, then the decision and its
+    audit row) and syncs the log once, after the second: one sync puts both on disk. A login
+    refused by an exception after a commit (invalid UTF-8: audited, then BadInput) is synced
+    before it raises."""
+    import base64
+    import sqlite3
+
+    import pyotp
+    from keyfob.records import TokenRecord
+    from keyfob.serials import make_serial
+    from keyfob.verifier import BadInput, Policy, Verifier, logsync
+
+    seed = bytes(range(3, 23))
+    hotp = pyotp.HOTP(base64.b32encode(seed).decode())
+    db, key_file = tmp_path / "v.db", tmp_path / "v.key"
+    with Verifier.init(db, key_file=key_file, policy=Policy(password_profile="fast")) as v:
+        v.import_records([TokenRecord(make_serial(7701), "hotp", "sha1", 6, seed)])
+        v.add_user("ann", "password 1")
+        assert v.link("ann", make_serial(7701), hotp.at(0)).accepted
+    real, audited_at_sync = logsync._datasync, []
+
+    def watched(fd):
+        with contextlib.closing(sqlite3.connect(db)) as c:
+            audited_at_sync.append(c.execute("SELECT count(*) FROM audit").fetchone()[0])
+        real(fd)
+
+    monkeypatch.setattr(logsync, "_datasync", watched)
+    with Verifier.open(db, key_file=key_file, serving=serving_store) as v:
+        with contextlib.closing(sqlite3.connect(db)) as c:
+            before = c.execute("SELECT count(*) FROM audit").fetchone()[0]
+        assert v.verify("ann", "password 1" + hotp.at(1)).accepted
+        assert audited_at_sync == [before + 1]  # one sync, once the decision's row was in
+        with pytest.raises(BadInput):
+            v.verify("ann", "password 1\udcff" + hotp.at(2))
+        assert audited_at_sync == [before + 1, before + 2]

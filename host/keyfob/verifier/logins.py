@@ -211,8 +211,11 @@ class Logins:
             raise
 
     def _run(self, login) -> Result:
-        """A login's steps, run here (see :mod:`.steps`)."""
-        return steps.run(login, self._db.write, self._pw.verify)
+        """A login's steps, run here (see :mod:`.steps`); its commits synced once, at its end."""
+        return steps.run(login, self._write_unsynced, self._pw.verify, synced=self._db.sync)
+
+    def _write_unsynced(self, fn):
+        return self._db.write(fn, sync=False)
 
     def _refuse_steps(self, att: _Attempt, now, reason, serial=None):
         """Steps of :meth:`_refuse` for a login: its audit row in a transaction of its own."""

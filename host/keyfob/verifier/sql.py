@@ -216,9 +216,10 @@ class SqliteStore:
             except sqlite3.Error:
                 pass  # the connection is closed by _give (still in a transaction)
 
-    def write(self, fn):
+    def write(self, fn, *, sync: bool = True):
         """``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction, re-run while the database stays locked
-        (at most the lock wait, then :class:`DatabaseBusy`); returns once the commit is on disk."""
+        (at most the lock wait, then :class:`DatabaseBusy`); returns once the commit is on disk
+        (``sync=False``: the caller calls :meth:`sync` before it answers on the strength of it)."""
 
         def once():
             raw = self._take()
@@ -239,8 +240,13 @@ class SqliteStore:
                 self._give(raw)
 
         out = db.retrying(self.wait, once)
-        self.log_sync.sync()  # never inside retrying: the commit is done, fn must not run again
+        if sync:
+            self.log_sync.sync()  # never inside retrying: the commit is done, fn must not run again
         return out
+
+    def sync(self) -> None:
+        """Every commit made so far on disk (after :meth:`write` with ``sync=False``)."""
+        self.log_sync.sync()
 
     def on_disk(self):
         """After :meth:`write_now`: a ``concurrent.futures.Future`` done once its commit (and every
@@ -342,8 +348,13 @@ class EngineStore:
         self._e = engine
         self.url = engine.url.render_as_string(hide_password=False)
 
-    def write(self, fn):
+    def write(self, fn, *, sync: bool = True):
+        """``sync`` is for the protocol: each commit here is on disk when it returns (the
+        database's own setting: PostgreSQL's default, ``synchronous_commit=on``)."""
         return db.write(self._e, lambda conn: fn(EngineConn(conn)))
+
+    def sync(self) -> None:
+        pass
 
     @contextlib.contextmanager
     def read(self):

@@ -43,11 +43,34 @@ def outcome(step, write, verify_hash):
     return verify_hash(step.hashed, step.password)
 
 
-def run(steps, write, verify_hash):
+def run(steps, write, verify_hash, *, synced=None):
     """Drive ``steps`` to their end in this thread: ``write(fn)`` for a :class:`Write`,
     ``verify_hash(hashed, password)`` for a :class:`Hash`. A step's exception is thrown into the
-    login (its ``finally`` still runs its steps), and what the login returns is returned."""
-    return resume(steps, write, verify_hash, started=False)
+    login (its ``finally`` still runs its steps), and what the login returns is returned.
+
+    ``synced``: for a ``write`` that leaves its commits off the disk, called once the login has
+    written anything, after its last write and before its outcome (or its refusal) leaves here:
+    one sync puts all its commits on disk (:mod:`.logsync`), and a commit's outcome in between
+    only leads to the login's next step."""
+    if synced is None:
+        return resume(steps, write, verify_hash, started=False)
+    wrote = False
+
+    def counted(fn):
+        nonlocal wrote
+        out = write(fn)
+        wrote = True
+        return out
+
+    try:
+        out = resume(steps, counted, verify_hash, started=False)
+    except Exception:
+        if wrote:
+            synced()  # a failed sync is then the refusal
+        raise
+    if wrote:
+        synced()
+    return out
 
 
 def resume(steps, write, verify_hash, *, out=None, exc=None, started=True):
