@@ -142,7 +142,7 @@ def _synchronous(conn) -> int:
     return conn.execute("PRAGMA synchronous").scalar()
 
 
-def test_every_commit_is_synced_before_it_returns(tmp_path, store):
+def test_login_connections_leave_the_sync_to_their_store_and_admin_ones_sync_in_the_commit(tmp_path, store):
     """The login path's connections do not sync inside a COMMIT (NORMAL, 1): their store syncs
     the log after it, out of the write lock (tests/test_verifier_power_cut.py cuts the power to
     show it); the engine's connections (admin operations) do (FULL, 2). For a one-shot store and a

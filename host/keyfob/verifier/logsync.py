@@ -10,11 +10,11 @@ more, a lockout undone.
 
 So the login path's connections keep NORMAL, and their store syncs the log itself, after the
 COMMIT, out of the lock (:class:`LogSync`): a writer asks for a sync once its commit is done and
-waits for it before anything is answered on the strength of it. In a server's store one thread syncs the log for every
-commit asked for since its last round, so at 1,000 logins/s a round covers the commits of all
-the logins that finished while the one before it ran (and an event loop waits for it without
-blocking); a one-shot process's store syncs in the writer's own thread. Either way two processes
-on one file no longer take turns on each other's syncs.
+waits for it before anything is answered on the strength of it. In a server's store one thread
+syncs the log for every commit asked for since its last round, so at 1,000 logins/s a round
+covers the commits of all the logins that finished while the one before it ran (and an event
+loop waits for it without blocking); a one-shot process's store syncs in the writer's own
+thread. Either way two processes on one file no longer take turns on each other's syncs.
 
 Why a sync of the ``-wal`` file is enough: once a commit has returned, its pages are in the log
 file; SQLite reuses the log from its start only after a checkpoint has copied every page of it
